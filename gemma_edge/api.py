@@ -1,0 +1,181 @@
+"""The Python API: `load()` a model, then `generate`, `stream` or `chat`.
+
+    import gemma_edge
+    model = gemma_edge.load()                       # the embedded Gemma 3 270M
+    print(model.generate("Write a haiku about snow", temperature=0))
+    for event in model.stream("Tell me a story"):
+        print(event.get("text", ""), end="")
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from gemma_edge.engine import Engine, Generation
+from gemma_edge.errors import GemmaEdgeError
+from gemma_edge.model import ModelFacts, read_model_facts
+from gemma_edge.registry import ModelEntry, resolve
+from gemma_edge.response import Response
+from gemma_edge.sampling import Sampling
+
+DEFAULT_MAX_TOKENS = 512
+
+
+class ResponseStream:
+    """Iterate for parser events (`{"type": "thinking"|"content", "text"}`, `{"type": "tool_call", ...}`);
+    `.response` holds the whole parsed Response once iteration ends."""
+
+    def __init__(self, generation: Generation, parser, raw: bool):
+        self.generation, self.parser, self.raw = generation, parser, raw
+        self.response: Response | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        gen = self.generation
+        if self.raw:
+            text = []
+            for delta in gen:
+                text.append(delta)
+                yield {"type": "content", "text": delta}
+            parsed = {"content": "".join(text), "thinking": None, "tool_calls": [], "errors": []}
+        else:
+            for delta in gen:
+                yield from self.parser.feed(delta)
+            parsed = self.parser.close()
+        finish = gen.finish_reason or "stop"
+        if parsed.get("tool_calls") and finish == "stop":
+            finish = "tool_calls"
+        self.response = Response(
+            content=parsed["content"], thinking=parsed.get("thinking"), tool_calls=parsed.get("tool_calls") or [],
+            errors=parsed.get("errors") or [], finish_reason=finish, usage=gen.usage,
+            timings=gen.timings.as_dict(gen.prompt_evaluated, len(gen.tokens)))
+
+    def consume(self) -> Response:
+        for _ in self:
+            pass
+        return self.response
+
+
+class ThinkingBudget:
+    """After `budget` tokens inside the thought channel, force the channel's closing marker (as
+    llama.cpp's reasoning budget does) so the model moves on to its answer."""
+
+    def __init__(self, open_id: int, close_id: int, budget: int, starts_inside: bool):
+        self.open_id, self.close_id, self.budget = open_id, close_id, budget
+        self.inside, self.count, self.seen = starts_inside, 0, 0
+
+    def __call__(self, generated: list[int]) -> list[int] | None:
+        for token in generated[self.seen:]:
+            if token == self.open_id:
+                self.inside, self.count = True, 0
+            elif token == self.close_id:
+                self.inside = False
+            elif self.inside:
+                self.count += 1
+        self.seen = len(generated)
+        if self.inside and self.count >= self.budget:
+            self.inside = False
+            return [self.close_id]
+        return None
+
+
+class Model:
+    """A loaded Gemma GGUF. Thread-safe: generations are serialised on the engine's lock."""
+
+    def __init__(self, path: Path, entry: ModelEntry | None = None, *, n_ctx: int | None = None,
+                 n_threads: int | None = None, n_batch: int = 512, format: str | None = None):
+        facts = read_model_facts(path)
+        self.entry = entry
+        self.format = format or (entry.raw.get("format") if entry else None) or facts.format
+        self.facts: ModelFacts = facts
+        self.engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+        self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
+        self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
+        caps = entry.capabilities if entry else {}
+        self.default_thinking = bool(caps.get("thinking", False))
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.n_ctx
+
+    def sampling(self, **overrides) -> Sampling:
+        return self.default_sampling.updated(**overrides)
+
+    # -- prompts --------------------------------------------------------------------------------
+    def render(self, messages: list[dict], *, tools=None, enable_thinking: bool = False,
+               add_generation_prompt: bool = True, **template_vars):
+        from gemma_edge.formats import render_segments
+
+        return render_segments(messages, format=self.format, tools=tools, enable_thinking=enable_thinking,
+                               add_generation_prompt=add_generation_prompt, **template_vars)
+
+    def tokenize_messages(self, messages, **kw) -> tuple[list[int], str]:
+        """Token ids of the rendered prompt, and the prompt's tail (for the output parser)."""
+        segments = self.render(messages, **kw)
+        tail = "".join(s.text for s in segments[-4:])[-256:]
+        return self.engine.tokenize(segments), tail
+
+    def tokenize_raw(self, text: str) -> list[int]:
+        from gemma_edge.formats import Segment
+
+        return self.engine.tokenize([Segment(self.facts.bos_token or "<bos>", True), Segment(text, False)])
+
+    # -- generation -----------------------------------------------------------------------------
+    def stream(self, prompt: str | list[dict], *, raw: bool = False, tools=None, enable_thinking: bool | None = None,
+               max_tokens: int = DEFAULT_MAX_TOKENS, thinking_budget: int | None = None, grammar: str | None = None,
+               template_vars: dict | None = None, **sampling) -> ResponseStream:
+        """Start a generation for a prompt string (one user turn) or a message list."""
+        from gemma_edge.parsing import StreamParser
+        from gemma_edge.tools import normalize_tools
+
+        samp = self.sampling(**sampling)
+        think = self.default_thinking if enable_thinking is None else bool(enable_thinking)
+        if raw:
+            if not isinstance(prompt, str):
+                raise GemmaEdgeError("raw completion takes a text prompt, not messages")
+            gen = self.engine.generate(self.tokenize_raw(prompt), samp, max_tokens=max_tokens, grammar=grammar)
+            return ResponseStream(gen, None, raw=True)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        schemas = normalize_tools(tools)[0] if tools else None
+        tokens, tail = self.tokenize_messages(messages, tools=schemas, enable_thinking=think, **(template_vars or {}))
+        budget = self._thinking_budget(thinking_budget, tail) if think and thinking_budget is not None else None
+        gen = self.engine.generate(tokens, samp, max_tokens=max_tokens, grammar=grammar, intervene=budget)
+        parser = StreamParser(self.format, enable_thinking=think, prompt_tail=tail, tools=schemas)
+        return ResponseStream(gen, parser, raw=False)
+
+    def generate(self, prompt: str | list[dict], **kw) -> Response:
+        return self.stream(prompt, **kw).consume()
+
+    def chat(self, messages: list[dict], *, tools=None, execute_tools: bool = False, max_tool_rounds: int = 5,
+             **kw) -> Response:
+        """One assistant reply to `messages`. With `execute_tools`, Python callables among `tools` are
+        run for the calls the model makes and their results fed back, up to `max_tool_rounds` times."""
+        from gemma_edge.chat import run_tool_loop
+
+        history = list(messages)
+        return run_tool_loop(self, history, tools=tools, execute_tools=execute_tools,
+                             max_tool_rounds=max_tool_rounds, **kw)
+
+    def _thinking_budget(self, budget: int, prompt_tail: str) -> ThinkingBudget:
+        open_id = self.engine.special_id("<|channel>")
+        close_id = self.engine.special_id("<channel|>")
+        if open_id is None or close_id is None:
+            raise GemmaEdgeError(f"{self.facts.name} has no thought channel: --thinking-budget needs a Gemma 4 model")
+        starts_inside = prompt_tail.rstrip().endswith("<|channel>thought")
+        return ThinkingBudget(open_id, close_id, budget, starts_inside)
+
+    def close(self) -> None:
+        self.engine.llm.close()
+
+
+def load(name_or_path: str | Path | None = None, **options) -> Model:
+    """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
+    n_batch, format (override the detected turn format)."""
+    path, entry = resolve(name_or_path)
+    return Model(path, entry, **options)
+
+
+def warn_base_model(model: Model, stream=sys.stderr) -> None:
+    if not model.instruct:
+        print(f"note: {model.facts.name} is a base model, not instruction-tuned: it continues text rather "
+              "than following instructions, so chat replies may wander", file=stream)

@@ -1,0 +1,108 @@
+"""What the CLI commands share: model/sampling options and turning errors into one-line messages."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from gemma_edge.errors import GemmaEdgeError
+
+
+class UserError(click.ClickException):
+    """A one-line error and exit code 2, like click's own usage errors."""
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"gemma-edge: error: {self.format_message()}", err=True)
+
+
+def friendly_errors(fn):
+    """Run a command; a GemmaEdgeError becomes `gemma-edge: error: …` with exit code 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GemmaEdgeError as e:
+            raise UserError(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(0)
+    return wrapper
+
+
+def model_options(fn):
+    """-m/--model, --ctx-size, --threads."""
+    fn = click.option("--threads", type=click.IntRange(min=1), default=None,
+                      help="CPU threads (default: physical cores).")(fn)
+    fn = click.option("--ctx-size", "-c", type=click.IntRange(min=16), default=None,
+                      help="Context window in tokens (default: 4096 or the model's maximum if smaller).")(fn)
+    fn = click.option("--model", "-m", "model_name", default=None, metavar="MODEL",
+                      help="Registry name (see `gemma-edge list`) or path to a .gguf file "
+                           "(default: the embedded Gemma 3 270M).")(fn)
+    return fn
+
+
+def generation_options(fn):
+    """Sampling, length and thinking controls."""
+    options = [
+        click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=512, show_default=True,
+                     help="Stop after this many generated tokens."),
+        click.option("--temperature", "-t", type=click.FloatRange(min=0), default=None,
+                     help="0 means greedy (deterministic); default from models.yaml (Gemma: 1.0)."),
+        click.option("--top-k", type=click.IntRange(min=0), default=None, help="Default 64."),
+        click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="Default 0.95."),
+        click.option("--min-p", type=click.FloatRange(min=0, max=1), default=None, help="Default 0."),
+        click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Default 1.0 (off)."),
+        click.option("--seed", type=int, default=None, help="Random seed for reproducible sampling."),
+        click.option("--think/--no-think", "think", default=None,
+                     help="Let the model think before answering (Gemma 4; default from models.yaml)."),
+        click.option("--thinking-budget", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Close the thought channel after N thinking tokens, then let the model answer."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def sampling_overrides(kw: dict) -> dict:
+    keys = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+            "repeat_penalty": "repeat_penalty", "seed": "seed"}
+    return {dst: kw[src] for src, dst in keys.items() if kw.get(src) is not None}
+
+
+def load_model(model_name, ctx_size, threads):
+    from gemma_edge.api import load
+
+    return load(model_name, n_ctx=ctx_size, n_threads=threads)
+
+
+class Printer:
+    """Streams content to stdout and thinking to stderr (dimmed on a terminal)."""
+
+    def __init__(self):
+        self.dim = sys.stderr.isatty()
+        self.thinking_open = False
+
+    def event(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "thinking":
+            text = event["text"]
+            click.echo(click.style(text, dim=True) if self.dim else text, err=True, nl=False)
+            self.thinking_open = True
+        elif kind == "content":
+            if self.thinking_open:
+                click.echo("", err=True)
+                self.thinking_open = False
+            click.echo(event["text"], nl=False)
+        elif kind == "tool_call":
+            fn = event["tool_call"]["function"]
+            import json
+
+            click.echo(click.style(f"[tool call] {fn['name']}({json.dumps(fn['arguments'], ensure_ascii=False)})",
+                                   fg="cyan") if self.dim else f"[tool call] {fn['name']}", err=True)
+        sys.stdout.flush()

@@ -1,0 +1,194 @@
+"""`run`, `chat` and `demo`: generation from the command line."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from gemma_edge.cli.common import (Printer, UserError, friendly_errors, generation_options, load_model,
+                                   model_options, sampling_overrides)
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        text = sys.stdin.read()
+        if not text.strip():
+            raise UserError("no prompt on standard input")
+        return text
+    if prompt is None:
+        raise UserError("give a PROMPT, or `-` to read it from standard input")
+    return prompt
+
+
+def _generation_kwargs(kw: dict) -> dict:
+    return {"max_tokens": kw["max_tokens"], "enable_thinking": kw["think"],
+            "thinking_budget": kw["thinking_budget"], **sampling_overrides(kw)}
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@model_options
+@generation_options
+@click.option("--raw", is_flag=True, help="Plain completion: the prompt is continued as text, no chat template.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"content", "thinking", "tool_calls", "finish_reason", "usage", '
+                   '"timings", "errors"} (schema: docs/run-json.schema.json).')
+@click.option("--system", "-s", default=None, help="A system prompt.")
+@friendly_errors
+def run(prompt, model_name, ctx_size, threads, raw, as_json, system, **kw):
+    """Answer one PROMPT and exit (`-` or a pipe: read it from standard input).
+
+    \b
+      gemma-edge run "Name three primes" --temperature 0
+      echo "Summarise: ..." | gemma-edge run --json
+      gemma-edge run --raw "Once upon a time" -n 64
+    """
+    text = _read_prompt(prompt)
+    model = load_model(model_name, ctx_size, threads)
+    if raw:
+        if system:
+            raise UserError("--system has no effect with --raw")
+        stream = model.stream(text, raw=True, **_generation_kwargs(kw))
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        stream = model.stream(messages, **_generation_kwargs(kw))
+    if as_json:
+        response = stream.consume()
+        click.echo(json.dumps(response.to_dict(), ensure_ascii=False))
+        return
+    if not model.instruct and not raw:
+        from gemma_edge.api import warn_base_model
+
+        warn_base_model(model)
+    printer = Printer()
+    for event in stream:
+        printer.event(event)
+    click.echo("")
+
+
+CHAT_HELP = """commands: /reset  /system TEXT  /save FILE  /load FILE  /help  /exit   (Ctrl-C stops a reply, Ctrl-D quits)"""
+
+
+@click.command()
+@model_options
+@generation_options
+@click.option("--system", "-s", default=None, help="System prompt for the conversation.")
+@friendly_errors
+def chat(model_name, ctx_size, threads, system, **kw):
+    """Talk with a model; replies stream as they are generated.
+
+    Each turn reuses the KV cache, so only the new message is processed. When the conversation
+    outgrows the context, the oldest turns are dropped (never the system prompt) and you are told.
+    With piped standard input, each line is one user message (for scripting).
+
+    \b
+    Inside the chat:
+      /reset          forget the conversation (keeps the system prompt)
+      /system TEXT    set the system prompt
+      /save FILE      save the conversation as JSON;  /load FILE  loads one
+      /exit           quit (or Ctrl-D); Ctrl-C stops the current reply
+    """
+    from gemma_edge.api import warn_base_model
+    from gemma_edge.chat import Chat
+
+    model = load_model(model_name, ctx_size, threads)
+    notice = lambda text: click.echo(f"note: {text}", err=True)  # noqa: E731
+    session = Chat(model, system=system, on_notice=notice, enable_thinking=kw["think"],
+                   max_tokens=kw["max_tokens"], **sampling_overrides(kw))
+    interactive = sys.stdin.isatty()
+    warn_base_model(model)
+    if interactive:
+        click.echo(f"{model.facts.name} ({model.format}, {model.facts.quantization}). {CHAT_HELP}", err=True)
+    budget = kw["thinking_budget"]
+    for line in _input_lines(interactive):
+        if line.startswith("/"):
+            if _command(session, line):
+                return
+            continue
+        if not line.strip():
+            continue
+        printer = Printer()
+        try:
+            for event in session.stream(line, thinking_budget=budget):
+                printer.event(event)
+        except KeyboardInterrupt:
+            # Stop this reply, keep the program: the unanswered message leaves the history.
+            if session.messages and session.messages[-1].get("role") == "user":
+                session.messages.pop()
+            click.echo("\n(stopped)", err=True)
+            continue
+        click.echo("")
+
+
+def _input_lines(interactive: bool):
+    if not interactive:
+        for line in sys.stdin:
+            yield line.rstrip("\n")
+        return
+    while True:
+        try:
+            yield input("> ")
+        except EOFError:
+            click.echo("", err=True)
+            return
+        except KeyboardInterrupt:
+            click.echo("\n(/exit or Ctrl-D to quit)", err=True)
+
+
+def _command(session, line: str) -> bool:
+    """Run a /command; True means quit."""
+    from gemma_edge.errors import GemmaEdgeError
+
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name in ("/exit", "/quit"):
+        return True
+    if name == "/reset":
+        session.reset()
+        session.model.engine.reset()
+        click.echo("(conversation reset)", err=True)
+    elif name == "/system":
+        session.system = arg or None
+        click.echo("(system prompt set)" if arg else "(system prompt cleared)", err=True)
+    elif name in ("/save", "/load"):
+        if not arg:
+            click.echo(f"usage: {name} FILE", err=True)
+            return False
+        try:
+            session.save(arg) if name == "/save" else session.load(arg)
+            click.echo(f"({'saved to' if name == '/save' else 'loaded'} {arg})", err=True)
+        except (GemmaEdgeError, OSError) as e:
+            click.echo(f"error: {e}", err=True)
+    elif name == "/help":
+        click.echo(CHAT_HELP, err=True)
+    else:
+        click.echo(f"unknown command {name}; {CHAT_HELP}", err=True)
+    return False
+
+
+@click.command()
+@friendly_errors
+def demo():
+    """A short real generation and a two-turn chat on the embedded Gemma 3 270M."""
+    from gemma_edge.api import load
+    from gemma_edge.chat import Chat
+
+    model = load()
+    click.echo(f"model: {model.facts.name} ({model.facts.quantization}, {model.facts.parameters / 1e6:.0f}M "
+               f"parameters, {model.format} format) at {model.facts.path}")
+    prompt = "The three primary colours are"
+    response = model.generate(prompt, raw=True, temperature=0, max_tokens=32)
+    click.echo(f"\n== completion (greedy) ==\n{prompt}{response.content}")
+    click.echo(f"[{response.usage['completion_tokens']} tokens, "
+               f"{response.timings.get('decode_tokens_per_s')} tokens/s]")
+    click.echo("\n== chat (greedy, two turns) ==")
+    session = Chat(model, system="You are a concise assistant.", temperature=0, max_tokens=48)
+    for text in ("What is the capital of France?", "And of Italy?"):
+        reply = session.send(text)
+        click.echo(f"user: {text}\nmodel: {reply.content}")
+        click.echo(f"[prompt {reply.usage['prompt_tokens']} tokens, of which evaluated "
+                   f"{reply.usage['prompt_tokens_evaluated']}]")
+    if not model.instruct:
+        click.echo("\n(note: the embedded 270M is a base model, not instruction-tuned; "
+                   "`gemma-edge pull gemma-3-270m-it` fetches the chat version)")

@@ -1,0 +1,222 @@
+"""llama.cpp through llama-cpp-python: load a Gemma GGUF, tokenize segments safely, generate and
+stream, and keep the KV cache across calls so that a new prompt only prefills what is new."""
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InsufficientMemoryError, InvalidModelError
+from gemma_edge.hardware import available_memory, physical_cores
+from gemma_edge.llama import llama_cpp
+from gemma_edge.model import ModelFacts, read_model_facts
+from gemma_edge.sampling import Sampling
+
+DEFAULT_CONTEXT = 4096
+# Compute buffers, logits and the runtime itself, on top of weights and KV cache (measured on the
+# 270M with a 4k context: ~150 MB; kept generous so a borderline load fails here, not in the OOM killer).
+RUNTIME_OVERHEAD = 300 << 20
+
+
+@dataclass
+class Timings:
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    first_token_s: float | None = None
+
+    def as_dict(self, prompt_evaluated: int, completion: int) -> dict:
+        return {
+            "prefill_s": round(self.prefill_s, 4),
+            "decode_s": round(self.decode_s, 4),
+            "time_to_first_token_s": None if self.first_token_s is None else round(self.first_token_s, 4),
+            "prefill_tokens_per_s": round(prompt_evaluated / self.prefill_s, 2) if self.prefill_s > 0 else None,
+            "decode_tokens_per_s": round(completion / self.decode_s, 2) if self.decode_s > 0 else None,
+        }
+
+
+@dataclass
+class Generation:
+    """One generation, iterated for its text deltas (special tokens' text kept). After iteration:
+    the finish reason, token counts and timings."""
+    engine: "Engine"
+    prompt_tokens: list[int]
+    sampling: Sampling
+    max_tokens: int
+    grammar: str | None = None
+    intervene: Callable[[list[int]], list[int] | None] | None = None
+    finish_reason: str | None = None
+    prompt_evaluated: int = 0
+    tokens: list[int] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.engine._run(self)
+
+    def text(self) -> str:
+        return "".join(self)
+
+    @property
+    def usage(self) -> dict:
+        return {"prompt_tokens": len(self.prompt_tokens), "prompt_tokens_evaluated": self.prompt_evaluated,
+                "completion_tokens": len(self.tokens),
+                "total_tokens": len(self.prompt_tokens) + len(self.tokens)}
+
+
+def _silence_llama_logs(lc) -> None:
+    """llama.cpp logs to stderr even with verbose=False; keep it quiet unless GEMMA_EDGE_DEBUG is set."""
+    if os.environ.get("GEMMA_EDGE_DEBUG"):
+        return
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        _LOG_CALLBACK = lc.llama_log_callback(lambda level, text, user_data: None)
+        lc.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+_LOG_CALLBACK = None
+
+
+def check_fits(facts: ModelFacts, n_ctx: int) -> None:
+    """Refuse before loading when weights + KV cache + runtime do not fit in the RAM available."""
+    kv = facts.kv_bytes_per_token * n_ctx
+    needed = facts.weights_bytes + kv + RUNTIME_OVERHEAD
+    available = available_memory()
+    if needed > available:
+        gb = 1 << 30
+        raise InsufficientMemoryError(
+            f"{facts.path.name} needs about {needed / gb:.1f} GB (weights {facts.weights_bytes / gb:.1f} GB + "
+            f"KV cache {kv / gb:.1f} GB for a {n_ctx}-token context) but only {available / gb:.1f} GB is "
+            f"available: use a smaller quantization (e.g. Q4_K_M or Q4_0), a smaller model, or a smaller --ctx-size")
+
+
+class Engine:
+    """A loaded model. Not thread-safe by itself: callers serialise through `lock`."""
+
+    def __init__(self, path: str | Path, *, facts: ModelFacts | None = None, n_ctx: int | None = None,
+                 n_threads: int | None = None, n_batch: int = 512, verbose: bool = False):
+        self.facts = facts or read_model_facts(path)
+        n_ctx = int(n_ctx or min(self.facts.context_length, DEFAULT_CONTEXT))
+        if n_ctx < 16:
+            raise GemmaEdgeError(f"context size {n_ctx} is too small (at least 16 tokens)")
+        if n_ctx > self.facts.context_length:
+            raise GemmaEdgeError(f"context size {n_ctx} is larger than the model's {self.facts.context_length} tokens")
+        check_fits(self.facts, n_ctx)
+        lc = llama_cpp()
+        _silence_llama_logs(lc)
+        self.n_threads = int(n_threads or physical_cores())
+        try:
+            self.llm = lc.Llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
+                                n_threads=self.n_threads, n_threads_batch=self.n_threads, use_mmap=True,
+                                verbose=verbose)
+        except (ValueError, RuntimeError) as e:
+            raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
+        from gemma_edge.tokens import SegmentTokenizer
+
+        self.tokenizer = SegmentTokenizer(self.llm)
+        self.n_ctx = n_ctx
+        self.lock = threading.RLock()
+        self.stop_ids = {self.llm.token_eos()}
+        end = self.special_id(self.facts.end_of_turn)
+        if end is not None:
+            self.stop_ids.add(end)
+
+    def special_id(self, marker: str) -> int | None:
+        ids = self.llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
+        return ids[0] if len(ids) == 1 else None
+
+    # -- tokenization -------------------------------------------------------------------------
+    def tokenize(self, segments) -> list[int]:
+        return self.tokenizer.tokenize(segments)
+
+    def detokenize(self, tokens: Sequence[int], special: bool = True) -> str:
+        return self.llm.detokenize(list(tokens), special=special).decode("utf-8", errors="replace")
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """Tokens whose keys/values are in the KV cache now."""
+        return self.llm._input_ids.tolist()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.llm.reset()
+            self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(self, prompt_tokens: Sequence[int], sampling: Sampling, *, max_tokens: int = 512,
+                 grammar: str | None = None,
+                 intervene: Callable[[list[int]], list[int] | None] | None = None) -> Generation:
+        """A lazy generation. `intervene(generated_ids)` may return tokens to force in next (e.g. a
+        thinking budget closing the thought channel)."""
+        prompt_tokens = list(prompt_tokens)
+        if len(prompt_tokens) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"prompt is {len(prompt_tokens)} tokens but the context holds {self.n_ctx} "
+                f"(model maximum {self.facts.context_length}); shorten it or raise --ctx-size")
+        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene)
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Evaluate what the KV cache lacks of `tokens`; returns how many tokens were evaluated."""
+        llm = self.llm
+        cached = llm._input_ids
+        keep = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)  # the last prompt token is always evaluated: it gives the logits
+        if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep = 0
+            self.reset()
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return len(tokens) - keep
+
+    def _sampler(self, gen: Generation):
+        lc = llama_cpp()
+        s = gen.sampling
+        self.llm.set_seed(s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little"))
+        grammar = lc.LlamaGrammar.from_string(gen.grammar, verbose=False) if gen.grammar else None
+        return self.llm._init_sampler(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=max(s.temperature, 0.0),
+                                      repeat_penalty=s.repeat_penalty, grammar=grammar)
+
+    def _run(self, gen: Generation) -> Iterator[str]:
+        with self.lock:
+            start = time.perf_counter()
+            gen.prompt_evaluated = self._prefill(gen.prompt_tokens)
+            gen.timings.prefill_s = time.perf_counter() - start
+            sampler = self._sampler(gen)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            decode_start = time.perf_counter()
+            llm = self.llm
+            gen.finish_reason = "length"
+            try:
+                pending: list[int] = []
+                while len(gen.tokens) < gen.max_tokens:
+                    if pending:
+                        token = pending.pop(0)
+                    else:
+                        token = sampler.sample(llm._ctx, -1)
+                        forced = gen.intervene(gen.tokens) if gen.intervene else None
+                        if forced:
+                            token, pending = forced[0], list(forced[1:])
+                    if gen.timings.first_token_s is None:
+                        gen.timings.first_token_s = time.perf_counter() - start
+                    if token in self.stop_ids:
+                        gen.finish_reason = "stop"
+                        break
+                    gen.tokens.append(token)
+                    piece = decoder.decode(llm.detokenize([token], special=True))
+                    if piece:
+                        yield piece
+                    if llm.n_tokens + 1 >= self.n_ctx:
+                        break  # context full: finish_reason stays "length"
+                    llm.eval([token])
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+            finally:
+                gen.timings.decode_s = time.perf_counter() - decode_start

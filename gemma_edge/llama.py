@@ -1,0 +1,23 @@
+"""The one import of llama-cpp-python, with a version check and a clear message when it is wrong."""
+from __future__ import annotations
+
+import importlib.metadata
+
+from gemma_edge.errors import GemmaEdgeError
+
+REQUIRED_VERSION = "0.3.36"  # keep equal to pyproject.toml's pin
+
+
+def llama_cpp():
+    try:
+        import llama_cpp as module
+    except ImportError as e:
+        raise GemmaEdgeError(
+            f"llama-cpp-python is not installed ({e}); run `make demo` or "
+            f"`scripts/setup-venv.sh` to build it ({REQUIRED_VERSION}, RPC backend on)") from None
+    installed = getattr(module, "__version__", None) or importlib.metadata.version("llama-cpp-python")
+    if installed != REQUIRED_VERSION:
+        raise GemmaEdgeError(
+            f"llama-cpp-python {installed} is installed but gemma-edge needs {REQUIRED_VERSION}; "
+            "run `scripts/setup-venv.sh` (it builds the pinned version from source)")
+    return module

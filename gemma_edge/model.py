@@ -1,0 +1,154 @@
+"""What a GGUF is: Gemma generation, turn format, size, quantization, context, special tokens.
+
+Facts come from the GGUF header first; `models.yaml` only adds what a file cannot say. The table
+below is the one place that knows how each generation shows itself in GGUF metadata.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gemma_edge.errors import InvalidModelError
+from gemma_edge.gguf_file import GGUFFile
+
+FUNCTIONGEMMA_MARKER = "<start_function_call>"
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str            # public generation name (models.yaml `generation`)
+    architecture: str    # GGUF general.architecture
+    end_of_turn: str     # the token that ends a model turn
+    pick_format: Callable[[GGUFFile], str]
+
+
+def _fixed(fmt: str) -> Callable[[GGUFFile], str]:
+    return lambda gguf: fmt
+
+
+def _gemma3_format(gguf: GGUFFile) -> str:
+    # FunctionGemma is a Gemma 3 270M with function-calling tokens added to its vocabulary.
+    return "functiongemma" if gguf.has_token(FUNCTIONGEMMA_MARKER) else "gemma3"
+
+
+def _gemma4_format(gguf: GGUFFile) -> str:
+    # E2B/E4B carry per-layer embeddings; the large models (12B, 26B-A4B, 31B) write 0 there.
+    return "gemma4-small" if (gguf.arch_get("embedding_length_per_layer_input") or 0) > 0 else "gemma4-large"
+
+
+GENERATIONS = {
+    g.architecture: g
+    for g in (
+        Generation("gemma1", "gemma", "<end_of_turn>", _fixed("gemma1")),
+        Generation("gemma2", "gemma2", "<end_of_turn>", _fixed("gemma2")),
+        Generation("gemma3", "gemma3", "<end_of_turn>", _gemma3_format),
+        Generation("gemma3n", "gemma3n", "<end_of_turn>", _fixed("gemma3n")),
+        Generation("gemma4", "gemma4", "<turn|>", _gemma4_format),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    path: Path
+    name: str
+    architecture: str
+    generation: str
+    format: str
+    size_label: str
+    parameters: int
+    file_size: int
+    weights_bytes: int
+    quantization: str
+    context_length: int
+    n_layers: int
+    kv_bytes_per_token: int
+    bos_token: str
+    eos_token: str
+    end_of_turn: str
+    has_chat_template: bool
+    instruct: bool
+
+    def describe(self) -> dict:
+        return {
+            "path": str(self.path), "name": self.name, "generation": self.generation, "format": self.format,
+            "architecture": self.architecture, "size": self.size_label, "parameters": self.parameters,
+            "quantization": self.quantization, "file_size": self.file_size, "context_length": self.context_length,
+            "layers": self.n_layers, "instruct": self.instruct,
+            "special_tokens": {"bos": self.bos_token, "eos": self.eos_token, "end_of_turn": self.end_of_turn},
+            "chat_template": "embedded" if self.has_chat_template else "none",
+        }
+
+
+def read_model_facts(path: str | Path) -> ModelFacts:
+    """Read and check a GGUF: it must be complete and of a Gemma architecture."""
+    gguf = GGUFFile(path)
+    try:
+        generation = GENERATIONS.get(gguf.architecture)
+        if generation is None:
+            supported = ", ".join(sorted(GENERATIONS))
+            raise InvalidModelError(
+                f"{gguf.path}: architecture '{gguf.architecture or '?'}' is not a Gemma model "
+                f"(gemma-edge runs: {supported})")
+        tokens = gguf.array("tokenizer.ggml.tokens")
+        if not tokens:
+            raise InvalidModelError(f"{gguf.path}: GGUF has no tokenizer vocabulary")
+
+        def token(key: str) -> str:
+            idx = gguf.get(key)
+            return tokens[idx] if isinstance(idx, int) and 0 <= idx < len(tokens) else ""
+
+        template = gguf.get("tokenizer.chat_template")
+        name = str(gguf.get("general.name") or gguf.path.stem)
+        tags = " ".join(str(gguf.get(k) or "") for k in ("general.name", "general.finetune", "general.basename"))
+        instruct = bool(template) or any(t in tags.lower() for t in ("-it", " it", "instruct", "_it"))
+        return ModelFacts(
+            path=gguf.path,
+            name=name,
+            architecture=gguf.architecture,
+            generation=generation.name,
+            format=generation.pick_format(gguf),
+            size_label=str(gguf.get("general.size_label") or ""),
+            parameters=gguf.parameter_count,
+            file_size=gguf.file_size,
+            weights_bytes=gguf.weights_bytes,
+            quantization=_file_type_name(gguf.get("general.file_type")),
+            context_length=int(gguf.arch_get("context_length") or 8192),
+            n_layers=int(gguf.arch_get("block_count") or 0),
+            kv_bytes_per_token=_kv_bytes_per_token(gguf),
+            bos_token=token("tokenizer.ggml.bos_token_id"),
+            eos_token=token("tokenizer.ggml.eos_token_id"),
+            end_of_turn=generation.end_of_turn,
+            has_chat_template=bool(template),
+            instruct=instruct,
+        )
+    finally:
+        gguf.close()
+
+
+def _per_layer(gguf: GGUFFile, key: str, n_layers: int) -> list[int]:
+    value = gguf.arch_get(key)
+    if value is None:
+        values = gguf.array(f"{gguf.architecture}.{key}")
+        return [int(v) for v in values] or [0] * n_layers
+    return [int(value)] * n_layers
+
+
+def _kv_bytes_per_token(gguf: GGUFFile) -> int:
+    """Upper bound of the F16 KV cache per context token (all layers at the largest head size)."""
+    n_layers = int(gguf.arch_get("block_count") or 0)
+    heads_kv = _per_layer(gguf, "attention.head_count_kv", n_layers)
+    head_dim = max(int(gguf.arch_get("attention.key_length") or 0), int(gguf.arch_get("attention.value_length") or 0))
+    return sum(2 * h * head_dim * 2 for h in heads_kv)
+
+
+def _file_type_name(file_type) -> str:
+    if file_type is None:
+        return "unknown"
+    from gguf import LlamaFileType
+
+    try:
+        return LlamaFileType(int(file_type)).name.replace("MOSTLY_", "").replace("ALL_", "")
+    except ValueError:
+        return f"type {file_type}"

