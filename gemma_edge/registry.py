@@ -69,6 +69,12 @@ def load_registry(path: str | Path | None = None) -> Registry:
         raise GemmaEdgeError(f"cannot read model registry {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise GemmaEdgeError(f"model registry {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    from gemma_edge.models_schema import registry_errors
+
+    problems = registry_errors(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise GemmaEdgeError(f"model registry {path}: {problems[0]}{more}")
     return Registry(data, path)
 
 
