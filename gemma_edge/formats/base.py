@@ -66,6 +66,9 @@ class SegmentWriter:
     def mark(self, marker: str) -> None:
         self._pieces.append((marker, True))
 
+    def extend(self, other: "SegmentWriter") -> None:
+        self._pieces.extend(other._pieces)
+
     def string(self) -> str:
         return "".join([piece for piece, _ in self._pieces])
 

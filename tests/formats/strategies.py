@@ -63,3 +63,143 @@ def plain_conversations(draw, roles=("user", "assistant", "system", "developer",
             role = draw(st.sampled_from(roles))
         messages.append(message(role, body()))
     return messages
+
+
+# ---- Gemma 4: JSON values, JSON-Schema tools, tool calls and responses, thoughts ----------------
+
+keys = st.one_of(st.sampled_from(["a", "A", "b", "B", "city", "City", "type", "description", "items",
+                                  "properties", "required", "nullable", "enum", "value", "Ünïcode", "_x"]),
+                 texts.filter(bool))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                    st.floats(allow_nan=False, allow_infinity=False), texts)
+json_values = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)),
+    max_leaves=8)
+
+schema_types = st.sampled_from(["string", "integer", "number", "boolean", "array", "object", "STRING",
+                                "Object", "null"])
+
+
+@st.composite
+def schemas(draw, depth=0):
+    """A JSON-Schema property: every field the Gemma 4 serialiser treats specially, now and then."""
+    kind = draw(schema_types)
+    schema = {}
+    if draw(st.booleans()):
+        schema["type"] = kind if draw(rarely).__eq__(False) else [kind, "null"]
+    if draw(st.booleans()):
+        schema["description"] = draw(texts)
+    if kind.lower() == "string" and draw(st.booleans()):
+        schema["enum"] = draw(st.lists(st.one_of(texts, st.integers(0, 9)), max_size=3))
+    if kind.lower() == "array" and draw(st.booleans()):
+        schema["items"] = draw(schemas(depth + 1)) if depth < 2 else {"type": "string"}
+        if draw(st.booleans()):
+            schema["items"]["required"] = draw(st.lists(keys, max_size=2))
+        if draw(rarely):
+            schema["items"]["nothing"] = None
+    if kind.lower() == "object" and depth < 2 and draw(st.booleans()):
+        schema["properties"] = draw(st.dictionaries(keys, schemas(depth + 1), max_size=3))
+    if kind.lower() == "object" and draw(st.booleans()):
+        schema["required"] = draw(st.lists(keys, max_size=2))
+    if draw(st.sampled_from(range(4))) == 0:
+        schema["nullable"] = draw(st.booleans())
+    if draw(st.sampled_from(range(4))) == 0:
+        schema[draw(st.sampled_from(["format", "minimum", "default", "additionalProperties", "title"]))] = (
+            draw(json_values))
+    return schema
+
+
+@st.composite
+def tools(draw):
+    function = {"name": draw(st.sampled_from(["get_weather", "search", "f", "do_it"]))}
+    if draw(st.sampled_from(range(6))):
+        function["description"] = draw(texts)
+    if draw(st.sampled_from(range(5))):
+        parameters = {"type": draw(st.sampled_from(["object", "OBJECT"]))} if draw(
+            st.sampled_from(range(6))) else {}
+        if draw(st.sampled_from(range(4))):
+            parameters["properties"] = draw(st.dictionaries(keys, schemas(), max_size=4))
+        if draw(st.booleans()):
+            parameters["required"] = draw(st.lists(keys, max_size=3))
+        function["parameters"] = parameters
+    if draw(rarely):
+        function["response"] = draw(st.one_of(schemas(), st.just({"type": "object", "description": "r"})))
+    return {"type": "function", "function": function}
+
+
+tool_names = st.sampled_from(["get_weather", "search", "f"])
+
+
+@st.composite
+def tool_calls(draw, call_ids):
+    calls = []
+    for call_id in call_ids:
+        arguments = draw(st.one_of(*[st.dictionaries(keys, json_values, max_size=4)] * 8, st.none(),
+                                   st.just('{"as": "json string"}')))
+        call = {"type": "function", "function": {"name": draw(tool_names), "arguments": arguments}}
+        if call_id is not None:
+            call["id"] = call_id
+        calls.append(call)
+    return calls
+
+
+tool_contents = st.one_of(
+    texts, texts, st.none(), st.integers(), st.lists(st.one_of(text_parts, media_parts), max_size=3),
+    st.dictionaries(keys, json_values, max_size=2))
+
+thoughts = st.one_of(texts, st.just("planning <|channel>x<channel|> more"))
+
+
+@st.composite
+def model_content(draw):
+    """Model text as a model writes it: sometimes with a leftover thought channel in it."""
+    base = draw(content())
+    if isinstance(base, str) and draw(st.booleans()):
+        base = draw(st.sampled_from(["", "pre "])) + "<|channel>thought\n" + draw(texts) + "<channel|>" + base
+    return base
+
+
+@st.composite
+def gemma4_conversations(draw):
+    messages = []
+    if draw(st.booleans()):
+        messages.append(message(draw(st.sampled_from(["system", "developer"])),
+                                draw(st.one_of(texts, st.lists(st.one_of(text_parts, media_parts), max_size=3)))))
+    for _ in range(draw(st.integers(0, 5))):
+        step = draw(st.sampled_from(["user", "user", "assistant", "assistant", "tool_round", "native_round",
+                                     "odd"]))
+        if step == "user":
+            messages.append(message("user", draw(content())))
+        elif step == "assistant":
+            assistant = message("assistant", draw(model_content()))
+            if draw(st.booleans()):
+                assistant[draw(st.sampled_from(["reasoning_content", "reasoning", "thinking"]))] = draw(thoughts)
+            messages.append(assistant)
+        elif step == "tool_round":
+            ids = draw(st.lists(st.sampled_from(["c1", "c2", None]), min_size=1, max_size=3))
+            assistant = {"role": "assistant", "tool_calls": draw(tool_calls(ids))}
+            if draw(st.booleans()):
+                assistant["content"] = draw(model_content())
+            if draw(st.booleans()):
+                assistant["reasoning_content"] = draw(thoughts)
+            messages.append(assistant)
+            for _ in range(draw(st.integers(0, 3))):
+                tool = {"role": "tool", "content": draw(tool_contents)}
+                if draw(st.booleans()):
+                    tool["tool_call_id"] = draw(st.sampled_from(["c1", "c2", "zz"]))
+                if draw(st.booleans()):
+                    tool["name"] = draw(st.sampled_from(["named", ""]))
+                messages.append(tool)
+        elif step == "native_round":
+            responses = draw(st.lists(st.fixed_dictionaries(
+                {"name": st.sampled_from(["get_weather", "", None])},
+                optional={"response": st.one_of(json_values, st.dictionaries(keys, json_values, max_size=3))}),
+                min_size=1, max_size=2))
+            assistant = {"role": "assistant", "tool_calls": draw(tool_calls([None])), "tool_responses": responses}
+            if draw(st.booleans()):
+                assistant["content"] = draw(model_content())
+            messages.append(assistant)
+        else:
+            messages.append(message(draw(st.sampled_from(["system", "developer", "model", "tool", "critic"])),
+                                    draw(content())))
+    return messages

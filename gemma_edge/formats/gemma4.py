@@ -1,0 +1,328 @@
+"""Gemma 4: `<|turn>role … <turn|>` turns, a system turn carrying `<|think|>`, the system or
+developer text and the tool declarations, tool calls and tool responses inside the model turn,
+thought channels (`<|channel>thought … <channel|>`), and media placeholders.
+
+The E2B/E4B ("small") and 12B/26B-A4B/31B ("large") templates differ in one place only: with
+thinking off, the large models' generation prompt opens and closes an empty thought channel.
+
+Strict rendering follows the official template statement by statement (its O(n²) forward scans
+are precomputed, so rendering stays linear). Lenient rendering is strict rendering unless the
+template would raise; then the conversation is repaired (`_repair`) and rendered strictly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Mapping, Sequence
+
+from gemma_edge.formats import gemma4_values as values
+from gemma_edge.formats.base import (
+    BOS, Request, SegmentWriter, TemplateError, TurnFormat, part_type,
+)
+from gemma_edge.formats.jinja_values import UNDEFINED, is_sequence, item, printed
+
+TURN, END_TURN = "<|turn>", "<turn|>"
+CHANNEL, END_CHANNEL = "<|channel>", "<channel|>"
+TOOL_CALL, END_TOOL_CALL = "<|tool_call>", "<tool_call|>"
+MEDIA_MARKERS = {"image": "<|image|>", "audio": "<|audio|>", "video": "<|video|>"}
+ARGUMENTS_NOT_MAPPING = (
+    "chat_template: tool_calls[].function.arguments must be a JSON object (mapping), not a string. "
+    "Deserialize arguments before passing to the template.")
+# transformers copies a message's reasoning from the first of these names into reasoning_content
+REASONING_ALIASES = ("reasoning_content", "thinking", "reasoning")
+
+
+@dataclass(frozen=True)
+class Gemma4Table:
+    empty_thought_when_not_thinking: bool  # large models: generation prompt closes an empty thought
+
+
+def render(table: Gemma4Table, request: Request, out: SegmentWriter) -> None:
+    if request.strict:
+        _render(table, request, request.messages, request.tools, out, lenient=False)
+        return
+    attempt = SegmentWriter()
+    try:
+        _render(table, request, request.messages, request.tools, attempt, lenient=False)
+    except TemplateError:
+        _render(table, request, _repair(request.messages), _repair_tools(request.tools), out, lenient=True)
+    else:
+        out.extend(attempt)
+
+
+def _render(table: Gemma4Table, request: Request, messages: Sequence[Mapping[str, Any]],
+            tools: Any, out: SegmentWriter, lenient: bool) -> None:
+    thinking = request.enable_thinking
+    preserve_thinking = request.variables.get("preserve_thinking", False)
+    prev_type = None  # ns.prev_message_type
+    out.mark(BOS)
+    loop_messages = messages
+    first_is_system = bool(messages) and item(messages[0], "role") in ("system", "developer")
+    if thinking or tools or first_is_system:
+        out.mark(TURN)
+        out.text("system\n")
+        if thinking:
+            out.mark("<|think|>")
+            out.text("\n")
+            prev_type = "think"
+        if first_is_system:
+            _system_content(out, item(messages[0], "content"))
+            loop_messages = messages[1:]
+        if tools:
+            for tool in tools:
+                if not isinstance(item(tool, "function"), Mapping):
+                    raise TemplateError(f"'{_jinja_type(tool)} object' has no attribute 'function'")
+                out.mark("<|tool>")
+                values.declaration(out, tool)
+                out.mark("<tool|>")
+            prev_type = "tool"
+        out.mark(END_TURN)
+        out.text("\n")
+
+    roles = [item(m, "role") for m in loop_messages]
+    last_user = max((i for i, role in enumerate(roles) if role == "user"), default=-1)
+    next_non_tool = _next_non_tool_roles(roles)
+    prev_non_tool_role = None
+    for index, message in enumerate(loop_messages):
+        raw_role = roles[index]
+        if raw_role == "tool":
+            continue
+        prev_type = None
+        if raw_role is UNDEFINED:
+            raise TemplateError(f"'{_jinja_type(message)} object' has no attribute 'role'")
+        role = "model" if raw_role == "assistant" else raw_role
+        if not (role == "model" and prev_non_tool_role == "assistant"):
+            out.mark(TURN)
+            out.text(printed(role) + "\n")
+
+        thought = message.get("reasoning") or _aliased_reasoning(message)
+        tool_calls = message.get("tool_calls")
+        if thought and (index > last_user or (preserve_thinking and tool_calls)):
+            out.mark(CHANNEL)
+            out.text("thought\n" + thought + "\n")
+            out.mark(END_CHANNEL)
+
+        if tool_calls:
+            for call in tool_calls:
+                _tool_call(out, call)
+            prev_type = "tool_call"
+
+        responded = False
+        tool_responses = message.get("tool_responses")
+        if tool_responses:
+            for response in tool_responses:
+                values.tool_response(out, item(response, "name") or "unknown", item(response, "response"))
+                responded = True
+                prev_type = "tool_response"
+        elif tool_calls:
+            for follower_index in range(index + 1, len(loop_messages)):
+                if roles[follower_index] != "tool":
+                    break
+                _tool_message(out, tool_calls, loop_messages[follower_index], lenient)
+                responded = True
+                prev_type = "tool_response"
+
+        has_content = _content(out, message.get("content"), model=role == "model")
+
+        next_role, next_found = next_non_tool[index]
+        continues_into_next = role == "model" and next_role == "assistant" and (not tool_calls or responded)
+        if prev_type == "tool_call" and not responded:
+            out.mark("<|tool_response>")
+        elif continues_into_next:
+            pass
+        elif not (responded and not has_content and not next_found):
+            out.mark(END_TURN)
+            out.text("\n")
+        prev_non_tool_role = raw_role
+
+    if request.add_generation_prompt:
+        if prev_type not in ("tool_response", "tool_call"):
+            out.mark(TURN)
+            out.text("model\n")
+            if not thinking and table.empty_thought_when_not_thinking:
+                out.mark(CHANNEL)
+                out.text("thought\n")
+                out.mark(END_CHANNEL)
+        elif prev_type == "tool_response" and thinking:
+            out.mark(CHANNEL)
+            out.text("thought\n")
+
+
+def _jinja_type(value: Any) -> str:
+    return "dict" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _aliased_reasoning(message: Mapping[str, Any]) -> Any:
+    return next((message[k] for k in REASONING_ALIASES if message.get(k) is not None), None)
+
+
+def _next_non_tool_roles(roles: list) -> list[tuple[Any, bool]]:
+    """For each index: (role of the next message after it that is not a tool message, found?)."""
+    result: list[tuple[Any, bool]] = [(None, False)] * len(roles)
+    following: tuple[Any, bool] = (None, False)
+    for index in range(len(roles) - 1, -1, -1):
+        result[index] = following
+        if roles[index] != "tool":
+            following = (roles[index], True)
+    return result
+
+
+def _system_content(out: SegmentWriter, content: Any) -> None:
+    if isinstance(content, str):
+        out.text(content.strip())
+    elif is_sequence(content):
+        for part in content:
+            out.text(printed(item(part, "text")).strip() + " ")
+
+
+def _tool_call(out: SegmentWriter, call: Any) -> None:
+    function = item(call, "function")
+    if not isinstance(function, Mapping):
+        raise TemplateError(f"'{_jinja_type(call)} object' has no attribute 'function'")
+    name = item(function, "name")
+    if not isinstance(name, str):
+        raise TemplateError("'dict object' has no attribute 'name'")
+    out.mark(TOOL_CALL)
+    out.text("call:" + name + "{")
+    arguments = item(function, "arguments")
+    if isinstance(arguments, Mapping):
+        values.bare_object(out, arguments)
+    elif arguments is not None:
+        raise TemplateError(ARGUMENTS_NOT_MAPPING)
+    out.text("}")
+    out.mark(END_TOOL_CALL)
+
+
+def _tool_message(out: SegmentWriter, tool_calls: Sequence[Any], follower: Mapping[str, Any],
+                  lenient: bool) -> None:
+    """One OpenAI-style `role: tool` message answering a call of the preceding assistant."""
+    name = follower.get("name") or "unknown"
+    for call in tool_calls:
+        if call.get("id") == follower.get("tool_call_id"):
+            name = call["function"]["name"]
+    body = follower.get("content")
+    if isinstance(body, str) or (lenient and isinstance(body, Mapping)):
+        values.tool_response(out, name, body)
+    elif is_sequence(body):
+        if not all(isinstance(p, Mapping) for p in body):
+            raise TemplateError("'str object' has no attribute 'get'")
+        texts = [p.get("text", "") for p in body if p.get("type") == "text"]
+        if not all(isinstance(t, str) for t in texts):
+            raise TemplateError("a text part of a tool message has no string 'text'")
+        values.tool_response(out, name, "".join(texts))
+        for part in body:
+            marker = MEDIA_MARKERS.get(part_type(part))
+            if marker:
+                out.mark(marker)
+    else:
+        values.tool_response(out, name, body)
+
+
+def _content(out: SegmentWriter, content: Any, model: bool) -> bool:
+    """Write a message's content; True when it has non-whitespace output (`has_content`)."""
+    if isinstance(content, str):
+        text = strip_thinking(content) if model else content.strip()
+        out.text(text)
+        return bool(text.strip())
+    if content is None or not is_sequence(content):
+        return False
+    if not all(isinstance(p, Mapping) for p in content):
+        raise TemplateError("'str object' has no attribute 'get'")
+    has_content = False
+    for part in content:
+        kind = part_type(part)
+        if kind == "text":
+            text = part.get("text", UNDEFINED)
+            if model and not isinstance(text, str):
+                raise TemplateError(_no_split(text))
+            text = strip_thinking(text) if model else printed(text).strip()
+            out.text(text)
+            has_content = has_content or bool(text.strip())
+        elif kind in MEDIA_MARKERS:
+            out.mark(MEDIA_MARKERS[kind])
+            has_content = True
+    return has_content
+
+
+def _no_split(text: Any) -> str:
+    """Jinja's message for `text.split(...)` on a value that is not a string."""
+    if text is UNDEFINED:
+        return "'dict object' has no attribute 'text'"
+    if text is None:
+        return "'None' has no attribute 'split'"
+    return f"'{type(text).__name__} object' has no attribute 'split'"
+
+
+def strip_thinking(text: str) -> str:
+    """Macro `strip_thinking`: drop every `<|channel>…<channel|>` thought, then trim."""
+    result = []
+    for part in text.split(END_CHANNEL):
+        result.append(part.split(CHANNEL, 1)[0])
+    return "".join(result).strip()
+
+
+# ---- lenient repair -------------------------------------------------------------------------
+
+def _repair(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Make a conversation the template rejects renderable:
+
+    * tool-call arguments given as a JSON string (OpenAI style) are parsed; missing ones are {};
+    * content parts that are bare strings become text parts;
+    * a mapping as a tool message's content is the tool's response object (`key:value,…`);
+    * a mapping as any other message's content is ignored, as the template ignores its keys.
+    """
+    repaired = []
+    for message in messages:
+        message = dict(message)
+        if message.get("tool_calls"):
+            message["tool_calls"] = [_repair_call(call) for call in message["tool_calls"]]
+        content = message.get("content")
+        if isinstance(content, (list, tuple)):
+            message["content"] = [{"type": "text", "text": p} if isinstance(p, str) else p
+                                  for p in content if isinstance(p, (str, Mapping))]
+        elif isinstance(content, Mapping) and message.get("role") != "tool":
+            message["content"] = []  # a tool message's mapping is rendered as the response object
+        repaired.append(message)
+    return repaired
+
+
+def _repair_call(call: Any) -> Any:
+    if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
+        return call
+    function = dict(call["function"])
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            raise TemplateError(f"tool call arguments are not JSON: {arguments[:80]!r}") from None
+    elif "arguments" not in function:
+        function["arguments"] = {}
+    return {**call, "function": function}
+
+
+def _repair_tools(tools: Any) -> Any:
+    """Tools given as bare function schemas ({"name", "parameters", …}) get the
+    {"type": "function", "function": …} wrapper the template reads."""
+    if not tools:
+        return tools
+    return [tool if isinstance(item(tool, "function"), Mapping) else {"type": "function", "function": tool}
+            for tool in tools]
+
+
+def _format(name: str, table: Gemma4Table) -> TurnFormat:
+    return TurnFormat(
+        name=name,
+        end_of_turn=END_TURN,
+        supports_thinking=True,
+        supports_tools=True,
+        supports_system=True,
+        render=partial(render, table),
+    )
+
+
+FORMATS = (
+    _format("gemma4-small", Gemma4Table(empty_thought_when_not_thinking=False)),
+    _format("gemma4-large", Gemma4Table(empty_thought_when_not_thinking=True)),
+)
