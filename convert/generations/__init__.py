@@ -1,12 +1,15 @@
 """Registry of Gemma generations, keyed by the Hugging Face architecture name (``architectures[0]``).
 
 Add a generation by writing ``convert/generations/<name>.py`` (see ``base.py``'s docstring) and listing
-its :class:`~convert.generations.base.Generation` in ``_GENERATIONS`` below. Modules that are not
-present yet (work in progress elsewhere) are skipped, so the registry always imports.
+its :class:`~convert.generations.base.Generation` in ``_GENERATIONS`` below. Modules are imported
+lazily, in order, until one claims the architecture: a generation module that does not exist (yet) is
+skipped, and converting Gemma 2 never imports the Gemma 4 module.
 """
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from functools import cache
 
 from convert.generations.base import Generation
 
@@ -24,32 +27,33 @@ class UnsupportedArchitecture(ValueError):
     pass
 
 
-def _load() -> dict[str, Generation]:
-    registry: dict[str, Generation] = {}
+@cache
+def _load(module_name: str, attribute: str) -> Generation | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name:
+            return None
+        raise
+    return getattr(module, attribute)
+
+
+def generations() -> Iterator[Generation]:
     for module_name, attribute in _GENERATIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue
-            raise
-        generation: Generation = getattr(module, attribute)
-        for architecture in generation.hf_architectures:
-            registry[architecture] = generation
-    return registry
-
-
-REGISTRY: dict[str, Generation] = _load()
+        generation = _load(module_name, attribute)
+        if generation is not None:
+            yield generation
 
 
 def supported_architectures() -> list[str]:
-    return sorted(REGISTRY)
+    return sorted(a for g in generations() for a in g.hf_architectures)
 
 
 def generation_for(architecture: str | None) -> Generation:
     """The generation converting ``architecture``, or a refusal naming the supported ones."""
-    if architecture in REGISTRY:
-        return REGISTRY[architecture]
+    for generation in generations():
+        if architecture in generation.hf_architectures:
+            return generation
     raise UnsupportedArchitecture(
         f"unsupported architecture {architecture!r}; supported: {', '.join(supported_architectures())}"
     )

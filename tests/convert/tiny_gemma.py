@@ -1,0 +1,49 @@
+"""Tiny Gemma 1/2/3 checkpoints (converter-spec.md §9.3), cached by recipe."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.convert.tiny import VOCAB_SIZE, build_checkpoint, cached_dir
+
+COMMON = {
+    "vocab_size": VOCAB_SIZE, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 256,
+    "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
+}
+
+RECIPES = {
+    "gemma": ("GemmaForCausalLM", "GemmaConfig", {**COMMON, "num_hidden_layers": 2}),
+    "gemma2": ("Gemma2ForCausalLM", "Gemma2Config", {
+        **COMMON, "num_hidden_layers": 4, "query_pre_attn_scalar": 16, "sliding_window": 4,
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+    }),
+    "gemma3": ("Gemma3ForCausalLM", "Gemma3TextConfig", {
+        **COMMON, "num_hidden_layers": 7, "query_pre_attn_scalar": 16, "sliding_window": 4,
+    }),
+    # 4B-like: linear rope scaling on full layers only, final softcap
+    "gemma3-linear": ("Gemma3ForCausalLM", "Gemma3TextConfig", {
+        **COMMON, "num_hidden_layers": 7, "query_pre_attn_scalar": 16, "sliding_window": 4,
+        "final_logit_softcapping": 30.0,
+        "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
+    }),
+    # H and F multiples of 256 so K-quants apply without fallbacks
+    "gemma3-k": ("Gemma3ForCausalLM", "Gemma3TextConfig", {
+        **COMMON, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 3,
+        "query_pre_attn_scalar": 16, "sliding_window": 4,
+    }),
+}
+
+
+def tiny_checkpoint(case: str, seed: int = 0, dtype: str = "float32") -> Path:
+    model_name, config_name, config = RECIPES[case]
+    recipe = {"case": case, "model": model_name, "config": config, "seed": seed, "dtype": dtype, "v": 1}
+
+    def build(directory: Path) -> None:
+        import transformers
+
+        model_class = getattr(transformers, model_name)
+        config_object = getattr(transformers, config_name)(**config)
+        build_checkpoint(directory, model_class, config_object, seed, dtype)
+
+    return cached_dir(f"hf-{case}", recipe, build)
