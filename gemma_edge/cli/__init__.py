@@ -17,6 +17,10 @@ COMMANDS = {
     "pull": "gemma_edge.cli.models:pull",
     "rm": "gemma_edge.cli.models:rm",
     "template": "gemma_edge.cli.template:template",
+    "serve": "gemma_edge.cli.serve:serve",
+    "bench": "gemma_edge.cli.bench:bench",
+    "perplexity": "gemma_edge.cli.bench:perplexity",
+    "doctor": "gemma_edge.cli.doctor:doctor",
     "convert": "convert.cli:convert_command",
     "quantize": "convert.cli:quantize_command",
 }
@@ -35,7 +39,10 @@ class LazyGroup(click.Group):
 
     @staticmethod
     def _importable(name):
-        return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
+        try:
+            return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
+        except ModuleNotFoundError:
+            return False
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
