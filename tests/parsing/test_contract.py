@@ -1,0 +1,126 @@
+"""The output contract of issue 4, rule by rule, on the whole-output parser. Each expected value
+is read off the contract text (quoted in the case id), not off the parser's output."""
+from __future__ import annotations
+
+import pytest
+
+from gemma_edge.parsing import StreamParser, parse_response
+
+Q = '<|"|>'
+
+
+def call(name, **arguments):
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+WRITE_TOOL = {"type": "function", "function": {"name": "write", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"},
+                                     "mode": {"type": "integer"}}}}}
+
+# (id, text, kwargs, thinking, content, tool_calls, error kinds)
+CASES = [
+    ("r1 ends at first <turn|>", "Hello<turn|>ignored<|tool_call>call:f{}<tool_call|>", {}, None, "Hello", [], []),
+    ("r1 ends at <eos>", "Hi there<eos><turn|>more", {}, None, "Hi there", [], []),
+    ("r2 thought block label removed, stripped", "<|channel>thought\n  Let me think. \n<channel|>Answer", {},
+     "Let me think.", "Answer", [], []),
+    ("r2 empty thought block is None", "<|channel>thought\n<channel|>Answer", {}, None, "Answer", [], []),
+    ("r2 blocks concatenated in order", "<|channel>thought\nA <channel|>x<|channel>thought\n B<channel|>y", {},
+     "AB", "xy", [], []),
+    ("r2 block cut off runs to the end", "<|channel>thought\nStill thinking about", {},
+     "Still thinking about", "", [], []),
+    ("r2 prompt opened the channel", "I should greet.<channel|>Hello!", {"prompt_tail": "<|turn>model\n<|channel>thought\n"},
+     "I should greet.", "Hello!", [], []),
+    ("r2 prompt closed the empty channel (large, thinking off)", "Hello!",
+     {"prompt_tail": "<|turn>model\n<|channel>thought\n<channel|>", "enable_thinking": False}, None, "Hello!", [], []),
+    ("r2 thinking off drops an emitted channel", "<|channel>thought\nsecret<channel|>Visible",
+     {"enable_thinking": False}, None, "Visible", [], []),
+    ("r2 thinking unknown reports the channel", "<|channel>thought\nmine<channel|>Visible",
+     {"enable_thinking": None}, "mine", "Visible", [], []),
+    ("r2 channel opened after a tool response", "Result is 4.<channel|>It is 4.",
+     {"prompt_tail": "<tool_response|><|channel>thought\n", "enable_thinking": True}, "Result is 4.", "It is 4.", [], []),
+    ("r3 single call", f"<|tool_call>call:get_weather{{city:{Q}Paris{Q}}}<tool_call|>", {}, None, "",
+     [call("get_weather", city="Paris")], []),
+    ("r3 strings verbatim: braces quotes commas colons backslashes newlines unicode",
+     f"<|tool_call>call:f{{s:{Q} {{a}}, \"b\": c\\n\\\\ \n ünï 😀 {Q}}}<tool_call|>", {}, None, "",
+     [call("f", s=' {a}, "b": c\\n\\\\ \n ünï 😀 ')], []),
+    ("r3 numbers by JSON literal rules", "<|tool_call>call:f{a:1,b:-2,c:3.5,d:-1e3,e:2E-2,f:123456789012345678901234567890}<tool_call|>",
+     {}, None, "", [call("f", a=1, b=-2, c=3.5, d=-1000.0, e=0.02, f=123456789012345678901234567890)], []),
+    ("r3 true false null nested objects arrays", "<|tool_call>call:f{a:true,b:false,c:null,d:{e:[1,{g:[]}],h:{}}}<tool_call|>",
+     {}, None, "", [call("f", a=True, b=False, c=None, d={"e": [1, {"g": []}], "h": {}})], []),
+    ("r3 JSON double-quoted strings decoded", '<|tool_call>call:f{a:"x\\ty\\u00e9"}<tool_call|>', {}, None, "",
+     [call("f", a="x\ty\u00e9")], []),
+    ("r3 whitespace between tokens insignificant", f"<|tool_call> call:f {{ a : 1 , b : [ 1 , 2 ] , c : {Q}x{Q} }} <tool_call|>",
+     {}, None, "", [call("f", a=1, b=[1, 2], c="x")], []),
+    ("r3 name may contain - . _", "<|tool_call>call:my-tool.v2_x{}<tool_call|>", {}, None, "", [call("my-tool.v2_x")], []),
+    ("r3 several calls, text before and after", f"Checking.<|tool_call>call:a{{x:1}}<tool_call|><|tool_call>call:b{{y:{Q}z{Q}}}<tool_call|>Done.",
+     {}, None, "Checking.Done.", [call("a", x=1), call("b", y="z")], []),
+    ("r3 missing final <tool_call|> tolerated", "<|tool_call>call:f{a:1}", {}, None, "", [call("f", a=1)], []),
+    ("r3 <|tool_response> right after a call dropped", "<|tool_call>call:f{}<tool_call|><|tool_response>", {}, None, "",
+     [call("f")], []),
+    ("r3 stray <tool_call|> right after a call dropped", "<|tool_call>call:f{}<tool_call|><tool_call|>Next", {}, None, "Next",
+     [call("f")], []),
+    ("r3 only calls inside markers count", "Use call:f{a:1} like this.", {}, None, "Use call:f{a:1} like this.", [], []),
+    ("r4 trailing <|tool_response> dropped", "Hello <|tool_response>", {}, None, "Hello", [], []),
+    ("r4 content joined as-is then stripped", "  A \n<|tool_call>call:f{}<tool_call|>\n B  ", {}, None, "A \n\n B",
+     [call("f")], []),
+    ("r5 unparseable call not returned, not content", "Before<|tool_call>call:f{a:1 2}<tool_call|>After", {}, None,
+     "BeforeAfter", [], ["invalid_tool_call"]),
+    ("r5 no call: prefix", "<|tool_call>f{a:1}<tool_call|>", {}, None, "", [], ["invalid_tool_call"]),
+    ("repair missing final }", "<|tool_call>call:f{a:{b:1}<tool_call|>", {}, None, "", [call("f", a={"b": 1})],
+     ["repaired_tool_call"]),
+    ("repair unclosed string before }", f"<|tool_call>call:f{{a:{Q}hello}}<tool_call|>", {}, None, "",
+     [call("f", a="hello")], ["repaired_tool_call"]),
+    ("repair unclosed string at the end", f"<|tool_call>call:f{{a:{Q}hello", {}, None, "", [call("f", a="hello")],
+     ["repaired_tool_call"]),
+    ("repair = for :", f"<|tool_call>call:f{{a={Q}x{Q},b=2}}<tool_call|>", {}, None, "", [call("f", a="x", b=2)],
+     ["repaired_tool_call"]),
+    ("repair JSON-style keys", '<|tool_call>call:f{"a": "x", "b": 2}<tool_call|>', {}, None, "", [call("f", a="x", b=2)],
+     ["repaired_tool_call"]),
+    ("repair single-quoted keys and values", "<|tool_call>call:f{'a': 'it''s', b:'y'}<tool_call|>", {}, None, "",
+     [call("f", a="it''s", b="y")], ["repaired_tool_call"]),
+    ("repair bare multi-line value for a string parameter",
+     "<|tool_call>call:write{path:/tmp/a.md,content:\n# Title\n\nSome text, with: punctuation}<tool_call|>",
+     {"tools": [WRITE_TOOL]}, None, "", [call("write", path="/tmp/a.md", content="# Title\n\nSome text, with: punctuation")],
+     ["repaired_tool_call"]),
+    ("no bare-value repair without the schema", "<|tool_call>call:write{path:/tmp/a.md}<tool_call|>", {}, None, "", [],
+     ["invalid_tool_call"]),
+    ("no bare-value repair for a non-string parameter", "<|tool_call>call:write{mode:fast}<tool_call|>",
+     {"tools": [WRITE_TOOL]}, None, "", [], ["invalid_tool_call"]),
+    ("repair duplicated name:name prefix", "<|tool_call>call:get_time:get_time{}<tool_call|>", {}, None, "",
+     [call("get_time")], ["repaired_tool_call"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_contract(case):
+    _id, text, kwargs, thinking, content, tool_calls, error_kinds = case
+    got = parse_response(text, format="gemma4", **kwargs)
+    assert got["role"] == "assistant"
+    assert got["thinking"] == thinking
+    assert got["content"] == content
+    assert got["tool_calls"] == tool_calls
+    assert [e["kind"] for e in got["errors"]] == error_kinds
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_contract_streamed_char_by_char(case):
+    _id, text, kwargs, *_ = case
+    parser = StreamParser("gemma4", **kwargs)
+    events = [ev for ch in text for ev in parser.feed(ch)]
+    assert parser.close() == parse_response(text, format="gemma4", **kwargs)
+
+
+def test_invalid_call_raw_text_in_errors():
+    raw = "<|tool_call>call:f{a:1 2}<tool_call|>"
+    got = parse_response("x" + raw, format="gemma4")
+    assert got["errors"][0]["raw"] == raw
+
+
+def test_format_names():
+    for fmt in ("gemma1", "gemma2", "gemma3", "gemma3n"):
+        got = parse_response("  Hi!<end_of_turn>\nmore", format=fmt)
+        assert (got["content"], got["thinking"], got["tool_calls"]) == ("Hi!", None, [])
+    for fmt in ("gemma4", "gemma4-small", "gemma4-large"):
+        assert parse_response("<|channel>thought\nx<channel|>y", format=fmt)["thinking"] == "x"
+    with pytest.raises(ValueError, match="unknown output format"):
+        parse_response("x", format="llama")
