@@ -45,15 +45,6 @@ def _run(action):
         raise ConvertFailed(f"{error.strerror or error} ({error.filename or 'output'}); no output written") from None
 
 
-def _intermediate_type(storage_dtypes: set[str]) -> str:
-    """Lossless input for llama.cpp's quantizer: the checkpoint's own precision."""
-    if storage_dtypes <= {"BF16"}:
-        return "bf16"
-    if storage_dtypes <= {"F16"}:
-        return "f16"
-    return "f32"
-
-
 @click.command("convert")
 @click.argument("hf_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="GGUF file to write.")
@@ -64,35 +55,18 @@ def _intermediate_type(storage_dtypes: set[str]) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def convert_command(hf_dir: Path, output: Path, type_name: str, force: bool, threads: int, quiet: bool) -> None:
     """Convert a Hugging Face Gemma checkpoint directory to a GGUF file."""
-    type_name = type_name.lower()
-
     def action():
-        from convert.checkpoint import open_checkpoint
-        from convert.pipeline import plan_conversion
-        from convert.quantize import QuantizeError, file_types, quantize
-        from convert.storage import NATIVE_TYPES
-        from convert.writer import OutputExists, temporary_path
+        from convert.api import convert_checkpoint
 
-        if type_name not in NATIVE_TYPES and type_name not in file_types():
-            raise QuantizeError(f"unknown output type {type_name!r}; use f32, f16, bf16, q8_0 or a llama.cpp file type")
-        if output.exists() and not force:
-            raise OutputExists(f"{output} exists (use --force to overwrite)")
-        checkpoint = open_checkpoint(hf_dir)
-        direct = type_name in NATIVE_TYPES
-        first_type = type_name if direct else _intermediate_type(checkpoint.storage_dtypes)
-        plan = plan_conversion(checkpoint, NATIVE_TYPES[first_type], name=hf_dir.resolve().name)
-        target = output if direct else temporary_path(output).with_suffix(f".{first_type}.gguf")
-        try:
-            summary = _write_with_progress(plan, target, force, quiet)
-            if not direct:
-                quantize(target, output, type_name, force=force, threads=threads)
-        finally:
-            if not direct:
-                target.unlink(missing_ok=True)
+        if quiet:
+            summary = convert_checkpoint(hf_dir, output, type_name, force, threads)
+        else:
+            with _Progress() as progress:
+                summary = convert_checkpoint(hf_dir, output, type_name, force, threads,
+                                             on_tensor=progress.advance, on_plan=progress.start)
         if not quiet:
-            size = output.stat().st_size
             click.echo(
-                f"wrote {output} ({type_name}): {summary.tensors} tensors, {size / 1e6:.1f} MB, "
+                f"wrote {output} ({type_name.lower()}): {summary.tensors} tensors, {summary.bytes / 1e6:.1f} MB, "
                 f"{summary.seconds:.1f} s, peak memory {summary.peak_rss_mb:.0f} MB",
                 err=True,
             )
@@ -102,14 +76,26 @@ def convert_command(hf_dir: Path, output: Path, type_name: str, force: bool, thr
     _run(action)
 
 
-def _write_with_progress(plan, target: Path, force: bool, quiet: bool):
-    from convert.pipeline import write_plan
+class _Progress:
+    """A per-tensor progress bar on stderr, started once the number of tensors is known."""
 
-    if quiet:
-        return write_plan(plan, target, force)
-    with click.progressbar(length=len(plan.tensors), label="converting", file=click.get_text_stream("stderr"),
-                           item_show_func=lambda name: name) as bar:
-        return write_plan(plan, target, force, on_tensor=lambda tensor: bar.update(1, tensor.name))
+    def __init__(self):
+        self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def start(self, total: int) -> None:
+        self.bar = click.progressbar(length=total, label="converting", file=click.get_text_stream("stderr"),
+                                     item_show_func=lambda name: name)
+        self.bar.__enter__()
+
+    def advance(self, tensor) -> None:
+        self.bar.update(1, tensor.name)
+
+    def __exit__(self, *exc_info):
+        if self.bar is not None:
+            self.bar.__exit__(*exc_info)
 
 
 @click.command("quantize")

@@ -7,6 +7,7 @@ The output is written to a temporary file and renamed into place only when the q
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = types[key]
     params.nthread = threads
+    # llama-cpp-python forwards llama.cpp's log through this logger; its per-tensor lines are noise here
+    llama_log = logging.getLogger("llama-cpp-python")
+    previous_level = llama_log.level
+    llama_log.setLevel(logging.ERROR)
     try:
         status = llama_cpp.llama_model_quantize(
             os.fsencode(source), os.fsencode(partial), ctypes.byref(params)
@@ -55,3 +60,5 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        llama_log.setLevel(previous_level)

@@ -1,0 +1,91 @@
+"""Gemma 1/2/3 tiny checkpoints: our GGUF vs transformers (logits) and vs llama.cpp's reference converter
+(logit metrics measured in the same test, tensor bytes, metadata)."""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.convert.oracle import (
+    assert_no_worse, compare_logits, gguf_differences, gguf_fields, gguf_tensors, hf_logits, llama_logits,
+    reference_convert,
+)
+from tests.convert.tiny import cached_file, token_ids
+from tests.convert.tiny_gemma import RECIPES, tiny_checkpoint
+
+pytest.importorskip("llama_cpp")
+
+# Deliberate metadata differences from the reference (listed in the README with these reasons).
+ALLOWED = {
+    "tokenizer.ggml.unknown_token_id":
+        "always written (from the SentencePiece model when the tokenizer files do not name it): "
+        "llama.cpp's SPM default unk id 0 is Gemma's <pad>",
+    "tokenizer.ggml.eot_token_id":
+        "Gemma 1: the id of <end_of_turn> instead of the reference's hard-coded 107 (wrong for other vocabularies)",
+}
+IDS = token_ids(64)  # > every tiny sliding window (4)
+
+
+def convert_ours(model_dir: Path, out: Path, type_name: str) -> Path:
+    from convert.api import convert_checkpoint
+
+    convert_checkpoint(model_dir, out, type_name, force=True)
+    return out
+
+
+def reference_gguf(case: str, model_dir: Path, type_name: str) -> Path:
+    """llama.cpp's own converter on the same checkpoint (cached; the conversion itself takes seconds)."""
+    recipe = {"model": model_dir.name, "type": type_name, "converter": "llama-cpp-python 0.3.36"}
+    return cached_file(f"ref-{case}-{type_name}", recipe, ".gguf",
+                       lambda path: reference_convert(model_dir, path, type_name))
+
+
+@cache
+def reference_logits(case: str) -> np.ndarray:
+    return hf_logits(tiny_checkpoint(case), IDS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("type_name", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("case", ["gemma", "gemma2", "gemma3", "gemma3-linear"])
+def test_same_as_reference_and_transformers(case: str, type_name: str, tmp_path: Path) -> None:
+    model_dir = tiny_checkpoint(case)
+    ours = convert_ours(model_dir, tmp_path / "ours.gguf", type_name)
+    theirs = reference_gguf(case, model_dir, type_name)
+
+    assert gguf_differences(ours, theirs, ALLOWED) == []
+
+    fields = gguf_fields(ours)
+    tensors = gguf_tensors(ours)
+    n_tokens = len(fields["tokenizer.ggml.tokens"][1])
+    assert tensors["token_embd.weight"][1] == (64, n_tokens)
+    assert fields["general.architecture"][1] == RECIPES[case][0].removesuffix("ForCausalLM").lower()
+
+    hf = reference_logits(case)
+    our_metrics = compare_logits(hf, llama_logits(ours, IDS))
+    their_metrics = compare_logits(hf, llama_logits(theirs, IDS))
+    assert our_metrics.decisive >= 16
+    assert_no_worse(our_metrics, their_metrics)
+
+
+@pytest.mark.slow
+def test_k_quant_no_worse_than_reference_pipeline(tmp_path: Path) -> None:
+    """Q4_K_M through our converter (+ llama.cpp's quantizer) vs the reference's F16 quantized the same way."""
+    from convert.quantize import quantize
+
+    model_dir = tiny_checkpoint("gemma3-k")
+    ours = convert_ours(model_dir, tmp_path / "ours.gguf", "q4_k_m")
+    theirs = tmp_path / "theirs.gguf"
+    quantize(reference_gguf("gemma3-k", model_dir, "f16"), theirs, "q4_k_m")
+
+    tensors = gguf_tensors(ours)
+    assert tensors["blk.0.attn_q.weight"][0] == "Q4_K"
+    assert tensors["blk.0.attn_norm.weight"][0] == "F32"
+    assert set(tensors) == set(gguf_tensors(theirs))
+
+    hf = hf_logits(model_dir, IDS)
+    our_metrics = compare_logits(hf, llama_logits(ours, IDS))
+    their_metrics = compare_logits(hf, llama_logits(theirs, IDS))
+    assert_no_worse(our_metrics, their_metrics)
