@@ -230,24 +230,42 @@ def pull(name: str, *, registry: Registry | None = None, progress: bool = True) 
         raise DownloadError(_gated_message(repo)) from None
     except RepositoryNotFoundError:
         raise DownloadError(f"repository {repo} not found on the hub (or it is private/gated: {_gated_hint(repo)})") from None
-    except EntryNotFoundError:
-        raise DownloadError(f"{repo} has no file {filename}") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # before EntryNotFoundError: it is a subclass of it
         raise DownloadError(f"cannot reach the Hugging Face hub to download {repo}/{filename}, "
                             "and it is not in the local cache") from None
+    except EntryNotFoundError:
+        raise DownloadError(f"{repo} has no file {filename}") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             raise DownloadError(_gated_message(repo)) from None
         raise DownloadError(f"download of {repo}/{filename} failed: {str(e).splitlines()[0]}") from None
     except OSError as e:
-        raise DownloadError(f"download of {repo}/{filename} failed: {e.strerror or e}") from None
+        if e.filename:  # a local file problem, e.g. an unwritable hub cache
+            raise DownloadError(f"cannot write {e.filename} ({e.strerror}); set HF_HUB_CACHE to a writable "
+                                "directory") from None
+        raise DownloadError(f"download of {repo}/{filename} failed: {str(e).splitlines()[0]}") from None
+    except _http_transport_errors() as e:  # the connection kept failing after huggingface-hub's own retries
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise DownloadError(f"download of {repo}/{filename} failed: {reason}") from None
     expected = entry.raw.get("sha256")
     if expected and sha256_file(local) != expected.lower():
         _remove_hub_file(local)
         raise DownloadError(f"{repo}/{filename}: sha256 does not match models.yaml; the file was removed "
                             "(try again; if it persists the repository changed)")
     return local
+
+
+def _http_transport_errors() -> tuple[type[Exception], ...]:
+    """Network errors of the HTTP client huggingface-hub uses (httpx2 in 2.x, httpx in 1.x); they
+    are not OSErrors, and the client re-raises them once its retries are spent."""
+    errors = []
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 class _SilentTqdm:

@@ -1,0 +1,317 @@
+"""`pull` / `resolve` / `rm` end to end: the real huggingface-hub client against a local server that
+speaks the hub's file protocol (tests/hub_server.py), in a temporary hub cache and registry.
+
+The oracle for every checksum is the bytes the server holds; the expected messages are the
+contract in the issue (gated repo: token + licence; sha256 mismatch: rejected and removed).
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gemma_edge.cli import main
+from gemma_edge.errors import DownloadError, ModelNotFoundError
+from gemma_edge.registry import is_downloaded, load_registry, pull, remove, resolve, sha256_file
+from tests.hub_server import HubFile, HubServer
+
+REPO_ID = "test-org/gemma-3-1b-it-GGUF"
+FILENAME = "gemma-3-1b-it-Q4_K_M.gguf"
+NAME = "gemma-3-1b-it-test"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+GOOD = payload(64 << 10)
+
+
+def registry_entry(content: bytes, **overrides) -> dict:
+    """A models.yaml entry (the documented keys) for the served file, checksum taken from `content`."""
+    import hashlib
+
+    entry = {
+        "name": NAME, "description": "Gemma 3 1B instruct, Q4_K_M GGUF (served by the test hub)",
+        "generation": "gemma3", "format": "gemma3", "size_class": "1b", "instruct": True,
+        "source": {"repo": REPO_ID, "file": FILENAME},
+        "file_size": len(content), "sha256": hashlib.sha256(content).hexdigest(),
+        "quantization": "Q4_K_M", "context_length": 32768, "license": "gemma", "gated": False,
+        "capabilities": {"thinking": False, "tools": False, "vision": False, "audio": False},
+        "sampling": {"temperature": 1.0, "top_k": 64, "top_p": 0.95, "min_p": 0.0, "repeat_penalty": 1.0},
+        "mmproj": None,
+    }
+    entry.update(overrides)
+    return entry
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """A fresh hub cache, gemma-edge home and registry for each test; no token, no real hub.
+
+    huggingface-hub reads its cache/token locations when it is imported, so the in-process tests
+    also point its `constants` at the temporary folders (subprocesses get them from the env)."""
+    from huggingface_hub import constants
+
+    hf_home = tmp_path / "hf"
+    env = {"HF_HOME": hf_home, "HF_HUB_CACHE": hf_home / "hub", "GEMMA_EDGE_HOME": tmp_path / "gemma-edge",
+           "GEMMA_EDGE_REGISTRY": tmp_path / "models.yaml", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    for key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_OIDC_RESOURCE", "HF_HUB_DISABLE_XET"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "HF_HOME", str(hf_home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(hf_home / "stored_tokens"))
+    write_registry(registry_entry(GOOD))
+    return tmp_path
+
+
+def write_registry(*entries: dict) -> None:
+    Path(os.environ["GEMMA_EDGE_REGISTRY"]).write_text(yaml.safe_dump({"default": entries[0]["name"], "models": list(entries)}, sort_keys=False))
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Start a local hub serving {repo: {file: bytes | HubFile}} and point HF_ENDPOINT at it."""
+    servers = []
+
+    def start(files: dict | None = None, repo_id: str = REPO_ID) -> HubServer:
+        server = HubServer({repo_id: files if files is not None else {FILENAME: GOOD}}).start()
+        servers.append(server)
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def hub_blobs() -> list[Path]:
+    return sorted(p for p in Path(os.environ["HF_HUB_CACHE"]).rglob("blobs/*"))
+
+
+def assert_plain_http_file_protocol(server: HubServer) -> None:
+    """Only the file protocol was used (no Xet, nothing the server does not know)."""
+    for r in server.requests:
+        assert r.status != 404, f"unexpected request {r.method} {r.path}"
+        assert "xet" not in r.path.lower() and not any("xet" in h for h in r.headers)
+
+
+# --- the Python API -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lfs", [True, False], ids=["lfs-file-via-cdn", "regular-git-file"])
+def test_pull_downloads_verifies_and_resolves(hub, lfs):
+    server = hub({FILENAME: HubFile(GOOD, lfs=lfs)})
+    path = pull(NAME, progress=False)
+    assert path.read_bytes() == GOOD
+    assert Path(os.environ["HF_HUB_CACHE"]) in path.parents  # huggingface-hub's standard cache
+    assert resolve(NAME) == (path, load_registry().get(NAME))
+    assert is_downloaded(load_registry().get(NAME))
+    heads, gets = server.file_requests("HEAD"), server.file_requests("GET")
+    assert len(heads) == 1 and len(gets) == 1
+    assert gets[0].server == ("cdn" if lfs else "hub")
+    assert "range" not in gets[0].headers
+    assert_plain_http_file_protocol(server)
+
+
+@pytest.mark.parametrize("served", ["corrupted-in-transit", "replaced-upstream"])
+def test_sha256_mismatch_is_rejected_and_removed(hub, served):
+    if served == "corrupted-in-transit":  # same size, headers still describe the good file
+        server = hub({FILENAME: HubFile(GOOD, corrupt=True)})
+    else:  # the repo now holds another file than the one models.yaml describes
+        server = hub({FILENAME: payload(len(GOOD), seed=1)})
+    with pytest.raises(DownloadError, match="sha256 does not match models.yaml; the file was removed"):
+        pull(NAME, progress=False)
+    assert server.file_requests("GET"), "the file was never downloaded, so the check proves nothing"
+    assert hub_blobs() == []
+    assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob(FILENAME))
+    with pytest.raises(ModelNotFoundError, match="not downloaded yet"):
+        resolve(NAME)
+
+
+@pytest.mark.slow
+def test_interrupted_download_resumes_with_a_range_request(hub):
+    # huggingface-hub keeps what it received in 10 MiB chunks (constants.DOWNLOAD_CHUNK_SIZE), so the
+    # cut must come after the first chunk for there to be anything to resume from.
+    from huggingface_hub import constants
+
+    content = payload(constants.DOWNLOAD_CHUNK_SIZE + (1 << 20), seed=2)
+    cut = constants.DOWNLOAD_CHUNK_SIZE + (300 << 10)
+    write_registry(registry_entry(content))
+    server = hub({FILENAME: HubFile(content, cut_after=cut)})
+    path = pull(NAME, progress=False)
+    assert sha256_file(path) == registry_entry(content)["sha256"]
+    first, second = server.file_requests("GET")
+    assert (first.status, first.body_bytes) == (200, cut)
+    assert second.status == 206
+    start = int(second.headers["range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= cut
+    assert second.body_bytes == len(content) - start  # only the missing tail was sent again
+
+
+@pytest.mark.parametrize("token, status", [(None, 401), ("hf_not_accepted", 403)])
+def test_gated_repo_explains_token_and_licence(hub, monkeypatch, token, status):
+    server = hub()
+    server.gated.add(REPO_ID)
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    with pytest.raises(DownloadError) as caught:
+        pull(NAME, progress=False)
+    message = str(caught.value)
+    assert f"{REPO_ID} is gated" in message
+    assert f"https://huggingface.co/{REPO_ID}" in message and "licence" in message
+    assert "HF_TOKEN" in message and "hf auth login" in message
+    [head] = server.file_requests()
+    assert head.status == status
+    assert ("authorization" in head.headers) == bool(token)
+    assert hub_blobs() == []
+
+
+def test_free_disk_is_checked_before_any_request(hub, isolated):
+    needed = shutil.disk_usage(isolated).free * 2
+    write_registry(registry_entry(GOOD, file_size=needed))
+    server = hub()
+    with pytest.raises(DownloadError, match="not enough disk space"):
+        pull(NAME, progress=False)
+    assert server.requests == []
+
+
+def test_cached_model_resolves_and_pulls_with_no_server(hub):
+    server = hub()
+    path = pull(NAME, progress=False)
+    seen = len(server.requests)
+    assert resolve(NAME)[0] == path
+    assert len(server.requests) == seen  # resolving never touches the network
+    server.stop()
+    assert resolve(NAME)[0] == path
+    assert pull(NAME, progress=False) == path  # offline: huggingface-hub falls back to its cache
+    assert path.read_bytes() == GOOD
+
+
+def test_offline_and_nothing_cached(hub, monkeypatch):
+    # HF_HUB_OFFLINE is read when huggingface-hub is imported. (An unreachable endpoint gives the same
+    # error, after ~20 s of the client's own retries.)
+    from huggingface_hub import constants
+
+    server = hub()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match="cannot reach the Hugging Face hub .* not in the local cache"):
+        pull(NAME, progress=False)
+    assert server.requests == []
+
+
+@pytest.mark.slow
+def test_connection_that_keeps_failing_is_one_error_line(hub):
+    # The client retries a broken body 5 times (1 s apart), then gives up with its HTTP library's error.
+    server = hub({FILENAME: HubFile(GOOD, cut_after=1000, cuts=6)})
+    with pytest.raises(DownloadError, match="download of .* failed: .*") as caught:
+        pull(NAME, progress=False)
+    assert "\n" not in str(caught.value)
+    assert [r.body_bytes for r in server.file_requests("GET")] == [1000] * 6
+    assert hub_blobs() == []
+
+
+def test_missing_repo_and_missing_file(hub):
+    hub({"other.gguf": GOOD})
+    with pytest.raises(DownloadError, match=f"{REPO_ID} has no file {FILENAME}"):
+        pull(NAME, progress=False)
+    hub(repo_id="test-org/another-repo")
+    with pytest.raises(DownloadError, match=f"repository {REPO_ID} not found"):
+        pull(NAME, progress=False)
+
+
+def test_remove_deletes_the_downloaded_file(hub):
+    hub()
+    path = pull(NAME, progress=False)
+    blob = path.resolve()
+    assert remove(NAME) == path
+    assert not path.exists() and not blob.exists()
+    assert not is_downloaded(load_registry().get(NAME))
+    with pytest.raises(ModelNotFoundError, match=f"gemma-edge pull {NAME}"):
+        resolve(NAME)
+    assert remove(NAME) is None
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gemma-edge: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_cli_pull_and_rm_in_process(hub):
+    hub()
+    pulled = invoke("pull", NAME)
+    assert pulled.exit_code == 0, pulled.stderr
+    path = Path(pulled.stdout.strip())
+    assert path.read_bytes() == GOOD
+    removed = invoke("rm", NAME)
+    assert removed.exit_code == 0 and f"removed {path}" in removed.stderr
+    assert not path.exists()
+    again = invoke("rm", NAME)
+    assert again.exit_code == 0 and "nothing to remove" in again.stderr
+
+
+def test_cli_bad_inputs_are_one_line_errors(hub, isolated):
+    server = hub()
+    assert_one_line_error(invoke("pull", "gemma-3-1b-it-tset"), "unknown model", NAME)
+    assert_one_line_error(invoke("rm", "no-such-model"), "unknown model 'no-such-model'")
+
+    server.gated.add(REPO_ID)
+    assert_one_line_error(invoke("pull", NAME), f"{REPO_ID} is gated", "licence")
+    server.gated.clear()
+
+    server.file(REPO_ID, FILENAME).corrupt = True
+    assert_one_line_error(invoke("pull", NAME), "sha256 does not match")
+    server.file(REPO_ID, FILENAME).corrupt = False
+
+    blocker = isolated / "not-a-directory"
+    blocker.write_text("")
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_CACHE"] = constants.HF_HUB_CACHE = str(blocker / "hub")  # restored by monkeypatch
+    assert_one_line_error(invoke("pull", NAME), str(blocker))
+
+
+def test_cli_pull_list_rm_as_real_subprocesses(hub):
+    content = payload(64 << 10, seed=3)
+    write_registry(registry_entry(content))
+    server = hub({FILENAME: content})
+    executable = Path(sys.executable).with_name("gemma-edge")
+    pulled = subprocess.run([str(executable), "pull", NAME], capture_output=True, text=True, timeout=60,
+                            cwd=REPO_ROOT)
+    assert pulled.returncode == 0, pulled.stderr
+    path = Path(pulled.stdout.strip())
+    assert sha256_file(path) == registry_entry(content)["sha256"]
+    assert str(Path(os.environ["HF_HUB_CACHE"])) in str(path)
+    assert [r.method for r in server.file_requests()] == ["HEAD", "GET"]
+
+    server.stop()  # offline now: resolving the cached model needs no server
+    listed = subprocess.run([sys.executable, "-m", "gemma_edge", "list", "--downloaded"], capture_output=True,
+                            text=True, timeout=60, cwd=REPO_ROOT)
+    assert listed.returncode == 0 and NAME in listed.stdout, listed.stderr
+    removed = subprocess.run([sys.executable, "-m", "gemma_edge", "rm", NAME], capture_output=True, text=True,
+                             timeout=60, cwd=REPO_ROOT)
+    assert removed.returncode == 0 and f"removed {path}" in removed.stderr, removed.stderr
+    assert not path.exists()
+    unknown = subprocess.run([sys.executable, "-m", "gemma_edge", "pull", "gemma-3-1b-it-tset"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "Traceback" not in unknown.stderr
