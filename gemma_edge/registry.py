@@ -221,10 +221,11 @@ def pull(name: str, *, registry: Registry | None = None, progress: bool = True) 
                                         RepositoryNotFoundError, EntryNotFoundError)
 
     hub_cache = Path(constants.HF_HUB_CACHE)
-    _check_free_disk(hub_cache, entry.raw.get("file_size"))
-    repo, filename = source["repo"], source["file"]
+    repo, filename, revision = source["repo"], source["file"], source.get("revision")
     try:
-        local = Path(hf_hub_download(repo, filename, revision=source.get("revision"), endpoint=_hub_endpoint(),
+        if _cached_hub_file(source) is None:  # a cached file needs no space (nor, offline, the network)
+            _check_free_disk(hub_cache, entry.raw.get("file_size") or _download_size(repo, filename, revision))
+        local = Path(hf_hub_download(repo, filename, revision=revision, endpoint=_hub_endpoint(),
                                      tqdm_class=None if progress else _SilentTqdm))
     except GatedRepoError:
         raise DownloadError(_gated_message(repo)) from None
@@ -254,6 +255,14 @@ def pull(name: str, *, registry: Registry | None = None, progress: bool = True) 
         raise DownloadError(f"{repo}/{filename}: sha256 does not match models.yaml; the file was removed "
                             "(try again; if it persists the repository changed)")
     return local
+
+
+def _download_size(repo: str, filename: str, revision: str | None) -> int | None:
+    """The file's size as the hub reports it (one HEAD request), for entries without a file_size;
+    its errors are the download's own, so `pull` reports them the same way."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo, filename, revision=revision, endpoint=_hub_endpoint(), dry_run=True).file_size
 
 
 def _http_transport_errors() -> tuple[type[Exception], ...]:

@@ -45,6 +45,7 @@ class HubFile:
     cut_after: int | None = None  # the next GET that reaches this byte offset drops the connection there
     cuts: int = 1                 # how many GETs get cut before the switch turns itself off
     corrupt: bool = False         # flip one byte of every body sent (same size; headers describe `content`)
+    claimed_size: int | None = None  # an LFS file's size as the metadata states it (default: the real one)
 
     @property
     def sha256(self) -> str:
@@ -238,21 +239,23 @@ class _Handler(BaseHTTPRequestHandler):
         if hub_file.lfs:
             note = b"Found. Redirecting to the CDN"
             location = f"{self.hub.cdn}/repos/{quote(repo_id)}/{hub_file.sha256}?filename={quote(filename)}"
+            size = hub_file.claimed_size or len(hub_file.content)
             return self._send(302, {"Location": location, "X-Repo-Commit": repo.commit,
-                                    "X-Linked-Etag": f'"{hub_file.sha256}"', "X-Linked-Size": str(len(hub_file.content)),
+                                    "X-Linked-Etag": f'"{hub_file.sha256}"', "X-Linked-Size": str(size),
                                     "ETag": f'"{hub_file.git_sha1}"', "Content-Type": "text/plain; charset=utf-8",
                                     "Content-Length": str(len(note))}, note if send_body else b"")
         self._file(hub_file, send_body, {"X-Repo-Commit": repo.commit, "ETag": f'"{hub_file.git_sha1}"'})
 
     def _cdn(self, path: str, send_body: bool) -> None:
         match = re.fullmatch(r"/repos/(.+)/([0-9a-f]{64})", path)
-        hub_file = None
-        if match:
-            repo = self.hub.repos.get(unquote(match.group(1)))
-            hub_file = next((f for f in (repo.files.values() if repo else ()) if f.sha256 == match.group(2)), None)
+        repo = self.hub.repos.get(unquote(match.group(1))) if match else None
+        name, hub_file = next(((n, f) for n, f in (repo.files.items() if repo else ()) if f.sha256 == match.group(2)),
+                              (None, None))
         if hub_file is None:
             return self._error(404, None, "NoSuchKey")
-        self._file(hub_file, send_body, {"ETag": f'"{hub_file.sha256}"'})
+        base = name.rsplit("/", 1)[-1]
+        self._file(hub_file, send_body, {"ETag": f'"{hub_file.sha256}"', "Content-Disposition":
+                                         f"inline; filename*=UTF-8''{quote(base)}; filename=\"{base}\";"})
 
     def _split_repo(self, path: str) -> tuple[str | None, str]:
         for repo_id in self.hub.repos:

@@ -6,6 +6,7 @@ contract in the issue (gated repo: token + licence; sha256 mismatch: rejected an
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -72,12 +73,19 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(hf_home / "stored_tokens"))
+    # The client fetches {endpoint}/api/agent-harnesses once a day for its user-agent header; a fresh
+    # copy in the cache keeps it from asking the real hub (in-process its endpoint is the default).
+    harnesses = hf_home / ".agent_harnesses.json"
+    harnesses.parent.mkdir(parents=True)
+    harnesses.write_text(json.dumps({"standardEnvVars": [], "harnesses": {}}))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(harnesses))
     write_registry(registry_entry(GOOD))
     return tmp_path
 
 
 def write_registry(*entries: dict) -> None:
-    Path(os.environ["GEMMA_EDGE_REGISTRY"]).write_text(yaml.safe_dump({"default": entries[0]["name"], "models": list(entries)}, sort_keys=False))
+    document = {"default": entries[0]["name"], "models": list(entries)}
+    Path(os.environ["GEMMA_EDGE_REGISTRY"]).write_text(yaml.safe_dump(document, sort_keys=False))
 
 
 @pytest.fixture
@@ -104,7 +112,7 @@ def assert_plain_http_file_protocol(server: HubServer) -> None:
     """Only the file protocol was used (no Xet, nothing the server does not know)."""
     for r in server.requests:
         assert r.status != 404, f"unexpected request {r.method} {r.path}"
-        assert "xet" not in r.path.lower() and not any("xet" in h for h in r.headers)
+        assert "xet" not in r.path.lower()
 
 
 # --- the Python API -----------------------------------------------------------------------------
@@ -122,6 +130,18 @@ def test_pull_downloads_verifies_and_resolves(hub, lfs):
     assert gets[0].server == ("cdn" if lfs else "hub")
     assert "range" not in gets[0].headers
     assert_plain_http_file_protocol(server)
+
+
+def test_pinned_revision_is_downloaded_and_found_offline(hub):
+    server = hub()
+    commit = server.repos[REPO_ID].commit
+    write_registry(registry_entry(GOOD, source={"repo": REPO_ID, "file": FILENAME, "revision": commit}))
+    path = pull(NAME, progress=False)
+    assert path.parent.name == commit and path.read_bytes() == GOOD
+    assert server.file_requests()[0].path == f"/{REPO_ID}/resolve/{commit}/{FILENAME}"
+    server.stop()
+    assert resolve(NAME)[0] == path
+    assert pull(NAME, progress=False) == path
 
 
 @pytest.mark.parametrize("served", ["corrupted-in-transit", "replaced-upstream"])
@@ -177,13 +197,27 @@ def test_gated_repo_explains_token_and_licence(hub, monkeypatch, token, status):
     assert hub_blobs() == []
 
 
-def test_free_disk_is_checked_before_any_request(hub, isolated):
+def test_free_disk_is_checked_before_downloading(hub, isolated):
     needed = shutil.disk_usage(isolated).free * 2
-    write_registry(registry_entry(GOOD, file_size=needed))
+    write_registry(registry_entry(GOOD, file_size=needed))  # the size from models.yaml: no request at all
     server = hub()
     with pytest.raises(DownloadError, match="not enough disk space"):
         pull(NAME, progress=False)
     assert server.requests == []
+
+    write_registry(registry_entry(GOOD, file_size=None))  # no size in models.yaml: the hub's metadata
+    server.file(REPO_ID, FILENAME).claimed_size = needed
+    with pytest.raises(DownloadError, match=f"need {needed / 1e9:.2f} GB"):
+        pull(NAME, progress=False)
+    assert [r.method for r in server.file_requests()] == ["HEAD"]
+    assert hub_blobs() == []
+
+
+def test_size_from_the_hub_when_models_yaml_has_none(hub):
+    write_registry(registry_entry(GOOD, file_size=None))
+    server = hub()
+    assert pull(NAME, progress=False).read_bytes() == GOOD
+    assert [r.method for r in server.file_requests()] == ["HEAD", "HEAD", "GET"]  # size probe, then download
 
 
 def test_cached_model_resolves_and_pulls_with_no_server(hub):
@@ -192,6 +226,8 @@ def test_cached_model_resolves_and_pulls_with_no_server(hub):
     seen = len(server.requests)
     assert resolve(NAME)[0] == path
     assert len(server.requests) == seen  # resolving never touches the network
+    write_registry(registry_entry(GOOD, file_size=shutil.disk_usage(path).free * 2))
+    assert pull(NAME, progress=False) == path  # already here: no disk space needed
     server.stop()
     assert resolve(NAME)[0] == path
     assert pull(NAME, progress=False) == path  # offline: huggingface-hub falls back to its cache
@@ -296,9 +332,11 @@ def test_cli_pull_list_rm_as_real_subprocesses(hub):
     write_registry(registry_entry(content))
     server = hub({FILENAME: content})
     executable = Path(sys.executable).with_name("gemma-edge")
+    # huggingface-hub draws its progress bar on a terminal only; TQDM_POSITION=-1 forces it on a pipe.
     pulled = subprocess.run([str(executable), "pull", NAME], capture_output=True, text=True, timeout=60,
-                            cwd=REPO_ROOT)
+                            cwd=REPO_ROOT, env={**os.environ, "TQDM_POSITION": "-1"})
     assert pulled.returncode == 0, pulled.stderr
+    assert f"{FILENAME}: 100%" in pulled.stderr  # the progress bar, on stderr
     path = Path(pulled.stdout.strip())
     assert sha256_file(path) == registry_entry(content)["sha256"]
     assert str(Path(os.environ["HF_HUB_CACHE"])) in str(path)
