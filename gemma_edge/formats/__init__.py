@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from gemma_edge.formats import classic, gemma3, gemma4
+from gemma_edge.formats import classic, functiongemma, gemma3, gemma4
 from gemma_edge.formats.base import Request, Segment, SegmentWriter, TemplateError, TurnFormat
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "render_segments",
 ]
 
-_FORMATS: dict[str, TurnFormat] = {f.name: f for f in (*classic.FORMATS, *gemma3.FORMATS, *gemma4.FORMATS)}
+_FORMATS: dict[str, TurnFormat] = {f.name: f for f in (*classic.FORMATS, *gemma3.FORMATS, *gemma4.FORMATS, *functiongemma.FORMATS)}
 FORMAT_NAMES: tuple[str, ...] = tuple(_FORMATS)
 
 

@@ -4,6 +4,8 @@ thought channels (`<|channel>thought … <channel|>`), and media placeholders.
 
 The E2B/E4B ("small") and 12B/26B-A4B/31B ("large") templates differ in one place only: with
 thinking off, the large models' generation prompt opens and closes an empty thought channel.
+FunctionGemma has the same turn structure with other tokens and no thinking or media; its table
+lives in `functiongemma.py`.
 
 Strict rendering follows the official template statement by statement (its O(n²) forward scans
 are precomputed, so rendering stays linear). Lenient rendering is strict rendering unless the
@@ -22,10 +24,7 @@ from gemma_edge.formats.base import (
 )
 from gemma_edge.formats.jinja_values import UNDEFINED, is_sequence, item, printed
 
-TURN, END_TURN = "<|turn>", "<turn|>"
 CHANNEL, END_CHANNEL = "<|channel>", "<channel|>"
-TOOL_CALL, END_TOOL_CALL = "<|tool_call>", "<tool_call|>"
-MEDIA_MARKERS = {"image": "<|image|>", "audio": "<|audio|>", "video": "<|video|>"}
 ARGUMENTS_NOT_MAPPING = (
     "chat_template: tool_calls[].function.arguments must be a JSON object (mapping), not a string. "
     "Deserialize arguments before passing to the template.")
@@ -34,11 +33,27 @@ REASONING_ALIASES = ("reasoning_content", "thinking", "reasoning")
 
 
 @dataclass(frozen=True)
-class Gemma4Table:
+class ToolTurnTable:
+    """The tokens of one format of the Gemma 4 turn structure, and what it does differently."""
+
+    turn: str
+    end_turn: str
+    system_role: str                    # the role name of the first (system/tools) turn
+    tool: str                           # around one tool declaration
+    end_tool: str
+    tool_call: str
+    end_tool_call: str
+    notation: values.Notation           # string quotes, tool-response tokens, declaration spacing
+    media_markers: Mapping[str, str]
+    thinking: bool                      # <|think|>, thought channels, strip_thinking of model text
+    named_tool_content: bool            # a tool message's content may be {name, response} or a list of them
     empty_thought_when_not_thinking: bool  # large models: generation prompt closes an empty thought
 
 
-def render(table: Gemma4Table, request: Request, out: SegmentWriter) -> None:
+GEMMA4_MEDIA = {"image": "<|image|>", "audio": "<|audio|>", "video": "<|video|>"}
+
+
+def render(table: ToolTurnTable, request: Request, out: SegmentWriter) -> None:
     if request.strict:
         _render(table, request, request.messages, request.tools, out, lenient=False)
         return
@@ -51,17 +66,18 @@ def render(table: Gemma4Table, request: Request, out: SegmentWriter) -> None:
         out.extend(attempt)
 
 
-def _render(table: Gemma4Table, request: Request, messages: Sequence[Mapping[str, Any]],
+def _render(table: ToolTurnTable, request: Request, messages: Sequence[Mapping[str, Any]],
             tools: Any, out: SegmentWriter, lenient: bool) -> None:
-    thinking = request.enable_thinking
+    thinking = request.enable_thinking and table.thinking
+    notation = table.notation
     preserve_thinking = request.variables.get("preserve_thinking", False)
     prev_type = None  # ns.prev_message_type
     out.mark(BOS)
     loop_messages = messages
     first_is_system = bool(messages) and item(messages[0], "role") in ("system", "developer")
     if thinking or tools or first_is_system:
-        out.mark(TURN)
-        out.text("system\n")
+        out.mark(table.turn)
+        out.text(table.system_role + "\n")
         if thinking:
             out.mark("<|think|>")
             out.text("\n")
@@ -73,11 +89,11 @@ def _render(table: Gemma4Table, request: Request, messages: Sequence[Mapping[str
             for tool in tools:
                 if not isinstance(item(tool, "function"), Mapping):
                     raise TemplateError(f"'{_jinja_type(tool)} object' has no attribute 'function'")
-                out.mark("<|tool>")
-                values.declaration(out, tool)
-                out.mark("<tool|>")
+                out.mark(table.tool)
+                values.declaration(out, tool, notation)
+                out.mark(table.end_tool)
             prev_type = "tool"
-        out.mark(END_TURN)
+        out.mark(table.end_turn)
         out.text("\n")
 
     roles = [item(m, "role") for m in loop_messages]
@@ -93,54 +109,55 @@ def _render(table: Gemma4Table, request: Request, messages: Sequence[Mapping[str
             raise TemplateError(f"'{_jinja_type(message)} object' has no attribute 'role'")
         role = "model" if raw_role == "assistant" else raw_role
         if not (role == "model" and prev_non_tool_role == "assistant"):
-            out.mark(TURN)
+            out.mark(table.turn)
             out.text(printed(role) + "\n")
 
         thought = message.get("reasoning") or _aliased_reasoning(message)
         tool_calls = message.get("tool_calls")
-        if thought and (index > last_user or (preserve_thinking and tool_calls)):
+        if table.thinking and thought and (index > last_user or (preserve_thinking and tool_calls)):
             out.mark(CHANNEL)
             out.text("thought\n" + thought + "\n")
             out.mark(END_CHANNEL)
 
         if tool_calls:
             for call in tool_calls:
-                _tool_call(out, call)
+                _tool_call(out, call, table)
             prev_type = "tool_call"
 
         responded = False
         tool_responses = message.get("tool_responses")
         if tool_responses:
             for response in tool_responses:
-                values.tool_response(out, item(response, "name") or "unknown", item(response, "response"))
+                values.tool_response(out, item(response, "name") or "unknown", item(response, "response"),
+                                     notation)
                 responded = True
                 prev_type = "tool_response"
         elif tool_calls:
             for follower_index in range(index + 1, len(loop_messages)):
                 if roles[follower_index] != "tool":
                     break
-                _tool_message(out, tool_calls, loop_messages[follower_index], lenient)
+                _tool_message(out, tool_calls, loop_messages[follower_index], table, lenient)
                 responded = True
                 prev_type = "tool_response"
 
-        has_content = _content(out, message.get("content"), model=role == "model")
+        has_content = _content(out, message.get("content"), table, model=role == "model")
 
         next_role, next_found = next_non_tool[index]
         continues_into_next = role == "model" and next_role == "assistant" and (not tool_calls or responded)
         if prev_type == "tool_call" and not responded:
-            out.mark("<|tool_response>")
+            out.mark(notation.response_open)
         elif continues_into_next:
             pass
         elif not (responded and not has_content and not next_found):
-            out.mark(END_TURN)
+            out.mark(table.end_turn)
             out.text("\n")
         prev_non_tool_role = raw_role
 
     if request.add_generation_prompt:
         if prev_type not in ("tool_response", "tool_call"):
-            out.mark(TURN)
+            out.mark(table.turn)
             out.text("model\n")
-            if not thinking and table.empty_thought_when_not_thinking:
+            if table.thinking and not thinking and table.empty_thought_when_not_thinking:
                 out.mark(CHANNEL)
                 out.text("thought\n")
                 out.mark(END_CHANNEL)
@@ -176,51 +193,58 @@ def _system_content(out: SegmentWriter, content: Any) -> None:
             out.text(printed(item(part, "text")).strip() + " ")
 
 
-def _tool_call(out: SegmentWriter, call: Any) -> None:
+def _tool_call(out: SegmentWriter, call: Any, table: ToolTurnTable) -> None:
     function = item(call, "function")
     if not isinstance(function, Mapping):
         raise TemplateError(f"'{_jinja_type(call)} object' has no attribute 'function'")
     name = item(function, "name")
     if not isinstance(name, str):
         raise TemplateError("'dict object' has no attribute 'name'")
-    out.mark(TOOL_CALL)
+    out.mark(table.tool_call)
     out.text("call:" + name + "{")
     arguments = item(function, "arguments")
     if isinstance(arguments, Mapping):
-        values.bare_object(out, arguments)
+        values.bare_object(out, arguments, table.notation)
     elif arguments is not None:
         raise TemplateError(ARGUMENTS_NOT_MAPPING)
     out.text("}")
-    out.mark(END_TOOL_CALL)
+    out.mark(table.end_tool_call)
 
 
 def _tool_message(out: SegmentWriter, tool_calls: Sequence[Any], follower: Mapping[str, Any],
-                  lenient: bool) -> None:
+                  table: ToolTurnTable, lenient: bool) -> None:
     """One OpenAI-style `role: tool` message answering a call of the preceding assistant."""
     name = follower.get("name") or "unknown"
     for call in tool_calls:
         if call.get("id") == follower.get("tool_call_id"):
             name = call["function"]["name"]
     body = follower.get("content")
+    if table.named_tool_content:
+        named = [body] if isinstance(body, Mapping) else body if isinstance(body, (list, tuple)) else None
+        if named and all(isinstance(r, Mapping) and "response" in r for r in named):
+            for response in named:
+                values.tool_response(out, response.get("name") or name, response["response"], table.notation)
+            return
     if isinstance(body, str) or (lenient and isinstance(body, Mapping)):
-        values.tool_response(out, name, body)
+        values.tool_response(out, name, body, table.notation)
     elif is_sequence(body):
         if not all(isinstance(p, Mapping) for p in body):
             raise TemplateError("'str object' has no attribute 'get'")
         texts = [p.get("text", "") for p in body if p.get("type") == "text"]
         if not all(isinstance(t, str) for t in texts):
             raise TemplateError("a text part of a tool message has no string 'text'")
-        values.tool_response(out, name, "".join(texts))
+        values.tool_response(out, name, "".join(texts), table.notation)
         for part in body:
-            marker = MEDIA_MARKERS.get(part_type(part))
+            marker = table.media_markers.get(part_type(part))
             if marker:
                 out.mark(marker)
     else:
-        values.tool_response(out, name, body)
+        values.tool_response(out, name, body, table.notation)
 
 
-def _content(out: SegmentWriter, content: Any, model: bool) -> bool:
+def _content(out: SegmentWriter, content: Any, table: ToolTurnTable, model: bool) -> bool:
     """Write a message's content; True when it has non-whitespace output (`has_content`)."""
+    model = model and table.thinking  # only thinking formats strip thoughts from model text
     if isinstance(content, str):
         text = strip_thinking(content) if model else content.strip()
         out.text(text)
@@ -239,8 +263,8 @@ def _content(out: SegmentWriter, content: Any, model: bool) -> bool:
             text = strip_thinking(text) if model else printed(text).strip()
             out.text(text)
             has_content = has_content or bool(text.strip())
-        elif kind in MEDIA_MARKERS:
-            out.mark(MEDIA_MARKERS[kind])
+        elif kind in table.media_markers:
+            out.mark(table.media_markers[kind])
             has_content = True
     return has_content
 
@@ -311,11 +335,19 @@ def _repair_tools(tools: Any) -> Any:
             for tool in tools]
 
 
-def _format(name: str, table: Gemma4Table) -> TurnFormat:
+def _table(empty_thought_when_not_thinking: bool) -> ToolTurnTable:
+    return ToolTurnTable(
+        turn="<|turn>", end_turn="<turn|>", system_role="system", tool="<|tool>", end_tool="<tool|>",
+        tool_call="<|tool_call>", end_tool_call="<tool_call|>", notation=values.GEMMA4,
+        media_markers=GEMMA4_MEDIA, thinking=True, named_tool_content=False,
+        empty_thought_when_not_thinking=empty_thought_when_not_thinking)
+
+
+def turn_format(name: str, table: ToolTurnTable) -> TurnFormat:
     return TurnFormat(
         name=name,
-        end_of_turn=END_TURN,
-        supports_thinking=True,
+        end_of_turn=table.end_turn,
+        supports_thinking=table.thinking,
         supports_tools=True,
         supports_system=True,
         render=partial(render, table),
@@ -323,6 +355,6 @@ def _format(name: str, table: Gemma4Table) -> TurnFormat:
 
 
 FORMATS = (
-    _format("gemma4-small", Gemma4Table(empty_thought_when_not_thinking=False)),
-    _format("gemma4-large", Gemma4Table(empty_thought_when_not_thinking=True)),
+    turn_format("gemma4-small", _table(empty_thought_when_not_thinking=False)),
+    turn_format("gemma4-large", _table(empty_thought_when_not_thinking=True)),
 )
