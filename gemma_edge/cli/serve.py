@@ -1,0 +1,102 @@
+"""`serve`: the OpenAI-compatible HTTP server on loopback."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import click
+
+from gemma_edge.cli.common import UserError, friendly_errors, load_model, model_options
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port (port 0: a free port), so the real port can be printed
+    before uvicorn starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return sock
+
+
+@click.command()
+@click.argument("model_arg", required=False, metavar="[MODEL]")
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback exposes the model to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--api-key", envvar="GEMMA_EDGE_API_KEY", default=None, metavar="KEY",
+              help="Require `Authorization: Bearer KEY` (also read from $GEMMA_EDGE_API_KEY, which keeps it out "
+                   "of the process list).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer to this Host header name (repeatable; '*' turns the check off). "
+                   "Loopback names are always allowed.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN call the API (repeatable). Default: no CORS.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=600, show_default=True,
+              help="Seconds a request may take, queueing included.")
+@click.option("--max-queue", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Requests that may wait for the model; more get 503.")
+@click.option("--max-body-size", type=click.IntRange(min=1024), default=2 << 20, show_default=True,
+              help="Largest request body in bytes; larger gets 413.")
+@click.option("--max-tokens-limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Cap every request's max_tokens at N (finish_reason tells when it was hit).")
+@click.option("--no-prompt-cache", is_flag=True,
+              help="Evaluate every prompt from scratch instead of reusing the KV cache of the previous request.")
+@friendly_errors
+def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_hosts, cors_origins, timeout_s,
+          max_queue, max_body_size, max_tokens_limit, no_prompt_cache):
+    """Serve MODEL over an OpenAI-compatible HTTP API (default: 127.0.0.1:8080).
+
+    \b
+    Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
+    GET /openapi.json.
+    \b
+      gemma-edge serve gemma-3-1b-it
+      curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{"model": "gemma", "messages": [{"role": "user", "content": "Hi"}]}'
+    """
+    try:
+        import uvicorn
+
+        from gemma_edge.server import ServerConfig, create_app
+    except ImportError:
+        raise UserError("the server needs the `serve` extra: pip install 'gemma-edge[serve]'") from None
+    from importlib.metadata import PackageNotFoundError, version
+
+    if model_arg and model_name and model_arg != model_name:
+        raise UserError("give the model either as MODEL or with --model, not both")
+    if not is_loopback(host):
+        warning = "" if api_key else " without --api-key: anyone who can reach it can use the model"
+        click.echo(f"warning: listening on {host}, not loopback{warning}", err=True)
+    sock = bind_socket(host, port)
+    model = load_model(model_arg or model_name, ctx_size, threads)
+    try:
+        package_version = version("gemma-edge")
+    except PackageNotFoundError:
+        package_version = "0"
+    config = ServerConfig(
+        model_id=model.entry.name if model.entry else model.facts.path.stem, bind_host=host.strip("[]"),
+        allow_hosts=tuple(allow_hosts), api_key=api_key, cors_origins=tuple(cors_origins), timeout_s=timeout_s,
+        max_waiting=max_queue, max_body_bytes=max_body_size, max_tokens_limit=max_tokens_limit,
+        prompt_cache=not no_prompt_cache, version=package_version)
+    app = create_app(model, config)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(f"gemma-edge: serving {config.model_id} on http://{shown}:{bound_port}/v1", err=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                                          limit_concurrency=max_queue + 64, server_header=False))
+    server.run(sockets=[sock])

@@ -1,0 +1,313 @@
+"""The ASGI application: endpoints, body limits, streaming, disconnects and timeouts around one
+loaded model. Mapping between OpenAI JSON and gemma-edge lives in `mapping`; queueing in `jobs`."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
+from gemma_edge.server import mapping, schema
+from gemma_edge.server.errors import RequestError, error_body
+from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
+from gemma_edge.server.security import Guard, allowed_hosts
+
+log = logging.getLogger("gemma_edge.server")
+MAX_NESTING = 64
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and policies of one server. `api_key` is kept out of the repr so it never lands in a log."""
+    model_id: str
+    bind_host: str = "127.0.0.1"
+    allow_hosts: tuple[str, ...] = ()
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    timeout_s: float = 600.0
+    max_waiting: int = 64
+    max_body_bytes: int = 2 << 20
+    default_max_tokens: int = 512
+    max_tokens_limit: int | None = None
+    prompt_cache: bool = True
+    version: str = "0"
+
+    def __repr__(self) -> str:
+        return f"ServerConfig(model_id={self.model_id!r}, bind_host={self.bind_host!r}, api_key={'set' if self.api_key else None})"
+
+
+def create_app(model, config: ServerConfig) -> Starlette:
+    """The server for `model` (a loaded `gemma_edge.api.Model`)."""
+    server = Server(model, config)
+    routes = [
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/completions", server.completions, methods=["POST"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/health", server.health, methods=["GET"]),
+        Route("/openapi.json", server.openapi, methods=["GET"]),
+    ]
+    middleware = [Middleware(Guard, hosts=allowed_hosts(config.bind_host, config.allow_hosts), api_key=config.api_key)]
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                                     allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"]))
+    handlers = {RequestError: _request_error, HTTPException: _http_error, Exception: _unexpected_error}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        server.scheduler.shutdown()
+
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan)
+
+
+class Server:
+    def __init__(self, model, config: ServerConfig):
+        self.model, self.config = model, config
+        self.scheduler = Scheduler(config.max_waiting)
+        self.created = int(time.time())
+
+    # -- endpoints ------------------------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        body = await read_json(request, self.config.max_body_bytes)
+        schema.validate(body, schema.CHAT_REQUEST)
+        wanted = mapping.chat_request(body, default_max_tokens=self.config.default_max_tokens,
+                                      max_tokens_limit=self.config.max_tokens_limit)
+        return await self._respond(request, wanted, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        body = await read_json(request, self.config.max_body_bytes)
+        schema.validate(body, schema.COMPLETION_REQUEST)
+        wanted = mapping.completion_request(body, default_max_tokens=self.config.default_max_tokens,
+                                            max_tokens_limit=self.config.max_tokens_limit)
+        return await self._respond(request, wanted, chat=False)
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.config.model_id, "object": "model", "created": self.created, "owned_by": "gemma-edge",
+             "context_length": self.model.n_ctx}]})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "busy": self.scheduler.busy, "waiting": self.scheduler.waiting})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(schema.openapi_document(self.config.version))
+
+    # -- generation -----------------------------------------------------------------------------
+    def _start(self, wanted: mapping.GenerationRequest) -> Callable:
+        """What the generation thread runs first: the prompt is rendered and tokenized there too,
+        so nothing touches the model outside the queue."""
+        def start():
+            if not self.config.prompt_cache:
+                self.model.engine.reset()
+            return self.model.stream(wanted.prompt, **wanted.model_args)
+        return start
+
+    async def _respond(self, request: Request, wanted: mapping.GenerationRequest, *, chat: bool) -> Response:
+        loop = asyncio.get_running_loop()
+        job = Job(self._start(wanted), stops=wanted.stops, deadline=time.monotonic() + self.config.timeout_s,
+                  loop=loop)
+        ids = ResponseIds(("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12), int(time.time()),
+                          self.config.model_id)
+        gone = asyncio.create_task(_client_gone(request))
+        try:
+            await _unless_gone(self.scheduler.submit(job), gone, job)
+            if wanted.stream:
+                first = await _unless_gone(job.next_message(), gone, job)  # errors before any token: a status code
+                if first[0] == FAILED:
+                    raise _as_request_error(first[1])
+                gone.cancel()
+                body = _chat_events(job, first, ids, wanted) if chat else _completion_events(job, first, ids, wanted)
+                return StreamingResponse(body, media_type="text/event-stream",
+                                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+            try:
+                outcome = await _unless_gone(job.outcome(), gone, job)
+            except BaseException as e:
+                raise _as_request_error(e) from None
+        finally:
+            gone.cancel()
+        if chat:
+            call_ids = [_call_id() for _ in outcome.tool_calls]
+            return JSONResponse(mapping.chat_completion_json(outcome, completion_id=ids.id, created=ids.created,
+                                                             model=ids.model, call_ids=call_ids))
+        return JSONResponse(mapping.completion_json(outcome, completion_id=ids.id, created=ids.created, model=ids.model))
+
+
+@dataclass(frozen=True)
+class ResponseIds:
+    id: str
+    created: int
+    model: str
+
+
+def _call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+def _sse(payload: dict | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+async def _messages(job: Job, first) -> AsyncIterator[tuple[str, object]]:
+    """The job's messages from `first` on; the generation is cancelled if the response stops early
+    (the client went away: Starlette cancels the streaming task)."""
+    try:
+        message = first
+        while True:
+            yield message
+            if message[0] != "event":
+                return
+            message = await job.next_message()
+    finally:
+        job.cancel()
+
+
+def _stream_error(error: BaseException) -> str:
+    e = _as_request_error(error)
+    return _sse(e.body())
+
+
+async def _chat_events(job: Job, first, ids: ResponseIds, wanted: mapping.GenerationRequest) -> AsyncIterator[str]:
+    chunk = lambda delta, finish=None: mapping.chat_chunk_json(  # noqa: E731
+        delta, completion_id=ids.id, created=ids.created, model=ids.model, finish_reason=finish)
+    yield _sse(chunk({"role": "assistant", "content": ""}))
+    calls = 0
+    async for kind, item in _messages(job, first):
+        if kind == "event":
+            yield _sse(chunk(mapping.chat_delta(item, tool_index=calls, call_id=_call_id())))
+            calls += item["type"] == "tool_call"
+        elif kind == DONE:
+            yield _sse(chunk({}, item.finish_reason))
+            if wanted.include_usage:
+                yield _sse(mapping.usage_chunk_json(item, completion_id=ids.id, created=ids.created, model=ids.model,
+                                                    chat=True))
+            yield _sse("[DONE]")
+        else:
+            yield _stream_error(item)
+
+
+async def _completion_events(job: Job, first, ids: ResponseIds,
+                             wanted: mapping.GenerationRequest) -> AsyncIterator[str]:
+    chunk = lambda text, finish=None: mapping.completion_chunk_json(  # noqa: E731
+        text, completion_id=ids.id, created=ids.created, model=ids.model, finish_reason=finish)
+    async for kind, item in _messages(job, first):
+        if kind == "event":
+            yield _sse(chunk(item["text"]))
+        elif kind == DONE:
+            yield _sse(chunk("", item.finish_reason))
+            if wanted.include_usage:
+                yield _sse(mapping.usage_chunk_json(item, completion_id=ids.id, created=ids.created, model=ids.model,
+                                                    chat=False))
+            yield _sse("[DONE]")
+        else:
+            yield _stream_error(item)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_gone(awaitable, gone: asyncio.Task, job: Job):
+    """Await `awaitable`, unless the client disconnects first: then the job is cancelled."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        job.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    job.cancel()
+    raise RequestError("client disconnected", 400, code="client_disconnected")
+
+
+def _as_request_error(error: BaseException) -> RequestError:
+    """What a failed generation answers: model/template errors are the request's fault (400)."""
+    if isinstance(error, RequestError):
+        return error
+    if isinstance(error, GenerationTimeout):
+        return RequestError("the request timed out while generating", 504, code="timeout")
+    if isinstance(error, ContextOverflowError):
+        return RequestError(str(error), 400, code="context_length_exceeded")
+    if isinstance(error, Cancelled):
+        return RequestError("cancelled", 400, code="cancelled")
+    from gemma_edge.formats import TemplateError
+
+    if isinstance(error, (GemmaEdgeError, TemplateError)):
+        return RequestError(str(error), 400)
+    raise error
+
+
+async def read_json(request: Request, limit: int):
+    """The request body as JSON, refusing non-JSON content types (a browser cannot send
+    application/json cross-origin without a CORS preflight), oversized and malformed bodies."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise RequestError("Content-Type must be application/json", 415, code="unsupported_media_type")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestError(f"request body is larger than {limit} bytes", 413, code="body_too_large")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise RequestError(f"request body is larger than {limit} bytes", 413, code="body_too_large")
+    try:
+        value = json.loads(bytes(data), parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:
+        raise RequestError(f"request body is not valid JSON ({_short(e)})", code="invalid_json") from None
+    if schema.nesting_depth(value) > MAX_NESTING:
+        raise RequestError(f"request body nests deeper than {MAX_NESTING} levels", code="invalid_json")
+    return value
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+async def _request_error(request: Request, error: RequestError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status,
+                        headers={"retry-after": "5"} if error.status == 503 else None)
+
+
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    return JSONResponse(error_body(str(error.detail), error.status_code), status_code=error.status_code,
+                        headers=error.headers)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return JSONResponse(error_body("internal server error", 500), status_code=500)

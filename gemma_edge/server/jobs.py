@@ -1,0 +1,146 @@
+"""One model, many clients: requests wait in a fair FIFO queue and run one at a time on a single
+generation thread; events cross back to the event loop through an asyncio queue.
+
+The generation thread owns each generation from its first token to its `close()` (the engine's
+lock is held by whichever thread iterates, so one thread must do it all). Cancellation (client
+gone, timeout, stop string) is a flag the thread checks between tokens.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from gemma_edge.server.errors import RequestError
+from gemma_edge.server.mapping import Outcome
+from gemma_edge.server.stops import StopFilter
+
+EVENT, DONE, FAILED = "event", "done", "failed"
+
+
+class GenerationTimeout(Exception):
+    """The per-request time limit ran out while generating."""
+
+
+class Cancelled(Exception):
+    """The client went away; nobody reads the result."""
+
+
+class Job:
+    """One generation. `start()` runs on the generation thread and returns a ResponseStream."""
+
+    def __init__(self, start: Callable, *, stops: list[str], deadline: float, loop: asyncio.AbstractEventLoop):
+        self.start, self.deadline, self.loop = start, deadline, loop
+        self.stops = StopFilter(stops)
+        self.cancelled = threading.Event()
+        self.messages: asyncio.Queue = asyncio.Queue()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    # -- generation thread ----------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            outcome = self._generate()
+        except BaseException as e:  # noqa: BLE001 - every failure must reach the waiting request
+            self._send(FAILED, e)
+            return
+        self._send(DONE, outcome)
+
+    def _send(self, kind: str, item) -> None:
+        self.loop.call_soon_threadsafe(self.messages.put_nowait, (kind, item))
+
+    def _generate(self) -> Outcome:
+        if self.cancelled.is_set():
+            raise Cancelled()
+        stream = self.start()
+        events = iter(stream)
+        content, thinking, calls = [], [], []
+        ended_by = None
+        try:
+            for event in events:
+                if self.cancelled.is_set():
+                    raise Cancelled()
+                if time.monotonic() > self.deadline:
+                    raise GenerationTimeout()
+                kind = event.get("type")
+                if kind == "content":
+                    text = self.stops.feed(event["text"])
+                    if text:
+                        content.append(text)
+                        self._send(EVENT, {"type": "content", "text": text})
+                    if self.stops.stopped:
+                        ended_by = "stop"
+                        break
+                elif kind == "thinking":
+                    thinking.append(event["text"])
+                    self._send(EVENT, event)
+                elif kind == "tool_call":
+                    calls.append(event["tool_call"])
+                    self._send(EVENT, event)
+        finally:
+            events.close()  # cancels a generation stopped early; a no-op after the last token
+        if ended_by is None:
+            tail = self.stops.flush()
+            if tail:
+                content.append(tail)
+                self._send(EVENT, {"type": "content", "text": tail})
+            response = stream.response
+            return Outcome("".join(content), "".join(thinking) or None, calls, response.finish_reason, response.usage)
+        return Outcome("".join(content), "".join(thinking) or None, calls, ended_by, stream.generation.usage)
+
+    # -- event loop -----------------------------------------------------------------------------
+    async def next_message(self) -> tuple[str, object]:
+        return await self.messages.get()
+
+    async def outcome(self) -> Outcome:
+        """Wait for the end, dropping the streamed events; re-raises the generation's failure."""
+        while True:
+            kind, item = await self.messages.get()
+            if kind == DONE:
+                return item
+            if kind == FAILED:
+                raise item
+
+
+class Scheduler:
+    """First come, first served access to the one model, with a bounded waiting line."""
+
+    def __init__(self, max_waiting: int):
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self._slot = asyncio.Lock()  # asyncio.Lock wakes its waiters in FIFO order
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gemma-edge-generation")
+
+    @property
+    def busy(self) -> bool:
+        return self._slot.locked()
+
+    async def submit(self, job: Job) -> None:
+        """Wait for the model (until the job's deadline), then start the job on the generation
+        thread. The slot is released when the thread finishes, whatever happens to the request."""
+        if self.waiting >= self.max_waiting:
+            raise RequestError(f"server busy: {self.waiting} requests are already waiting; retry later",
+                               503, code="queue_full")
+        self.waiting += 1
+        acquire = asyncio.ensure_future(self._slot.acquire())
+        try:
+            await asyncio.wait_for(asyncio.shield(acquire), max(0.0, job.deadline - time.monotonic()))
+        except BaseException as e:
+            # Timed out or the request was cancelled: give the slot back if it was granted meanwhile
+            # (a cancelled waiter hands its turn to the next one itself).
+            if not acquire.cancel():
+                self._slot.release()
+            if isinstance(e, asyncio.TimeoutError):
+                raise RequestError("timed out waiting for the model (the per-request timeout covers queueing)",
+                                   504, code="timeout") from None
+            raise
+        finally:
+            self.waiting -= 1
+        future = asyncio.get_running_loop().run_in_executor(self._thread, job.run)
+        future.add_done_callback(lambda _: self._slot.release())
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)

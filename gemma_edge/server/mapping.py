@@ -1,0 +1,308 @@
+"""OpenAI requests to gemma-edge generation arguments, and gemma-edge results back to OpenAI JSON.
+
+Pure functions: no model, no I/O. Requests reaching here already match `schema.CHAT_REQUEST` or
+`schema.COMPLETION_REQUEST`; what a schema cannot say (role-dependent rules, tool-call arguments
+that must be JSON objects, media not supported yet) is checked here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gemma_edge.server.errors import RequestError
+
+MEDIA_PARTS = {"image_url": "image", "image": "image", "input_audio": "audio", "audio": "audio",
+               "video_url": "video", "video": "video", "file": "file"}
+# reasoning_effort values that turn thinking off; every other value turns it on
+NO_THINKING_EFFORTS = ("none", "minimal")
+# JSON Schema keywords whose numbers become grammar repetitions: bounded so a request cannot make
+# llama.cpp build a huge grammar
+REPETITION_KEYWORDS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
+MAX_REPETITION = 256
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+
+@dataclass
+class GenerationRequest:
+    """What one HTTP request asks the model for. `model_args` go to `Model.stream(prompt, **model_args)`."""
+    prompt: str | list[dict]
+    model_args: dict
+    stream: bool = False
+    include_usage: bool = False
+    stops: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """A finished (or stopped) generation: what was emitted, why it ended, what it cost."""
+    content: str
+    thinking: str | None
+    tool_calls: list[dict]
+    finish_reason: str
+    usage: dict
+
+
+# -- requests -----------------------------------------------------------------------------------
+def chat_request(body: dict, *, default_max_tokens: int, max_tokens_limit: int | None) -> GenerationRequest:
+    tools = tools_from_openai(body.get("tools")) if body.get("tool_choice") != "none" else None
+    thinking = thinking_flag(body)
+    grammar = grammar_for(body.get("response_format"))
+    if grammar is not None:
+        if tools:
+            raise RequestError("response_format cannot be combined with tools (the grammar would forbid tool calls)",
+                               param="response_format")
+        if thinking:
+            raise RequestError("response_format cannot be combined with thinking (the grammar covers the whole "
+                               "output); turn thinking off", param="response_format")
+        thinking = False
+    args: dict[str, Any] = {
+        "tools": tools, "enable_thinking": thinking, "grammar": grammar,
+        "max_tokens": _max_tokens(body.get("max_completion_tokens") or body.get("max_tokens"),
+                                  default_max_tokens, max_tokens_limit),
+        **_sampling(body),
+    }
+    if body.get("thinking_budget") is not None:
+        args["thinking_budget"] = body["thinking_budget"]
+    extra = {k: v for k, v in (body.get("chat_template_kwargs") or {}).items() if k != "enable_thinking"}
+    if extra:
+        args["template_vars"] = extra
+    return GenerationRequest(messages_from_openai(body["messages"]), args, **_delivery(body))
+
+
+def completion_request(body: dict, *, default_max_tokens: int, max_tokens_limit: int | None) -> GenerationRequest:
+    prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+    if not prompt:
+        raise RequestError("prompt: must not be empty", param="prompt")
+    args = {"raw": True, "max_tokens": _max_tokens(body.get("max_tokens"), default_max_tokens, max_tokens_limit),
+            **_sampling(body)}
+    return GenerationRequest(prompt, args, **_delivery(body))
+
+
+def _delivery(body: dict) -> dict:
+    stop = body.get("stop")
+    return {"stream": bool(body.get("stream")),
+            "include_usage": bool((body.get("stream_options") or {}).get("include_usage")),
+            "stops": [stop] if isinstance(stop, str) else list(stop or [])}
+
+
+def _max_tokens(requested: int | None, default: int, limit: int | None) -> int:
+    value = requested or default
+    return min(value, limit) if limit else value
+
+
+def _sampling(body: dict) -> dict:
+    """OpenAI sampling fields as gemma-edge sampling overrides (None: the model's default)."""
+    out = {k: body[k] for k in SAMPLING_KEYS if body.get(k) is not None}
+    if "seed" in out:
+        out["seed"] = out["seed"] % (1 << 32)  # llama.cpp seeds are 32-bit; OpenAI's are 64-bit
+    return out
+
+
+def thinking_flag(body: dict) -> bool | None:
+    """`chat_template_kwargs.enable_thinking` wins over `reasoning_effort`; neither: the model's default."""
+    kwargs = body.get("chat_template_kwargs") or {}
+    if "enable_thinking" in kwargs:
+        return bool(kwargs["enable_thinking"])
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return None
+    return effort not in NO_THINKING_EFFORTS
+
+
+def messages_from_openai(messages: list[dict]) -> list[dict]:
+    return [_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+
+
+def _message(message: dict, where: str) -> dict:
+    role = message["role"]
+    out: dict[str, Any] = {"role": role}
+    content = message.get("content")
+    calls = message.get("tool_calls") or []
+    if calls and role != "assistant":
+        raise RequestError(f"{where}.tool_calls: only assistant messages carry tool calls", param=f"{where}.tool_calls")
+    if content is None and not (role == "assistant"):
+        raise RequestError(f"{where}.content: a {role} message needs content", param=f"{where}.content")
+    out["content"] = _content(content, f"{where}.content") if content is not None else ""
+    if calls:
+        out["tool_calls"] = [_incoming_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(calls)]
+    for key in ("name", "tool_call_id", "reasoning_content"):
+        if message.get(key) is not None:
+            out[key] = message[key]
+    return out
+
+
+def _content(content: str | list, where: str) -> str | list[dict]:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for j, part in enumerate(content):
+        kind = part["type"]
+        if kind in MEDIA_PARTS:
+            raise RequestError(f"{where}[{j}]: {MEDIA_PARTS[kind]} input is not supported yet (text only)",
+                               param=f"{where}[{j}]", code="unsupported_content")
+        if kind != "text":
+            raise RequestError(f"{where}[{j}].type: unknown content part type {kind!r} (expected 'text')",
+                               param=f"{where}[{j}].type")
+        if not isinstance(part.get("text"), str):
+            raise RequestError(f"{where}[{j}].text: a text part needs a string 'text'", param=f"{where}[{j}].text")
+        parts.append({"type": "text", "text": part["text"]})
+    return parts
+
+
+def _incoming_call(call: dict, where: str) -> dict:
+    """An OpenAI tool call (arguments as a JSON string) as gemma-edge's (arguments as an object)."""
+    function = call["function"]
+    try:
+        arguments = json.loads(function["arguments"] or "{}")
+    except (ValueError, RecursionError):
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise RequestError(f"{where}.function.arguments: must be a JSON object encoded as a string",
+                           param=f"{where}.function.arguments")
+    out = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+    if call.get("id"):
+        out["id"] = call["id"]
+    return out
+
+
+def tools_from_openai(tools: list[dict] | None) -> list[dict] | None:
+    if not tools:
+        return None
+    seen = set()
+    out = []
+    for i, tool in enumerate(tools):
+        function = dict(tool["function"])
+        where = f"tools[{i}].function"
+        if function["name"] in seen:
+            raise RequestError(f"{where}.name: {function['name']!r} is declared twice", param=f"{where}.name")
+        seen.add(function["name"])
+        if "parameters" in function:
+            check_parameters_schema(function["parameters"], f"{where}.parameters")
+        function.pop("strict", None)
+        out.append({"type": "function", "function": function})
+    return out
+
+
+JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+
+
+def check_parameters_schema(schema: Any, where: str) -> None:
+    """A tool's `parameters` must be a JSON Schema for an object: the parts the prompt renders
+    (type, properties, items, required, enum, description) must have the right shapes."""
+    if not isinstance(schema, dict):
+        raise RequestError(f"{where}: must be a JSON Schema object", param=where)
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not types or not all(t in JSON_TYPES for t in types):
+            raise RequestError(f"{where}.type: must be one of {', '.join(JSON_TYPES)} (or a list of them)",
+                               param=f"{where}.type")
+    if "description" in schema and not isinstance(schema["description"], str):
+        raise RequestError(f"{where}.description: must be a string", param=f"{where}.description")
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        raise RequestError(f"{where}.enum: must be a list", param=f"{where}.enum")
+    if "required" in schema and not (isinstance(schema["required"], list)
+                                     and all(isinstance(r, str) for r in schema["required"])):
+        raise RequestError(f"{where}.required: must be a list of property names", param=f"{where}.required")
+    if "properties" in schema:
+        if not isinstance(schema["properties"], dict):
+            raise RequestError(f"{where}.properties: must be an object", param=f"{where}.properties")
+        for name, sub in schema["properties"].items():
+            check_parameters_schema(sub, f"{where}.properties.{name}")
+    if "items" in schema:
+        check_parameters_schema(schema["items"], f"{where}.items")
+
+
+def grammar_for(response_format: dict | None) -> str | None:
+    """A llama.cpp GBNF grammar forcing the output `response_format` asks for (None: free text)."""
+    if not response_format or response_format["type"] == "text":
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if response_format["type"] == "json_object":
+        return JSON_GBNF
+    schema = response_format["json_schema"].get("schema") or {"type": "object"}
+    _check_repetitions(schema)
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError, RecursionError, AssertionError) as e:
+        raise RequestError(f"response_format.json_schema.schema: cannot be turned into a grammar ({e})",
+                           param="response_format.json_schema.schema") from None
+
+
+def _check_repetitions(schema: Any) -> None:
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in REPETITION_KEYWORDS:
+                value = node.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_REPETITION:
+                    raise RequestError(f"response_format.json_schema.schema: {key} above {MAX_REPETITION} "
+                                       "is not supported", param="response_format.json_schema.schema")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+# -- responses ----------------------------------------------------------------------------------
+def usage_json(usage: dict) -> dict:
+    prompt = usage.get("prompt_tokens", 0)
+    completion = usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": prompt - usage.get("prompt_tokens_evaluated", prompt)}}
+
+
+def tool_call_json(call: dict, call_id: str) -> dict:
+    """A gemma-edge tool call (arguments as an object) in OpenAI's shape (arguments as a JSON string)."""
+    function = call["function"]
+    return {"id": call.get("id") or call_id, "type": "function",
+            "function": {"name": function["name"],
+                         "arguments": json.dumps(function.get("arguments") or {}, ensure_ascii=False)}}
+
+
+def chat_completion_json(outcome: Outcome, *, completion_id: str, created: int, model: str,
+                         call_ids: list[str]) -> dict:
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": outcome.content if outcome.content or not outcome.tool_calls else None}
+    if outcome.thinking:
+        message["reasoning_content"] = outcome.thinking
+    if outcome.tool_calls:
+        message["tool_calls"] = [tool_call_json(c, i) for c, i in zip(outcome.tool_calls, call_ids)]
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": outcome.finish_reason}],
+            "usage": usage_json(outcome.usage)}
+
+
+def chat_chunk_json(delta: dict, *, completion_id: str, created: int, model: str,
+                    finish_reason: str | None = None) -> dict:
+    return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+
+def chat_delta(event: dict, *, tool_index: int, call_id: str) -> dict:
+    """The `delta` of a chat chunk for one parser event."""
+    kind = event["type"]
+    if kind == "thinking":
+        return {"reasoning_content": event["text"]}
+    if kind == "tool_call":
+        return {"tool_calls": [{"index": tool_index, **tool_call_json(event["tool_call"], call_id)}]}
+    return {"content": event["text"]}
+
+
+def completion_json(outcome: Outcome, *, completion_id: str, created: int, model: str) -> dict:
+    return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": outcome.content, "logprobs": None,
+                         "finish_reason": outcome.finish_reason}],
+            "usage": usage_json(outcome.usage)}
+
+
+def completion_chunk_json(text: str, *, completion_id: str, created: int, model: str,
+                          finish_reason: str | None = None) -> dict:
+    return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+
+
+def usage_chunk_json(outcome: Outcome, *, completion_id: str, created: int, model: str, chat: bool) -> dict:
+    return {"id": completion_id, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created, "model": model, "choices": [], "usage": usage_json(outcome.usage)}

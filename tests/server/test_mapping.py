@@ -1,0 +1,183 @@
+"""OpenAI <-> gemma-edge mapping as pure functions. Oracles: the `openai` package's own response
+models (pydantic, strict about required fields and types) and OpenAI's written contract (tool-call
+arguments are JSON strings; `reasoning_effort` none/minimal means no reasoning)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, strategies as st
+from openai.types import Completion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from gemma_edge.server import mapping, schema
+from gemma_edge.server.errors import RequestError
+
+LIMITS = dict(default_max_tokens=512, max_tokens_limit=None)
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                        max_size=3), max_leaves=8)
+
+
+def chat(body: dict) -> mapping.GenerationRequest:
+    schema.validate(body, schema.CHAT_REQUEST)
+    return mapping.chat_request(body, **LIMITS)
+
+
+@given(arguments=st.dictionaries(st.text(max_size=6), json_values, max_size=4))
+def test_incoming_tool_call_arguments_are_decoded_and_outgoing_encoded(arguments):
+    body = {"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": json.dumps(arguments)}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}
+    message = chat(body).prompt[1]
+    assert message["tool_calls"][0]["function"]["arguments"] == arguments
+    assert message["tool_calls"][0]["id"] == "call_1"
+    out = mapping.tool_call_json(message["tool_calls"][0], "call_other")
+    assert json.loads(out["function"]["arguments"]) == arguments
+    assert out["id"] == "call_1" and out["type"] == "function"
+
+
+@pytest.mark.parametrize("arguments", ["[1, 2]", "not json", '"a string"', "3"])
+def test_tool_call_arguments_must_be_a_json_object(arguments):
+    body = {"messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]}]}
+    with pytest.raises(RequestError) as e:
+        chat(body)
+    assert e.value.status == 400 and e.value.param == "messages[0].tool_calls[0].function.arguments"
+
+
+@pytest.mark.parametrize("kind", ["image_url", "input_audio", "file"])
+def test_media_parts_are_refused_as_not_supported_yet(kind):
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                                      {"type": kind, kind: {"url": "data:,"}}]}]}
+    with pytest.raises(RequestError) as e:
+        chat(body)
+    assert "not supported yet" in e.value.message and e.value.param == "messages[0].content[1]"
+
+
+def test_text_parts_pass_through():
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
+    assert chat(body).prompt == [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                              {"type": "text", "text": "b"}]}]
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({}, None),
+    ({"reasoning_effort": "none"}, False),
+    ({"reasoning_effort": "minimal"}, False),
+    ({"reasoning_effort": "low"}, True),
+    ({"reasoning_effort": "high"}, True),
+    ({"chat_template_kwargs": {"enable_thinking": False}, "reasoning_effort": "high"}, False),
+    ({"chat_template_kwargs": {"enable_thinking": True}}, True),
+])
+def test_thinking_control(body, expected):
+    request = chat({"messages": [{"role": "user", "content": "hi"}], **body})
+    assert request.model_args["enable_thinking"] is expected
+
+
+def test_tools_are_declared_unless_tool_choice_none():
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "d",
+                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                            "required": ["city"]}}}
+    base = {"messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+    assert chat(base).model_args["tools"] == [tool]
+    assert chat({**base, "tool_choice": "none"}).model_args["tools"] is None
+
+
+@pytest.mark.parametrize("parameters, param", [
+    ({"type": "banana"}, "tools[0].function.parameters.type"),
+    ({"type": "object", "properties": []}, "tools[0].function.parameters.properties"),
+    ({"type": "object", "properties": {"x": 3}}, "tools[0].function.parameters.properties.x"),
+    ({"type": "object", "required": "x"}, "tools[0].function.parameters.required"),
+])
+def test_invalid_tool_schemas_are_refused(parameters, param):
+    body = {"messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": parameters}}]}
+    with pytest.raises(RequestError) as e:
+        chat(body)
+    assert e.value.param == param
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "f"}}])
+def test_unsupported_tool_choice_is_refused_by_the_schema(choice):
+    with pytest.raises(RequestError) as e:
+        chat({"messages": [{"role": "user", "content": "hi"}], "tool_choice": choice})
+    assert e.value.param == "tool_choice"
+
+
+def test_response_format_becomes_a_llama_cpp_grammar():
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    base = {"messages": [{"role": "user", "content": "hi"}]}
+    assert chat({**base, "response_format": {"type": "json_object"}}).model_args["grammar"] == JSON_GBNF
+    sch = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    request = chat({**base, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": sch}}})
+    assert request.model_args["grammar"] == json_schema_to_gbnf(json.dumps(sch))
+    assert request.model_args["enable_thinking"] is False
+    assert chat({**base, "response_format": {"type": "text"}}).model_args["grammar"] is None
+    with pytest.raises(RequestError):
+        chat({**base, "response_format": {"type": "json_object"}, "reasoning_effort": "high"})
+    with pytest.raises(RequestError):
+        chat({**base, "response_format": {"type": "json_schema",
+                                          "json_schema": {"name": "x", "schema": {"type": "array", "minItems": 10**6}}}})
+
+
+def test_sampling_and_limits():
+    request = chat({"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "top_p": 0.5, "seed": -1,
+                    "max_tokens": 7, "stop": "\n"})
+    assert request.model_args["temperature"] == 0 and request.model_args["top_p"] == 0.5
+    assert request.model_args["seed"] == (1 << 32) - 1  # 64-bit OpenAI seed folded into llama.cpp's 32 bits
+    assert request.model_args["max_tokens"] == 7 and request.stops == ["\n"]
+    capped = mapping.chat_request({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 900},
+                                  default_max_tokens=512, max_tokens_limit=100)
+    assert capped.model_args["max_tokens"] == 100
+
+
+def test_completion_request():
+    body = {"prompt": ["Once upon"], "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}}
+    schema.validate(body, schema.COMPLETION_REQUEST)
+    request = mapping.completion_request(body, **LIMITS)
+    assert request.prompt == "Once upon" and request.model_args["raw"] is True
+    assert request.stream and request.include_usage
+
+
+OUTCOME = mapping.Outcome(content="", thinking="let me think", finish_reason="tool_calls",
+                          tool_calls=[{"type": "function", "function": {"name": "get_weather",
+                                                                        "arguments": {"city": "Paris", "n": [1, 2]}}}],
+                          usage={"prompt_tokens": 10, "prompt_tokens_evaluated": 4, "completion_tokens": 5,
+                                 "total_tokens": 15})
+
+
+def test_chat_completion_json_is_a_valid_openai_chat_completion():
+    doc = mapping.chat_completion_json(OUTCOME, completion_id="chatcmpl-1", created=1, model="m", call_ids=["call_a"])
+    parsed = ChatCompletion.model_validate(doc)
+    message = parsed.choices[0].message
+    assert message.content is None and parsed.choices[0].finish_reason == "tool_calls"
+    assert message.tool_calls[0].id == "call_a" and message.tool_calls[0].type == "function"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"city": "Paris", "n": [1, 2]}
+    assert doc["choices"][0]["message"]["reasoning_content"] == "let me think"
+    assert parsed.usage.prompt_tokens == 10 and parsed.usage.completion_tokens == 5 and parsed.usage.total_tokens == 15
+    assert parsed.usage.prompt_tokens_details.cached_tokens == 6
+
+
+def test_chunks_are_valid_openai_chunks():
+    for event in ({"type": "content", "text": "hi"}, {"type": "thinking", "text": "hmm"}, OUTCOME.tool_calls and
+                  {"type": "tool_call", "tool_call": OUTCOME.tool_calls[0]}):
+        delta = mapping.chat_delta(event, tool_index=0, call_id="call_x")
+        ChatCompletionChunk.model_validate(mapping.chat_chunk_json(delta, completion_id="c", created=1, model="m"))
+    call = mapping.chat_delta({"type": "tool_call", "tool_call": OUTCOME.tool_calls[0]}, tool_index=2, call_id="c9")
+    assert call["tool_calls"][0]["index"] == 2 and call["tool_calls"][0]["id"] == "c9"
+    ChatCompletionChunk.model_validate(mapping.usage_chunk_json(OUTCOME, completion_id="c", created=1, model="m",
+                                                                chat=True))
+
+
+def test_completion_json_is_a_valid_openai_completion():
+    outcome = mapping.Outcome("text", None, [], "length", {"prompt_tokens": 3, "completion_tokens": 2})
+    parsed = Completion.model_validate(mapping.completion_json(outcome, completion_id="cmpl-1", created=1, model="m"))
+    assert parsed.choices[0].text == "text" and parsed.choices[0].finish_reason == "length"
+    # (the wire sends finish_reason null until the last chunk; the client reads chunks without validation)
+    Completion.model_validate(mapping.completion_chunk_json("t", completion_id="c", created=1, model="m",
+                                                            finish_reason="stop"))
