@@ -137,7 +137,8 @@ def _parts(table: StartOfTurnTable, parts: Sequence[Any]) -> list:
 def _repair(table: StartOfTurnTable, messages: Sequence[Mapping[str, Any]]) -> list[_Turn]:
     """Turn a conversation the template rejects into one it accepts:
 
-    * leading system/developer messages become the first user turn's prefix (text + blank line);
+    * leading system/developer messages become the first user turn's prefix (text + blank line,
+      exactly as Gemma 3's template folds one system message);
     * every other non-assistant message (a later system, developer, tool ...) is a user turn;
     * consecutive turns of the same side are merged, their bodies separated by a blank line;
     * a conversation that starts with the model gets an empty user turn in front;
@@ -146,9 +147,11 @@ def _repair(table: StartOfTurnTable, messages: Sequence[Mapping[str, Any]]) -> l
     index = 0
     system_texts = []
     while index < len(messages) and role_of(messages[index]) in ("system", "developer"):
-        text = _flat_text(messages[index].get("content"))
-        if text:
-            system_texts.append(text)
+        content = messages[index].get("content")
+        if isinstance(content, str):
+            system_texts.append(content)  # as Gemma 3 folds it: untrimmed
+        elif content is not None:
+            system_texts.append(_flat_text(content))
         index += 1
     turns: list[_Turn] = []
     for message in messages[index:]:
