@@ -29,7 +29,7 @@ import json
 import re
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -139,9 +139,6 @@ class HubServer:
         with self._lock:
             return [r for r in self.requests if (r.server == "cdn" or "/resolve/" in r.path)
                     and (method is None or r.method == method)]
-
-    def resolve_url(self, repo_id: str, filename: str, revision: str = "main") -> str:
-        return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
 
     # -- internals -------------------------------------------------------------------------
     def _listen(self, role: str) -> ThreadingHTTPServer:
