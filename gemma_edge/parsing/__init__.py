@@ -42,8 +42,9 @@ class StreamParser(stream.StreamParser):
     """`StreamParser(format, *, enable_thinking=None, prompt_tail=None, tools=None)`.
 
     `feed(delta)` returns events `{"type": "thinking"|"content", "text": …}` and
-    `{"type": "tool_call", "tool_call": {…}}` (complete calls only); `close()` returns the
-    message, equal to `parse_response` of the concatenated deltas."""
+    `{"type": "tool_call", "tool_call": {…}}` (complete calls only); `finish()` returns the
+    events only the end of output decides (held-back text, an unclosed call); `close()`
+    returns the message, equal to `parse_response` of the concatenated deltas."""
 
     def __init__(self, format: str, *, enable_thinking: bool | None = None,
                  prompt_tail: str | None = None, tools: Iterable[Any] | None = None):

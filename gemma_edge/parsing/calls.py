@@ -249,12 +249,9 @@ class _ArgsReader:
         # containers still open, if the block ends with them.
         self._repair("unclosed_string")
         tail = self.s[start:].rstrip(_WS)
-        stop = len(tail)
-        for closer in reversed(self.open):
-            if stop > 0 and tail[stop - 1] == closer:
-                stop -= 1
-            else:
-                break
+        closers = "".join(reversed(self.open))  # innermost first, as they would be written
+        k = next(k for k in range(len(closers), -1, -1) if tail.endswith(closers[:k]))
+        stop = len(tail) - k
         return tail[:stop], start + stop
 
     def _json_string(self, i: int) -> tuple[str, int]:
@@ -306,5 +303,7 @@ class _ArgsReader:
         value = s[i:stop].strip(_WS)
         if not value:
             raise CallError(f"missing value for {key!r}")
+        if self.delim and self.delim in value:
+            raise CallError(f"cannot tell where the value of {key!r} ends")
         self._repair("bare_string_value")
         return value, stop

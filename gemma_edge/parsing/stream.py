@@ -110,15 +110,21 @@ class StreamParser:
         self._process(delta, final=False)
         return self._take_events()
 
+    def finish(self) -> list[dict]:
+        """End of output: return the events only the end can decide (text held back as a
+        possible marker, a call block left without its close marker). Idempotent; `close()`
+        calls it, so a consumer that shows the stream calls `finish()` first."""
+        if self._state is not DONE:
+            self._process("", final=True)
+            if self._state is THINKING:
+                self._end_channel()
+            self._state = DONE
+        return self._take_events()
+
     def close(self) -> dict:
-        """End of output: decide what was held back and return the whole message."""
+        """End of output: the whole message (what `parse_response` returns)."""
         if self._closed is None:
-            if self._state is not DONE:
-                self._process("", final=True)
-                if self._state is THINKING:
-                    self._end_channel()
-                self._state = DONE
-            self._take_events()
+            self.finish()
             thinking = self._thinking.value() if self._keep_thinking else ""
             self._closed = {
                 "role": "assistant",

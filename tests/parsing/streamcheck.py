@@ -10,6 +10,7 @@ def feed_all(pieces, format: str, **kwargs):
     events = []
     for piece in pieces:
         events.extend(parser.feed(piece))
+    events.extend(parser.finish())
     return events, parser.close()
 
 

@@ -52,10 +52,13 @@ def test_tool_call_event_only_when_complete():
         "type": "function", "function": {"name": "f", "arguments": {"a": "x"}}}}])]
 
 
-def test_unclosed_call_is_emitted_at_close():
-    events, closed = feed_all(["<|tool_call>call:f{a:1}"], "gemma4")
-    assert events == []
-    assert closed["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
+def test_unclosed_call_is_emitted_at_finish():
+    parser = StreamParser("gemma4")
+    call = {"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
+    assert parser.feed("<|tool_call>call:f{a:1} and") == []
+    assert parser.finish() == [{"type": "tool_call", "tool_call": call}, {"type": "content", "text": "and"}]
+    assert parser.finish() == []
+    assert parser.close()["tool_calls"] == [call]
 
 
 def test_trailing_whitespace_held_until_more_text():

@@ -1,0 +1,46 @@
+"""The output corpus: real and adversarial outputs with expectations derived from the contract
+(corpus.yaml says where each input comes from). Each case is also streamed one character at a
+time and in its recorded chunks, and compared with transformers' Gemma 4 parser, whose verdict
+per case is recorded in transformers_verdicts.json (the README lists the disagreements)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gemma_edge.parsing import parse_response
+from tests.parsing import corpus
+from tests.parsing.streamcheck import check_stream
+
+CASES = corpus.cases()
+VERDICTS = json.loads((corpus.HERE / "transformers_verdicts.json").read_text())
+
+
+def test_corpus_is_large_and_sourced():
+    assert len(CASES) >= 200
+    assert all(case.get("source") for case in CASES)
+    assert len({case["id"] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_case(case):
+    got = parse_response(corpus.text_of(case), format=case.get("format", "gemma4"), **corpus.options_of(case))
+    want = corpus.expected_of(case)
+    assert (got["thinking"], got["content"], got["tool_calls"]) == (want["thinking"], want["content"], want["tool_calls"])
+    assert [e["kind"] for e in got["errors"]] == want["error_kinds"]
+    assert got["role"] == "assistant"
+    for error in got["errors"]:
+        assert error["raw"] in corpus.text_of(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_case_streamed(case):
+    fmt, options, text = case.get("format", "gemma4"), corpus.options_of(case), corpus.text_of(case)
+    check_stream(list(text), fmt, **options)
+    check_stream(case.get("chunks") or [text[:len(text) // 2], text[len(text) // 2:]], fmt, **options)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_transformers_verdict_recorded(case):
+    ours = parse_response(corpus.text_of(case), format=case.get("format", "gemma4"), **corpus.options_of(case))
+    assert corpus.transformers_verdict(case, ours) == VERDICTS[case["id"]]
