@@ -10,7 +10,7 @@ reads the same facts from the files themselves:
   token past the base vocabulary that is not special is USER_DEFINED, everything else NORMAL;
 * the seven Gemma 4 chat/tool markers are then typed USER_DEFINED, so llama.cpp renders them as text and
   the chat parser can read them (``<|channel>``, ``<|tool_call>``, ``<|"|>``, …);
-* every score is −1000; merges, special ids, add-bos/eos flags and the chat template come from gguf-py's
+* every score is −1000; merges are ``model.merges`` as "a b" strings; special ids, add-bos/eos flags and the chat template come from gguf-py's
   ``SpecialVocab`` (the code the reference runs), with ``add_bos_token`` forced true as the reference does
   (llama.cpp forces it for ``gemma4`` anyway).
 """
@@ -61,12 +61,15 @@ def special_token_texts(config: dict[str, Any]) -> set[str]:
     return {text for text in texts if text}
 
 
-def bpe_token_table(directory: Path) -> tuple[list[str], list[int]]:
-    """(tokens, token types) of a byte-fallback BPE ``tokenizer.json``, typed as the reference types them."""
+def read_tokenizer_json(directory: Path) -> dict[str, Any]:
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise TokenizerError(f"{directory} has no tokenizer.json (Gemma 4 needs its BPE tokenizer)")
-    tokenizer = _read_json(path)
+    return _read_json(path)
+
+
+def bpe_token_table(directory: Path, tokenizer: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """(tokens, token types) of a byte-fallback BPE ``tokenizer.json``, typed as the reference types them."""
     model = tokenizer.get("model") or {}
     if model.get("type") != "BPE" or not model.get("byte_fallback") or not isinstance(model.get("vocab"), dict):
         raise TokenizerError("tokenizer.json is not a byte-fallback BPE tokenizer, which the gemma4 vocabulary needs")
@@ -97,13 +100,24 @@ def bpe_token_table(directory: Path) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def merges_and_special_fields(directory: Path, n_tokens: int) -> list[Field]:
-    """Merges, special ids, add_*_token flags and chat template(s), computed by gguf-py's SpecialVocab."""
+def bpe_merges(tokenizer: dict[str, Any]) -> list[str]:
+    """``model.merges`` as "a b" strings; pairs (transformers ≥ 4.45) are joined with one space after
+    encoding spaces inside a part as U+0120, as gguf-py does."""
+    merges = (tokenizer.get("model") or {}).get("merges") or []
+    if not merges:
+        raise TokenizerError("tokenizer.json has no merges (llama.cpp's gemma4 tokenizer needs them)")
+    if all(isinstance(m, str) for m in merges):
+        return list(merges)
+    if all(isinstance(m, list) and len(m) == 2 for m in merges):
+        return [f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}" for a, b in merges]
+    raise TokenizerError("tokenizer.json merges are neither 'a b' strings nor [a, b] pairs")
+
+
+def special_fields(directory: Path, n_tokens: int) -> list[Field]:
+    """Special ids, add_*_token flags and chat template(s), computed by gguf-py's SpecialVocab."""
     import gguf
 
-    special = gguf.SpecialVocab(directory, load_merges=True, n_vocab=n_tokens)
-    if not special.merges:
-        raise TokenizerError("tokenizer.json has no merges (llama.cpp's gemma4 tokenizer needs them)")
+    special = gguf.SpecialVocab(directory, load_merges=False, n_vocab=n_tokens)
     scratch = gguf.GGUFWriter(None, "scratch")
     special.add_to_gguf(scratch, quiet=True)
     return [Field(key, value.value, value.type, value.sub_type)
@@ -113,14 +127,16 @@ def merges_and_special_fields(directory: Path, n_tokens: int) -> list[Field]:
 def gemma4_vocab(checkpoint: Any, hp: HParams) -> Vocab:
     """The ``gemma4`` GGUF vocabulary of a Gemma 4 checkpoint directory."""
     directory = Path(checkpoint.directory)
-    tokens, types = bpe_token_table(directory)
+    tokenizer = read_tokenizer_json(directory)
+    tokens, types = bpe_token_table(directory, tokenizer)
     fields = [
         string("tokenizer.ggml.model", "gemma4"),
         Field("tokenizer.ggml.tokens", tokens, GGUFValueType.ARRAY, GGUFValueType.STRING),
         Field("tokenizer.ggml.scores", [SCORE] * len(tokens), GGUFValueType.ARRAY, GGUFValueType.FLOAT32),
         Field("tokenizer.ggml.token_type", types, GGUFValueType.ARRAY, GGUFValueType.INT32),
+        Field("tokenizer.ggml.merges", bpe_merges(tokenizer), GGUFValueType.ARRAY, GGUFValueType.STRING),
     ]
-    fields += [f for f in merges_and_special_fields(directory, len(tokens))
+    fields += [f for f in special_fields(directory, len(tokens))
                if f.key != "tokenizer.ggml.add_bos_token"]
     fields += [boolean("tokenizer.ggml.add_space_prefix", False), boolean("tokenizer.ggml.add_bos_token", True)]
     return Vocab(n_tokens=len(tokens), fields=fields)
