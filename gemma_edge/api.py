@@ -126,7 +126,6 @@ class Model:
                template_vars: dict | None = None, **sampling) -> ResponseStream:
         """Start a generation for a prompt string (one user turn) or a message list."""
         from gemma_edge.parsing import StreamParser
-        from gemma_edge.tools import normalize_tools
 
         samp = self.sampling(**sampling)
         think = self.default_thinking if enable_thinking is None else bool(enable_thinking)
@@ -136,7 +135,7 @@ class Model:
             gen = self.engine.generate(self.tokenize_raw(prompt), samp, max_tokens=max_tokens, grammar=grammar)
             return ResponseStream(gen, None, raw=True)
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        schemas = normalize_tools(tools)[0] if tools else None
+        schemas = _tool_schemas(tools)
         tokens, tail = self.tokenize_messages(messages, tools=schemas, enable_thinking=think, **(template_vars or {}))
         budget = self._thinking_budget(thinking_budget, tail) if think and thinking_budget is not None else None
         gen = self.engine.generate(tokens, samp, max_tokens=max_tokens, grammar=grammar, intervene=budget)
@@ -166,6 +165,14 @@ class Model:
 
     def close(self) -> None:
         self.engine.llm.close()
+
+
+def _tool_schemas(tools) -> list[dict] | None:
+    if not tools:
+        return None
+    from gemma_edge.tools import normalize_tools
+
+    return normalize_tools(tools)[0]
 
 
 def load(name_or_path: str | Path | None = None, **options) -> Model:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
+from gemma_edge.api import _tool_schemas
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.response import Response
 
@@ -35,9 +36,7 @@ def tool_rounds(model, history: list[dict], *, tools=None, execute_tools: bool =
     """Generate, yielding parser events; while the model calls tools we may run, run them, append
     the results as tool messages (yielded as `tool_result` events) and generate again. `history` is
     extended in place with every message produced; the generator returns the last Response."""
-    from gemma_edge.tools import normalize_tools, run_tool_call
-
-    callables = normalize_tools(tools)[1] if tools else {}
+    callables = _callables(tools)
     rounds = 0
     while True:
         stream = model.stream(history, tools=tools, **options)
@@ -47,6 +46,8 @@ def tool_rounds(model, history: list[dict], *, tools=None, execute_tools: bool =
         if not (execute_tools and response.tool_calls and callables) or rounds >= max_tool_rounds:
             return response
         rounds += 1
+        from gemma_edge.tools import run_tool_call
+
         for call in response.tool_calls:
             result = run_tool_call(call, callables)
             history.append(result)
@@ -110,7 +111,7 @@ class Chat:
                    **overrides}
         reserve = min(options["max_tokens"], self.model.n_ctx // 4)
         try:
-            kept, dropped = fit_history(self.model, self.messages, reserve, tools=_schemas(self.tools),
+            kept, dropped = fit_history(self.model, self.messages, reserve, tools=_tool_schemas(self.tools),
                                         enable_thinking=options["enable_thinking"])
         except GemmaEdgeError:
             self.messages.pop()
@@ -145,9 +146,9 @@ class Chat:
         self.messages = messages
 
 
-def _schemas(tools):
+def _callables(tools) -> dict:
     if not tools:
-        return None
+        return {}
     from gemma_edge.tools import normalize_tools
 
-    return normalize_tools(tools)[0]
+    return normalize_tools(tools)[1]
