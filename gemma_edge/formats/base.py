@@ -49,6 +49,7 @@ class TurnFormat:
     supports_tools: bool      # `tools` are declared in the prompt
     supports_system: bool     # the template has a native system role (not folded into a user turn)
     render: Callable[[Request, "SegmentWriter"], None] = field(repr=False, compare=False)
+    media: tuple[str, ...] = ()  # content-part types the format has a placeholder for
 
 
 class SegmentWriter:

@@ -24,6 +24,7 @@ def _format(name: str, table: start_of_turn.StartOfTurnTable) -> TurnFormat:
         supports_tools=False,
         supports_system=False,
         render=partial(start_of_turn.render, table),
+        media=tuple(table.media_markers),
     )
 
 

@@ -351,6 +351,7 @@ def turn_format(name: str, table: ToolTurnTable) -> TurnFormat:
         supports_tools=True,
         supports_system=True,
         render=partial(render, table),
+        media=tuple(table.media_markers),
     )
 
 
