@@ -10,9 +10,10 @@ reads the same facts from the files themselves:
   token past the base vocabulary that is not special is USER_DEFINED, everything else NORMAL;
 * the seven Gemma 4 chat/tool markers are then typed USER_DEFINED, so llama.cpp renders them as text and
   the chat parser can read them (``<|channel>``, ``<|tool_call>``, ``<|"|>``, …);
-* every score is −1000; merges are ``model.merges`` as "a b" strings; special ids, add-bos/eos flags and the chat template come from gguf-py's
-  ``SpecialVocab`` (the code the reference runs), with ``add_bos_token`` forced true as the reference does
-  (llama.cpp forces it for ``gemma4`` anyway).
+* every score is −1000; merges are ``model.merges`` as "a b" strings (required by llama.cpp's gemma4
+  tokenizer); special ids, add-bos/eos flags and the chat template come from gguf-py's ``SpecialVocab``
+  (the code the reference runs), with ``add_bos_token`` forced true as the reference does (llama.cpp
+  forces it for ``gemma4`` anyway).
 """
 from __future__ import annotations
 

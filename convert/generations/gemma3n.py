@@ -18,6 +18,8 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
+import numpy as np
+
 from convert.generations.base import (
     Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, ZerosSource, bool_array, f32,
     f32_array, i32_array, layer_rule, rope_parameters, top_rule, u32,
@@ -67,13 +69,17 @@ def sparsity_pattern(hp: HParams) -> list[float]:
 
 
 def sparsity_scale(p: float) -> float:
-    """The Gaussian cut-off multiplier Φ⁻¹(p) without torch: −inf for p = 0 (NormalDist raises there, torch
-    gives −inf), +inf for p = 1; stored as float32 (0.95 → 1.6448536)."""
+    """The Gaussian cut-off multiplier Φ⁻¹(p) without torch, bit-identical (as float32) to the reference's
+    ``torch.distributions.Normal(0, 1).icdf(float32(p))``: torch evaluates √2·erfinv(2p − 1) in float32,
+    so the same float32 roundings are applied around an exact erfinv (via ``statistics.NormalDist``).
+    −inf for p = 0 (NormalDist raises there; torch gives −inf), +inf for p = 1."""
     if p <= 0.0:
         return -math.inf
     if p >= 1.0:
         return math.inf
-    return NormalDist().inv_cdf(p)
+    two_p_minus_1 = float(np.float32(2) * np.float32(p) - np.float32(1))
+    erfinv = np.float32(NormalDist().inv_cdf((two_p_minus_1 + 1) / 2) / math.sqrt(2))
+    return float(erfinv * np.float32(math.sqrt(2)))
 
 
 def refuse_runtime_mismatch(hp: HParams, types: Sequence[str]) -> None:

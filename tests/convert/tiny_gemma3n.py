@@ -38,14 +38,37 @@ def build_model(params: dict, seed: int):
     return model
 
 
-def gemma3n_checkpoint(dtype: str = "bfloat16", seed: int = 0, **overrides) -> Path:
-    """A cached Gemma 3n checkpoint directory (config, safetensors, tiny SentencePiece tokenizer);
-    ``overrides`` change config fields (used to build configs the converter must refuse)."""
-    params = {**copy.deepcopy(RECIPE), **overrides}
-    recipe = {"builder": BUILDER_VERSION, "dtype": dtype, "seed": seed, "params": params}
+def add_shared_kv_zeros(directory: Path, params: dict) -> None:
+    """Add zero k_proj/v_proj/k_norm for the KV-shared layers, as Google's original checkpoints carry
+    them (transformers 5.x neither creates nor saves them, and ignores them on load)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = directory / "model.safetensors"
+    tensors = load_file(path)
+    dtype = tensors["model.embed_tokens.weight"].dtype
+    kv, hidden, head_dim = params["num_key_value_heads"] * params["head_dim"], params["hidden_size"], params["head_dim"]
+    for i in range(params["num_hidden_layers"] - params["num_kv_shared_layers"], params["num_hidden_layers"]):
+        prefix = f"model.layers.{i}.self_attn."
+        tensors[prefix + "k_proj.weight"] = torch.zeros(kv, hidden, dtype=dtype)
+        tensors[prefix + "v_proj.weight"] = torch.zeros(kv, hidden, dtype=dtype)
+        tensors[prefix + "k_norm.weight"] = torch.zeros(head_dim, dtype=dtype)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def gemma3n_checkpoint(dtype: str = "bfloat16", seed: int = 0, shared_kv_tensors: bool = False) -> Path:
+    """A cached Gemma 3n checkpoint directory (config, safetensors, tiny SentencePiece tokenizer).
+
+    shared_kv_tensors: also store (zero) K/V/K-norm for the KV-shared layers like Google's original files —
+    then llama.cpp's reference converter produces a GGUF that loads, to compare against."""
+    params = copy.deepcopy(RECIPE)
+    recipe = {"builder": BUILDER_VERSION, "dtype": dtype, "seed": seed, "params": params,
+              "shared_kv_tensors": shared_kv_tensors}
 
     def build(out: Path) -> None:
         save_checkpoint(build_model(params, seed), out, dtype)
+        if shared_kv_tensors:
+            add_shared_kv_zeros(out, params)
         write_tiny_tokenizer(out)
 
     return cached_dir(f"gemma3n-{dtype}", recipe, build)
