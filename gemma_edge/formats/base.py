@@ -50,6 +50,11 @@ class TurnFormat:
     supports_system: bool     # the template has a native system role (not folded into a user turn)
     render: Callable[[Request, "SegmentWriter"], None] = field(repr=False, compare=False)
     media: tuple[str, ...] = ()  # content-part types the format has a placeholder for
+    stop_markers: tuple[str, ...] = ()  # besides end_of_turn: where generation must stop (the
+    # marker that opens a tool result, which the model writes after its calls)
+    # Markers after which the runtime, not the model, continues: generation stops there too
+    # (Gemma 4's <|tool_response>: the model has called a tool and waits for its result).
+    stop_markers: tuple[str, ...] = ()
 
 
 class SegmentWriter:

@@ -352,6 +352,7 @@ def turn_format(name: str, table: ToolTurnTable) -> TurnFormat:
         supports_system=True,
         render=partial(render, table),
         media=tuple(table.media_markers),
+        stop_markers=(table.notation.response_open,),
     )
 
 

@@ -136,6 +136,9 @@ def test_formatting_page_turns_appear_verbatim():
 def test_format_facts():
     fmt = get_format("functiongemma")
     assert (fmt.end_of_turn, fmt.supports_tools, fmt.supports_thinking) == ("<end_of_turn>", True, False)
+    # "NOTE: <start_function_response> is an additional stop sequence for the inference engine."
+    # (formatting-and-best-practices)
+    assert fmt.stop_markers == ("<start_function_response>",)
 
 
 def test_markers_are_special_segments_and_strings_are_text():
