@@ -1,0 +1,305 @@
+"""What this machine can do and the runtime settings that get the most out of it.
+
+A `Machine` is built from the raw text the OS gives (`/proc/cpuinfo` + `/proc/meminfo` on Linux,
+`sysctl` on macOS) by pure parsers, so recorded profiles of other machines (a Raspberry Pi, a Mac)
+go through exactly the code that reads this one. `recommended_runtime()` turns a machine and a
+model's facts into the defaults `run`/`chat` use when the user sets nothing.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+# Smallest context worth recommending; below this a chat turn barely fits.
+MIN_CONTEXT = 512
+
+# OS feature name → our name. x86 from /proc/cpuinfo "flags", ARM from "Features", macOS from sysctl.
+CPUINFO_FEATURES = {
+    "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512",
+    "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx_vnni": "avx_vnni", "amx_int8": "amx_int8",
+    "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve", "asimdhp": "fp16",
+}
+SYSCTL_FEATURES = {
+    "hw.optional.AdvSIMD": "neon", "hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.arm.FEAT_SVE": "sve",
+}
+# Our feature name → the key llama.cpp prints in llama_print_system_info() when built for it.
+LLAMA_BUILD_KEYS = {
+    "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512": "AVX512", "avx512_vnni": "AVX512_VNNI",
+    "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI", "amx_int8": "AMX_INT8",
+    "neon": "NEON", "dotprod": "DOTPROD", "i8mm": "MATMUL_INT8", "sve": "SVE", "fp16": "FP16_VA",
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    system: str                  # "Linux", "Darwin", …
+    arch: str                    # "x86_64", "aarch64", "arm64"
+    cpu: str
+    physical_cores: int
+    performance_cores: int       # cores llama.cpp should use (Apple: the P-cores)
+    features: frozenset[str]
+    total_memory: int
+    available_memory: int
+    gpu: str | None = None       # "metal" on Apple silicon
+
+    def describe(self) -> dict:
+        gb = 2**30
+        return {"name": self.name, "system": self.system, "arch": self.arch, "cpu": self.cpu,
+                "physical_cores": self.physical_cores, "performance_cores": self.performance_cores,
+                "features": sorted(self.features), "total_memory_gb": round(self.total_memory / gb, 1),
+                "available_memory_gb": round(self.available_memory / gb, 1), "gpu": self.gpu}
+
+
+# -- parsers (pure) --------------------------------------------------------------------------------
+
+def parse_cpuinfo(text: str) -> dict:
+    """CPU name, physical core count and features from /proc/cpuinfo (x86 or ARM)."""
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    cores, processors, flags, name = set(), 0, set(), ""
+    board = ""
+    for block in blocks:
+        fields = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        if "processor" in fields:
+            processors += 1
+            if "core id" in fields:
+                cores.add((fields.get("physical id", "0"), fields["core id"]))
+        for key in ("flags", "Features"):
+            if key in fields:
+                flags.update(fields[key].split())
+        name = name or fields.get("model name", "")
+        board = board or fields.get("Model", "")
+    features = {CPUINFO_FEATURES[f] for f in flags if f in CPUINFO_FEATURES}
+    return {"cpu": board or name or "unknown CPU", "physical_cores": len(cores) or processors,
+            "features": frozenset(features)}
+
+
+def parse_meminfo(text: str) -> dict:
+    values = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[key.strip()] = int(parts[0]) * 1024
+    total = values.get("MemTotal", 0)
+    return {"total_memory": total, "available_memory": values.get("MemAvailable", values.get("MemFree", total))}
+
+
+def parse_sysctl(text: str) -> dict:
+    """macOS `sysctl -a` (or the subset we ask for): cores, P-cores, memory, ARM features."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            values[key.strip()] = value.strip()
+    physical = int(values.get("hw.physicalcpu", 0))
+    features = {name for key, name in SYSCTL_FEATURES.items() if values.get(key) == "1"}
+    for flag in values.get("machdep.cpu.features", "").lower().split() + \
+            values.get("machdep.cpu.leaf7_features", "").lower().split():
+        flag = flag.replace(".", "_")
+        if flag in CPUINFO_FEATURES:
+            features.add(CPUINFO_FEATURES[flag])
+    total = int(values.get("hw.memsize", 0))
+    return {"cpu": values.get("machdep.cpu.brand_string", "unknown CPU"), "physical_cores": physical,
+            "performance_cores": int(values.get("hw.perflevel0.physicalcpu", physical)),
+            "features": frozenset(features), "total_memory": total,
+            "available_memory": int(values.get("available_memory", total))}
+
+
+def machine_from_recording(recording: dict) -> Machine:
+    """A machine from recorded raw text: {"name", "system", "arch", "cpuinfo", "meminfo"} on Linux,
+    {"name", "system", "arch", "sysctl"} on macOS (whose "available_memory" line is vm_stat's
+    free + inactive pages, recorded alongside)."""
+    system, arch = recording["system"], recording["arch"]
+    if system == "Darwin":
+        info = parse_sysctl(recording["sysctl"])
+    else:
+        info = parse_cpuinfo(recording["cpuinfo"]) | parse_meminfo(recording["meminfo"])
+    return Machine(name=recording["name"], system=system, arch=arch, cpu=info["cpu"],
+                   physical_cores=info["physical_cores"],
+                   performance_cores=info.get("performance_cores", info["physical_cores"]),
+                   features=info["features"], total_memory=info["total_memory"],
+                   available_memory=info["available_memory"],
+                   gpu="metal" if system == "Darwin" and arch == "arm64" else None)
+
+
+def load_recording(path: str | Path) -> Machine:
+    return machine_from_recording(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def detect_machine() -> Machine:
+    """This machine, read live (a few small files, or one sysctl call on macOS). Whatever the OS
+    files do not say (Windows, restricted containers) comes from `gemma_edge.hardware`, which is also
+    the one source of available memory, so $GEMMA_EDGE_MAX_MEMORY applies here as in the engine."""
+    from gemma_edge.hardware import available_memory, physical_cores, total_memory
+
+    system, arch = platform.system(), platform.machine()
+    recording = {"name": platform.node() or "this machine", "system": system, "arch": arch}
+    if system == "Darwin":
+        recording["sysctl"] = _sysctl(["hw.physicalcpu", "hw.perflevel0.physicalcpu", "hw.memsize",
+                                       "machdep.cpu.brand_string", "machdep.cpu.features",
+                                       "machdep.cpu.leaf7_features", *SYSCTL_FEATURES])
+    else:
+        recording["cpuinfo"], recording["meminfo"] = _read("/proc/cpuinfo"), _read("/proc/meminfo")
+    machine = machine_from_recording(recording)
+    cores = machine.physical_cores or physical_cores()
+    return replace(machine, physical_cores=cores, performance_cores=machine.performance_cores or cores,
+                   total_memory=machine.total_memory or total_memory(), available_memory=available_memory())
+
+
+def _sysctl(keys: list[str]) -> str:
+    try:
+        return subprocess.run(["sysctl", *keys], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+# -- llama.cpp build ---------------------------------------------------------------------------------
+
+def parse_system_info(text: str) -> dict[str, bool]:
+    """`llama_print_system_info()` → {"AVX2": True, …} (keys printed as `KEY = 1 |`)."""
+    flags = {}
+    for part in text.replace("\n", "|").split("|"):
+        key, sep, value = part.rpartition("=")
+        key = key.split(":")[-1].strip()
+        if sep and key:
+            flags[key] = value.strip() == "1"
+    return flags
+
+
+def llama_system_info() -> str:
+    from gemma_edge.llama import llama_cpp
+
+    info = llama_cpp().llama_print_system_info()
+    return info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+
+
+def missing_build_features(machine: Machine, system_info: str) -> list[str]:
+    """CPU features this machine has that the installed llama.cpp was not compiled to use."""
+    built = parse_system_info(system_info)
+    return sorted(f for f in machine.features if f in LLAMA_BUILD_KEYS and not built.get(LLAMA_BUILD_KEYS[f]))
+
+
+# -- recommendations (pure) --------------------------------------------------------------------------
+
+# Approximate bits per weight of each quantization (llama.cpp's quantize table), to say which fits.
+BITS_PER_WEIGHT = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.85, "Q4_0": 4.5,
+                   "IQ4_NL": 4.5}
+
+
+@dataclass(frozen=True)
+class QuantRule:
+    applies: Callable[[Machine], bool]
+    quantization: str
+    why: str
+
+
+# First match wins. Repacking facts are from llama.cpp's ggml-cpu/repack.cpp (the version we pin).
+QUANT_RULES = (
+    QuantRule(lambda m: m.gpu == "metal", "Q4_K_M",
+              "Metal runs K-quants at full speed; Q4_K_M is the best quality per byte at 4 bits"),
+    QuantRule(lambda m: {"neon", "i8mm"} <= m.features, "Q4_0",
+              "llama.cpp repacks Q4_0 at load into 4x8 tiles for the int8 matrix-multiply (i8mm) instructions"),
+    QuantRule(lambda m: {"neon", "dotprod"} <= m.features, "Q4_0",
+              "llama.cpp repacks Q4_0 at load into 4x4 tiles for the dot-product (dotprod) instructions"),
+    QuantRule(lambda m: "neon" in m.features, "Q4_0",
+              "no dotprod (e.g. Cortex-A72): nothing is repacked and Q4_0 has the cheapest NEON kernel"),
+    QuantRule(lambda m: "avx2" in m.features, "Q4_K_M",
+              "llama.cpp repacks Q4_K into 8x8 tiles on AVX2; Q4_K_M is the best quality per byte at 4 bits"),
+    QuantRule(lambda m: True, "Q4_0", "no SIMD kernels were detected: the smallest, simplest 4-bit type"),
+)
+
+
+def memory_needed(facts, n_ctx: int) -> int:
+    """The estimate the engine checks before loading (weights + KV cache + runtime)."""
+    from gemma_edge.engine import RUNTIME_OVERHEAD
+
+    return facts.weights_bytes + facts.kv_bytes_per_token * n_ctx + RUNTIME_OVERHEAD
+
+
+def context_candidates(facts) -> list[int]:
+    """The default context, halved down to MIN_CONTEXT, never above the model's maximum."""
+    from gemma_edge.engine import DEFAULT_CONTEXT
+
+    top = min(facts.context_length, DEFAULT_CONTEXT)
+    sizes = [top]
+    while sizes[-1] // 2 >= MIN_CONTEXT:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+def recommended_runtime(facts, machine: Machine | None = None) -> dict:
+    """Defaults for a model on a machine: `n_threads` (the physical performance cores: decoding is
+    memory-bound, SMT siblings and efficiency cores only add synchronisation), `n_ctx` (the default
+    context, halved until weights + KV cache + runtime fit the available RAM; if even the smallest
+    does not fit, the smallest, and the engine's memory check explains the refusal), the
+    quantization for this CPU, and why."""
+    machine = machine or detect_machine()
+    candidates = context_candidates(facts)
+    n_ctx = next((n for n in candidates if memory_needed(facts, n) <= machine.available_memory), candidates[-1])
+    rule = next(r for r in QUANT_RULES if r.applies(machine))
+    fits = memory_needed(facts, n_ctx) <= machine.available_memory
+    return {
+        "n_threads": max(1, machine.performance_cores),
+        "n_ctx": n_ctx,
+        "fits": fits,
+        "quantization": rule.quantization,
+        "why": {
+            "n_threads": f"{machine.performance_cores} physical "
+                         f"{'performance ' if machine.performance_cores != machine.physical_cores else ''}cores",
+            "n_ctx": (f"largest of {candidates} whose weights + KV cache fit in "
+                      f"{machine.available_memory / 2**30:.1f} GB available") if fits else
+                     f"the model does not fit in {machine.available_memory / 2**30:.1f} GB even with {n_ctx} tokens",
+            "quantization": rule.why,
+        },
+    }
+
+
+def quantizations_that_fit(facts, machine: Machine, n_ctx: int = MIN_CONTEXT) -> list[str]:
+    """Quantizations of this model (estimated from its parameter count) that fit with `n_ctx`."""
+    from gemma_edge.engine import RUNTIME_OVERHEAD
+
+    kv = facts.kv_bytes_per_token * n_ctx + RUNTIME_OVERHEAD
+    return [q for q, bits in BITS_PER_WEIGHT.items() if facts.parameters * bits / 8 + kv <= machine.available_memory]
+
+
+def build_flags(machine: Machine) -> list[dict]:
+    """CMAKE_ARGS worth building llama-cpp-python with on this machine, each with why (README)."""
+    if machine.gpu == "metal":
+        return [{"flag": "-DGGML_METAL=on", "why": "run on the Apple GPU (Metal)"}]
+    flags = [{"flag": "-DGGML_NATIVE=on",
+              "why": "compile for this CPU's own SIMD features (" + (" ".join(sorted(machine.features)) or "none") + ")"}]
+    if machine.arch in ("x86_64", "AMD64") and machine.physical_cores >= 8:
+        flags.append({"flag": "-DGGML_BLAS=on -DGGML_BLAS_VENDOR=OpenBLAS",
+                      "why": "faster prompt processing of F16/F32 models on many cores"})
+    return flags
+
+
+def report(facts, machine: Machine | None = None, system_info: str | None = None) -> dict:
+    """Everything `gemma-edge doctor` prints."""
+    machine = machine or detect_machine()
+    result = {"machine": machine.describe(), "model": facts.describe(),
+              "recommended": recommended_runtime(facts, machine),
+              "quantizations_that_fit": quantizations_that_fit(facts, machine),
+              "build_flags": build_flags(machine)}
+    if system_info is not None:
+        result["llama_cpp_build"] = system_info.strip()
+        result["missing_build_features"] = missing_build_features(machine, system_info)
+    return result
