@@ -91,6 +91,8 @@ class StreamParser:
                                  *syntax.end_markers) if m]
         self._call_ends = call_ends
         self._call_re = _alternation(call_ends)
+        self._text_prefixes = _Prefixes(markers)
+        self._call_prefixes = _Prefixes(call_ends)
         self._first_chars = "".join(sorted({m[0] for m in markers}))
         self._closed: dict | None = None
         if syntax.supports_thinking and prompt_tail:
@@ -101,14 +103,26 @@ class StreamParser:
     # public ---------------------------------------------------------------------------------
     def feed(self, delta: str) -> list[dict]:
         """Take the next piece of output; return the events it decides."""
-        if self._state is DONE or not delta:
+        state = self._state
+        if state is DONE or not delta:
             return []
-        if self._state is CONTENT and not self._pending and not self._after_call \
-                and not any(c in delta for c in self._first_chars):
-            out = self._content.add(delta)
-            return [{"type": "content", "text": out}] if out else []
+        if not self._pending and not self._may_hold_marker(delta):
+            # Fast paths: a delta that cannot contain (the start of) a marker.
+            if state is CONTENT and not self._after_call:
+                out = self._content.add(delta)
+                return [{"type": "content", "text": out}] if out else []
+            if state is THINKING and not self._label_open:
+                self._emit_thinking(delta)
+                return self._take_events()
+            if state is CALL:
+                self._region.append(delta)
+                return []
         self._process(delta, final=False)
         return self._take_events()
+
+    def _may_hold_marker(self, delta: str) -> bool:
+        first = self._first_chars
+        return first in delta if len(first) == 1 else any(c in delta for c in first)
 
     def finish(self) -> list[dict]:
         """End of output: return the events only the end can decide (text held back as a
@@ -156,7 +170,7 @@ class StreamParser:
             if self._state is CALL:
                 m = self._call_re.search(text, i)
                 if m is None:
-                    keep = 0 if final else _partial_suffix(text, i, self._call_ends)
+                    keep = 0 if final else self._call_prefixes.held(text, i)
                     self._region.append(text[i:n - keep])
                     self._pending = text[n - keep:]
                     if final:
@@ -170,7 +184,7 @@ class StreamParser:
                     return
                 m = self._text_re.search(text, i)
                 if m is None:
-                    keep = 0 if final else _partial_suffix(text, i, self._markers)
+                    keep = 0 if final else self._text_prefixes.held(text, i)
                     self._text(text[i:n - keep])
                     self._pending = text[n - keep:]
                     return
@@ -294,12 +308,27 @@ def _alternation(markers: Iterable[str]) -> "re.Pattern[str]":
     return re.compile("|".join(re.escape(m) for m in ordered))
 
 
-def _partial_suffix(text: str, start: int, markers: Iterable[str]) -> int:
-    """Length of the longest suffix of text[start:] that is a proper prefix of some marker."""
-    n = len(text)
-    longest = max(len(m) for m in markers)
-    for size in range(min(longest - 1, n - start), 0, -1):
-        tail = text[n - size:]
-        if any(m.startswith(tail) for m in markers):
-            return size
-    return 0
+class _Prefixes:
+    """The proper prefixes of a set of markers, to find a marker cut off at the end of text."""
+
+    __slots__ = ("prefixes", "first_chars", "window")
+
+    def __init__(self, markers: Iterable[str]):
+        markers = tuple(markers)
+        self.prefixes = frozenset(m[:k] for m in markers for k in range(1, len(m)))
+        self.first_chars = "".join(sorted({m[0] for m in markers}))
+        self.window = max(len(m) for m in markers) - 1
+
+    def held(self, text: str, start: int) -> int:
+        """Length of the longest suffix of text[start:] that is a proper prefix of a marker."""
+        n = len(text)
+        low = max(start, n - self.window)
+        best = 0
+        for c in self.first_chars:
+            pos = text.find(c, low)
+            while pos >= 0:
+                if text[pos:] in self.prefixes:
+                    best = max(best, n - pos)
+                    break
+                pos = text.find(c, pos + 1)
+        return best
