@@ -96,6 +96,7 @@ def test_hand_written(templates, format_name, generation_prompt):
                                     add_generation_prompt=generation_prompt, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("format_name", FORMATS)
 def test_generated(templates, format_name):
     @ORACLE_SETTINGS

@@ -74,9 +74,9 @@ def test_classic_refuses_non_string_content_in_strict_mode(format_name):
             render_prompt([{"role": "user", "content": content}], format=format_name, strict=True)
 
 
-@pytest.mark.parametrize("format_name", ["gemma1", "gemma3", "gemma3n"])
+@pytest.mark.parametrize("format_name", FAMILY)
 def test_generated(templates, format_name):
-    classic = format_name == "gemma1"
+    classic = format_name in ("gemma1", "gemma2")
     conversations = s.plain_conversations(
         content_strategy=s.texts if classic else s.content(),
         odd_content=(s.MISSING,) if classic else (None, s.MISSING))

@@ -47,6 +47,7 @@ def test_messages_object_with_tools_and_thinking_from_stdin(templates_dir):
     assert result.output == expected
 
 
+@pytest.mark.slow
 def test_tokens_are_llama_cpp_ids_with_control_tokens_marked(embedded_model_path, chat_file):
     llama_cpp = pytest.importorskip("llama_cpp")
     result = run(embedded_model_path, "--format", "gemma3", "--messages", chat_file, "--tokens")

@@ -142,6 +142,7 @@ def test_each_marker_segment_is_its_one_token(vocab):
         assert vocab.tokenizer.tokenize([segment]) == [vocab.markers[segment.text]]
 
 
+@pytest.mark.slow
 def test_markers_in_every_role_and_argument_never_become_tokens(vocab):
     for text in vocab.tokenizer.protected:
         for messages in _injected_conversations(text):
