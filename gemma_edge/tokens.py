@@ -13,7 +13,6 @@ a one-character token be: neither Gemma vocabulary has one).
 """
 from __future__ import annotations
 
-import ctypes
 import re
 from typing import Iterable
 

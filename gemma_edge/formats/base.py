@@ -109,16 +109,6 @@ def part_type(part: Any) -> Any:
     return PART_ALIASES.get(kind, kind)
 
 
-def jinja_str(value: Any) -> str:
-    """What Jinja prints for a value (`{{ value }}` or `value | trim` before trimming)."""
-    return value if isinstance(value, str) else str(value)
-
-
-def trim(value: Any) -> str:
-    """Jinja's `trim` filter: str.strip() (Unicode whitespace) of the printed value."""
-    return jinja_str(value).strip()
-
-
 def role_of(message: Mapping[str, Any]) -> str:
     role = message.get("role") if isinstance(message, Mapping) else None
     if not isinstance(role, str):

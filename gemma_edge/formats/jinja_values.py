@@ -39,6 +39,11 @@ def printed(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def trim(value: Any) -> str:
+    """`value | trim`: str.strip() (any Unicode whitespace) of the printed value."""
+    return printed(value).strip()
+
+
 def upper(value: Any) -> str:
     """`value | upper`."""
     return printed(value).upper()

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from gemma_edge.formats.base import (
-    BOS, Request, SegmentWriter, TemplateError, jinja_str, part_type, role_of, trim,
-)
+from gemma_edge.formats.base import BOS, Request, SegmentWriter, TemplateError, part_type, role_of
+from gemma_edge.formats.jinja_values import trim
 
 START, END = "<start_of_turn>", "<end_of_turn>"
 ALTERNATE = "Conversation roles must alternate user/assistant/user/assistant/..."
@@ -177,7 +176,7 @@ def _flat_text(content: Any) -> str:
         return content.strip()
     if isinstance(content, (list, tuple)):
         return "".join(trim(p.get("text", "")) for p in content if part_type(p) == "text")
-    return "" if content is None else jinja_str(content).strip()
+    return "" if content is None else trim(content)
 
 
 def _lenient_content(table: StartOfTurnTable, content: Any) -> list:
