@@ -65,11 +65,20 @@ def transformers_view(case: dict) -> dict | str:
             "tool_calls": got.get("tool_calls") or []}
 
 
-def transformers_verdict(case: dict, ours: dict) -> str:
+def transformers_verdicts(case: dict, ours: dict) -> dict[str, str]:
+    """{"5.23": verdict, "5.12": verdict}, each agree / differ / raises / n/a: transformers 5.23's
+    Gemma 4 response_template parser, and the legacy response_schema parser of <= 5.12 (which has
+    no prompt prefix, so cases that need `prompt_tail` are n/a for it)."""
+    from tests.parsing.legacy_transformers import legacy_view
+
     if case.get("format", "gemma4") not in ("gemma4", "gemma4-small", "gemma4-large"):
-        return "n/a"
-    view = transformers_view(case)
-    if view == "raises":
-        return "raises"
+        return {"5.23": "n/a", "5.12": "n/a"}
+    legacy = "n/a" if (case.get("options") or {}).get("prompt_tail") else legacy_view(text_of(case))
+    return {"5.23": _verdict(transformers_view(case), ours), "5.12": _verdict(legacy, ours)}
+
+
+def _verdict(view: dict | str, ours: dict) -> str:
+    if isinstance(view, str):
+        return view
     same = all(view[k] == ours[k] for k in ("thinking", "content", "tool_calls"))
     return "agree" if same else "differ"

@@ -13,13 +13,14 @@ def main() -> None:
     verdicts = {}
     for case in corpus.cases():
         ours = parse_response(corpus.text_of(case), format=case.get("format", "gemma4"), **corpus.options_of(case))
-        verdicts[case["id"]] = corpus.transformers_verdict(case, ours)
+        verdicts[case["id"]] = corpus.transformers_verdicts(case, ours)
     path = corpus.HERE / "transformers_verdicts.json"
-    path.write_text(json.dumps(verdicts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    counts: dict[str, int] = {}
-    for v in verdicts.values():
-        counts[v] = counts.get(v, 0) + 1
-    print(counts)
+    path.write_text(json.dumps(verdicts, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
+    for version in ("5.23", "5.12"):
+        counts: dict[str, int] = {}
+        for v in verdicts.values():
+            counts[v[version]] = counts.get(v[version], 0) + 1
+        print(version, counts)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The output corpus: real and adversarial outputs with expectations derived from the contract
 (corpus.yaml says where each input comes from). Each case is also streamed one character at a
-time and in its recorded chunks, and compared with transformers' Gemma 4 parser, whose verdict
-per case is recorded in transformers_verdicts.json (the README lists the disagreements)."""
+time and in its recorded chunks, and compared with transformers' Gemma 4 parsers (5.23's
+response_template and the legacy response_schema of <= 5.12), whose verdicts per case are
+recorded in transformers_verdicts.json (gemma_edge/parsing/README.md explains the disagreements)."""
 from __future__ import annotations
 
 import json
@@ -41,6 +42,6 @@ def test_case_streamed(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_transformers_verdict_recorded(case):
+def test_transformers_verdicts_recorded(case):
     ours = parse_response(corpus.text_of(case), format=case.get("format", "gemma4"), **corpus.options_of(case))
-    assert corpus.transformers_verdict(case, ours) == VERDICTS[case["id"]]
+    assert corpus.transformers_verdicts(case, ours) == VERDICTS[case["id"]]
