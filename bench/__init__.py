@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; each script writes JSON + Markdown (+ PNG with matplotlib) to bench/results/."""
