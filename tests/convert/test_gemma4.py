@@ -267,3 +267,28 @@ def test_rope_freqs_freeze_the_pairs_proportional_rope_leaves_alone(tmp_path: Pa
     factors = next(t.data for t in GGUFReader(path).tensors if t.name == "rope_freqs.weight").astype(np.float64)
     llama_cpp_freqs = base ** (-2.0 * np.arange(n_rot // 2) / n_rot) / factors
     np.testing.assert_allclose(llama_cpp_freqs, expected, rtol=1e-6, atol=1e-30)
+
+
+# ---------------------------------------------------------------- memory
+
+
+@pytest.mark.slow
+def test_largest_tiny_checkpoint_keeps_the_memory_bound(tmp_path: Path) -> None:
+    """Part 1's bound: peak RSS ≤ largest output tensor + 300 MB. The real-vocabulary E-style checkpoint is
+    the largest tiny one (262,144-row embedding and per-layer tables, 777k vocabulary strings)."""
+    import subprocess
+    import sys
+
+    from gguf import GGUFReader
+
+    out = tmp_path / "ours.gguf"
+    measure = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    command = [sys.executable, "-m", "convert", "convert", str(gemma4_checkpoint("e2b", vocab="real")), "-o",
+               str(out), "--type", "f16", "--quiet"]
+    result = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    peak_bytes = int(result.stdout.split()[-1]) * 1024
+    largest = max(int(t.n_bytes) for t in GGUFReader(out).tensors)
+    assert largest >= 262144 * 64 * 2
+    assert peak_bytes <= largest + 300 * 2**20, (peak_bytes / 2**20, largest / 2**20)
