@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 import click
 
@@ -16,20 +15,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on host:port (port 0: a free port), so the real port can be printed
-    before uvicorn starts."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
-    return sock
 
 
 @click.command()
@@ -70,9 +55,8 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
         -d '{"model": "gemma", "messages": [{"role": "user", "content": "Hi"}]}'
     """
     try:
-        import uvicorn
-
         from gemma_edge.server import ServerConfig, create_app
+        from gemma_edge.server.run import bind_socket, serve_app
     except ImportError:
         raise UserError("the server needs the `serve` extra: pip install 'gemma-edge[serve]'") from None
     from importlib.metadata import PackageNotFoundError, version
@@ -82,7 +66,10 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
     if not is_loopback(host):
         warning = "" if api_key else " without --api-key: anyone who can reach it can use the model"
         click.echo(f"warning: listening on {host}, not loopback{warning}", err=True)
-    sock = bind_socket(host, port)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     model = load_model(model_arg or model_name, ctx_size, threads)
     try:
         package_version = version("gemma-edge")
@@ -94,9 +81,4 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
         max_waiting=max_queue, max_body_bytes=max_body_size, max_tokens_limit=max_tokens_limit,
         prompt_cache=not no_prompt_cache, version=package_version)
     app = create_app(model, config)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    click.echo(f"gemma-edge: serving {config.model_id} on http://{shown}:{bound_port}/v1", err=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                                          limit_concurrency=max_queue + 64, server_header=False))
-    server.run(sockets=[sock])
+    serve_app(app, sock, model_id=config.model_id, max_connections=max_queue + 64)

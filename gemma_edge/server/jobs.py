@@ -57,39 +57,56 @@ class Job:
             raise Cancelled()
         stream = self.start()
         events = iter(stream)
-        content, thinking, calls = [], [], []
-        ended_by = None
+        self.content, self.thinking, self.calls, self.raw_content = [], [], [], []
         try:
             for event in events:
                 if self.cancelled.is_set():
                     raise Cancelled()
                 if time.monotonic() > self.deadline:
                     raise GenerationTimeout()
-                kind = event.get("type")
-                if kind == "content":
-                    text = self.stops.feed(event["text"])
-                    if text:
-                        content.append(text)
-                        self._send(EVENT, {"type": "content", "text": text})
-                    if self.stops.stopped:
-                        ended_by = "stop"
-                        break
-                elif kind == "thinking":
-                    thinking.append(event["text"])
-                    self._send(EVENT, event)
-                elif kind == "tool_call":
-                    calls.append(event["tool_call"])
-                    self._send(EVENT, event)
+                if self._take(event):
+                    return self._outcome("stop", stream.generation.usage)
         finally:
             events.close()  # cancels a generation stopped early; a no-op after the last token
-        if ended_by is None:
-            tail = self.stops.flush()
-            if tail:
-                content.append(tail)
-                self._send(EVENT, {"type": "content", "text": tail})
-            response = stream.response
-            return Outcome("".join(content), "".join(thinking) or None, calls, response.finish_reason, response.usage)
-        return Outcome("".join(content), "".join(thinking) or None, calls, ended_by, stream.generation.usage)
+        response = stream.response
+        self._reconcile(response)
+        if self._take({"type": "content", "text": self.stops.flush()}, raw=False):
+            return self._outcome("stop", response.usage)
+        return self._outcome(response.finish_reason, response.usage)
+
+    def _take(self, event: dict, raw: bool = True) -> bool:
+        """Forward one parser event; True when a stop string ended the content."""
+        kind = event.get("type")
+        if kind == "content":
+            if raw:
+                self.raw_content.append(event["text"])
+            text = self.stops.feed(event["text"]) if raw else event["text"]
+            if text:
+                self.content.append(text)
+                self._send(EVENT, {"type": "content", "text": text})
+            return self.stops.stopped
+        if kind == "thinking" and event["text"]:
+            self.thinking.append(event["text"])
+            self._send(EVENT, event)
+        elif kind == "tool_call":
+            self.calls.append(event["tool_call"])
+            self._send(EVENT, event)
+        return False
+
+    def _reconcile(self, response) -> None:
+        """Forward what only the end of the output decided (text a parser held back, an unclosed
+        call): the parsed Response is the truth, the events streamed so far are a prefix of it."""
+        streamed = "".join(self.thinking)
+        if response.thinking and response.thinking.startswith(streamed):
+            self._take({"type": "thinking", "text": response.thinking[len(streamed):]})
+        streamed = "".join(self.raw_content)
+        if response.content.startswith(streamed):
+            self._take({"type": "content", "text": response.content[len(streamed):]})
+        for call in response.tool_calls[len(self.calls):]:
+            self._take({"type": "tool_call", "tool_call": call})
+
+    def _outcome(self, finish_reason: str, usage: dict) -> Outcome:
+        return Outcome("".join(self.content), "".join(self.thinking) or None, self.calls, finish_reason, usage)
 
     # -- event loop -----------------------------------------------------------------------------
     async def next_message(self) -> tuple[str, object]:

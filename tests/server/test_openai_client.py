@@ -1,0 +1,193 @@
+"""The official `openai` client against a real `gemma-edge serve` process on loopback. Oracle: the
+library (`Model.generate`, greedy, fresh KV cache) answering the same request in-process; the server
+must add nothing and lose nothing."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.server.conftest import library_answer, serve_argv, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = [{"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "What is the capital of France?"}]
+COUNTING = "1, 2, 3, 4, 5, 6,"  # a base model keeps counting: output that runs to max_tokens
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_and_health(server, client, embedded_model_path):
+    from gemma_edge.registry import resolve
+
+    _, entry = resolve(embedded_model_path)
+    assert [m.id for m in client.models.list().data] == [entry.name if entry else embedded_model_path.stem]
+    assert server.get("/health").json()["status"] == "ok"
+
+
+def test_chat_equals_the_library(client, library_model):
+    expected = library_answer(library_model, MESSAGES, temperature=0, max_tokens=16)
+    reply = client.chat.completions.create(model="any", messages=MESSAGES, temperature=0, max_tokens=16)
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == expected.content
+    assert choice.finish_reason == expected.finish_reason
+    assert reply.usage.prompt_tokens == expected.usage["prompt_tokens"]
+    assert reply.usage.completion_tokens == expected.usage["completion_tokens"]
+    assert reply.object == "chat.completion" and reply.id.startswith("chatcmpl-")
+
+
+def test_streamed_chat_equals_the_library(client, library_model):
+    expected = library_answer(library_model, MESSAGES, temperature=0, max_tokens=16)
+    chunks = list(client.chat.completions.create(model="any", messages=MESSAGES, temperature=0, max_tokens=16,
+                                                 stream=True, stream_options={"include_usage": True}))
+    with_choices = [c for c in chunks if c.choices]
+    assert with_choices[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in with_choices) == expected.content
+    assert with_choices[-1].choices[0].finish_reason == expected.finish_reason
+    assert all(c.choices[0].finish_reason is None for c in with_choices[:-1])
+    assert chunks[-1].usage.completion_tokens == expected.usage["completion_tokens"]
+    assert len({c.id for c in chunks}) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_text_completion_equals_the_library(client, library_model, stream):
+    expected = library_answer(library_model, "The three primary colours are", raw=True, temperature=0, max_tokens=12)
+    if stream:
+        chunks = list(client.completions.create(model="any", prompt="The three primary colours are", temperature=0,
+                                                max_tokens=12, stream=True))
+        text, finish = "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason
+    else:
+        reply = client.completions.create(model="any", prompt="The three primary colours are", temperature=0,
+                                          max_tokens=12)
+        text, finish = reply.choices[0].text, reply.choices[0].finish_reason
+        assert reply.usage.completion_tokens == expected.usage["completion_tokens"]
+    assert text == expected.content and finish == expected.finish_reason == "length"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_string_cuts_the_output(client, library_model, stream):
+    full = library_answer(library_model, COUNTING, raw=True, temperature=0, max_tokens=24).content
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    expected = full[:full.find(stop)]
+    kw = dict(model="any", prompt=COUNTING, temperature=0, max_tokens=24, stop=[stop, "never-seen-xyz"])
+    if stream:
+        chunks = list(client.completions.create(stream=True, **kw))
+        text, finish = "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason
+    else:
+        reply = client.completions.create(**kw)
+        text, finish = reply.choices[0].text, reply.choices[0].finish_reason
+    assert text == expected and finish == "stop"
+
+
+def test_json_schema_response_format_is_enforced(client):
+    sch = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 12}},
+           "required": ["capital"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model="any", messages=MESSAGES, temperature=0, max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": sch}})
+    assert reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(reply.choices[0].message.content), sch)
+
+
+@pytest.mark.parametrize("messages, code_or_text", [
+    ([{"role": "wizard", "content": "hi"}], "messages[0].role"),
+    ([{"role": "user", "content": "word " * 3000}], "context_length_exceeded"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}],
+     "not supported yet"),
+])
+def test_bad_requests_are_400_through_the_client(client, messages, code_or_text):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="any", messages=messages, max_tokens=4)
+    assert e.value.status_code == 400
+    error = e.value.body
+    assert code_or_text in (error.get("code"), error.get("param")) or code_or_text in error["message"]
+
+
+def test_prompt_cache_reports_cached_tokens(embedded_model_path):
+    """With the cache on (the default), a repeated prompt is only partly evaluated again."""
+    running = start_server(serve_argv(embedded_model_path))
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+        first = client.chat.completions.create(model="m", messages=MESSAGES, temperature=0, max_tokens=2)
+        second = client.chat.completions.create(model="m", messages=MESSAGES, temperature=0, max_tokens=2)
+        assert first.usage.prompt_tokens == second.usage.prompt_tokens
+        assert second.usage.prompt_tokens_details.cached_tokens == second.usage.prompt_tokens - 1
+        assert second.choices[0].message.content == first.choices[0].message.content
+    finally:
+        stop_server(running)
+
+
+def test_disconnect_cancels_the_generation(server):
+    """A client that leaves mid-stream frees the model at once, not after its 1000 tokens."""
+    body = {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
+                break  # generation is running
+    deadline = time.monotonic() + 5
+    while server.get("/health").json()["busy"]:
+        assert time.monotonic() < deadline, "generation still running 5 s after the client left"
+        time.sleep(0.05)
+    done = server.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1})
+    assert done.status_code == 200
+
+
+def test_api_key(embedded_model_path):
+    key = "sk-test-" + "k3y" * 8
+    running = start_server(serve_argv(embedded_model_path, "--api-key", key))
+    try:
+        anonymous = openai.OpenAI(base_url=running.url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.models.list()
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1)
+        assert running.post("/v1/completions", json={"prompt": "x"}).status_code == 401  # no header at all
+        assert running.get("/health").status_code == 200
+        keyed = openai.OpenAI(base_url=running.url + "/v1", api_key=key, max_retries=0)
+        assert keyed.chat.completions.create(model="m", messages=MESSAGES, max_tokens=2).choices
+        assert key not in running.log() and "k3yk3y" not in running.log()
+    finally:
+        stop_server(running)
+
+
+def test_timeout_and_full_queue(embedded_model_path):
+    running = start_server(serve_argv(embedded_model_path, "--timeout", "2", "--max-queue", "1"))
+    try:
+        long = {"prompt": COUNTING, "max_tokens": 2000, "temperature": 0}
+        answers = {}
+
+        def call(name):
+            started = time.monotonic()
+            answers[name] = (running.post("/v1/completions", json=long), time.monotonic() - started)
+
+        first = threading.Thread(target=call, args=("first",))
+        first.start()
+        deadline = time.monotonic() + 5
+        while not running.get("/health").json()["busy"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = threading.Thread(target=call, args=("second",))
+        second.start()
+        while running.get("/health").json()["waiting"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        full = running.post("/v1/completions", json=long)
+        assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
+        first.join(30)
+        second.join(30)
+        for name in ("first", "second"):
+            response, elapsed = answers[name]
+            assert response.status_code == 504 and response.json()["error"]["code"] == "timeout", name
+            assert elapsed < 10
+        assert running.get("/health").json() == {"status": "ok", "busy": False, "waiting": 0}
+    finally:
+        stop_server(running)
