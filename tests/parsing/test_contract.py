@@ -124,3 +124,24 @@ def test_format_names():
         assert parse_response("<|channel>thought\nx<channel|>y", format=fmt)["thinking"] == "x"
     with pytest.raises(ValueError, match="unknown output format"):
         parse_response("x", format="llama")
+
+
+def test_huge_integer_kept_exact():
+    """Beyond CPython's 4,300-digit int() limit; the oracle is int() with the limit lifted."""
+    import sys
+
+    digits = "9" + "0123456789" * 1000
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        expected = -int(digits)
+    finally:
+        sys.set_int_max_str_digits(old)
+    got = parse_response(f"<|tool_call>call:f{{n:-{digits}}}<tool_call|>", format="gemma4")
+    assert got["tool_calls"][0]["function"]["arguments"]["n"] == expected
+
+
+def test_absurd_nesting_is_an_invalid_call_not_a_crash():
+    got = parse_response("<|tool_call>call:f{a:" + "[" * 5000 + "<tool_call|>Next", format="gemma4")
+    assert (got["tool_calls"], got["content"]) == ([], "Next")
+    assert [e["kind"] for e in got["errors"]] == ["invalid_tool_call"]
