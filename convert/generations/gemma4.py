@@ -104,7 +104,12 @@ def refuse_kv_reuse_mismatch(hp: HParams, types: Sequence[str]) -> None:
 
 
 def _refuse_unsupported(hp: HParams) -> tuple[dict, dict]:
-    refuse_common(ARCH, hp, "hidden_activation")
+    # "vision" (26B-A4B, 31B) makes only image tokens attend both ways; text stays causal, like llama.cpp
+    bidirectional = hp.get("use_bidirectional_attention")
+    if bidirectional not in (None, False, "vision"):
+        raise UnsupportedConfig(f"llama.cpp's gemma4 runtime keeps text attention causal, but "
+                                f"use_bidirectional_attention is {bidirectional!r}")
+    refuse_common(ARCH, HParams({**hp, "use_bidirectional_attention": None}), "hidden_activation")
     full, swa = rope_parameters(hp)
     if full.get("rope_type") != "proportional":
         raise UnsupportedConfig(f"llama.cpp's gemma4 converter supports only proportional rope on full-attention "

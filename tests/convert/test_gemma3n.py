@@ -56,7 +56,7 @@ def transformers_logits(runtime_sparsity: bool = False) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("type_name", ["f32", "f16"])
+@pytest.mark.parametrize("type_name", ["f32", "f16", "q8_0"])
 def test_same_as_reference_where_its_gguf_loads(type_name: str, tmp_path: Path) -> None:
     """On a checkpoint that stores the shared layers' K/V (like Google's files), the reference's GGUF loads
     and ours is the same, byte for byte; on the transformers 5.x checkpoint (no shared K/V) ours is still the

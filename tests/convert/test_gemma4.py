@@ -66,7 +66,7 @@ def decisive_rows(kind: str) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("type_name", ["f32", "f16"])
+@pytest.mark.parametrize("type_name", ["f32", "f16", "q8_0"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_same_tensors_and_metadata_as_reference(kind: str, type_name: str, tmp_path: Path) -> None:
     ours = convert_with_ours(gemma4_checkpoint(kind), tmp_path / "ours.gguf", type_name)
@@ -245,6 +245,18 @@ def test_refuses_full_layer_rope_other_than_proportional(tmp_path: Path) -> None
     rope["full_attention"] = {"rope_type": "default", "rope_theta": 1e6}
     checkpoint = _with_config(gemma4_checkpoint("dense"), tmp_path / "ckpt", rope_parameters=rope)
     assert "proportional rope" in _refusal(checkpoint, tmp_path / "out.gguf")
+
+
+@pytest.mark.slow
+def test_vision_bidirectional_attention_converts_as_causal_text_and_all_is_refused(tmp_path: Path) -> None:
+    """26B-A4B and 31B configs say use_bidirectional_attention "vision": only image tokens attend both ways
+    (transformers masks text causally), so the text GGUF is the same; "all" makes text bidirectional."""
+    source = gemma4_checkpoint("dense")
+    vision = _with_config(source, tmp_path / "vision", use_bidirectional_attention="vision")
+    ours = convert_with_ours(vision, tmp_path / "vision.gguf", "f32")
+    assert gguf_differences(ours, reference_gguf("dense", "f32")) == []
+    every = _with_config(source, tmp_path / "all", use_bidirectional_attention="all")
+    assert "use_bidirectional_attention is 'all'" in _refusal(every, tmp_path / "all.gguf")
 
 
 def test_rope_freqs_freeze_the_pairs_proportional_rope_leaves_alone(tmp_path: Path) -> None:
