@@ -85,11 +85,11 @@ class StreamParser:
         self._label_open = False
         self._state = CONTENT
         markers = syntax.all_markers()
-        self._markers = markers
         self._text_re = _alternation(markers)
+        # What ends a call block: its close marker, or (when the model left it out) the next
+        # call, the model's request for the result, or the end of the message.
         call_ends = [m for m in (syntax.call_close, syntax.call_open, syntax.response_open,
                                  *syntax.end_markers) if m]
-        self._call_ends = call_ends
         self._call_re = _alternation(call_ends)
         self._text_prefixes = _Prefixes(markers)
         self._call_prefixes = _Prefixes(call_ends)
