@@ -41,6 +41,7 @@ def test_case_streamed(case):
     check_stream(case.get("chunks") or [text[:len(text) // 2], text[len(text) // 2:]], fmt, **options)
 
 
+@pytest.mark.slow  # imports transformers and fetches the 5.12 wheel once
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_transformers_verdicts_recorded(case):
     ours = parse_response(corpus.text_of(case), format=case.get("format", "gemma4"), **corpus.options_of(case))

@@ -109,6 +109,7 @@ def test_any_chunking_reassembles_to_whole_parse(text, cuts, fmt, opts):
     check_stream(list(text), fmt, **opts)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(st.text(max_size=10_000), st.text(min_size=2_000, max_size=10_000),
                      st.lists(pieces, min_size=100, max_size=400).map("".join).map(lambda t: t[:10_000])),
@@ -137,6 +138,7 @@ def _detokenized_pieces(vocab, text: str) -> list[str]:
     return [decoder.decode(vocab.detokenize([t], special=True)) for t in tokens] + [decoder.decode(b"", final=True)]
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(text=outputs, rare=st.text(alphabet=st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF) | st.characters(min_codepoint=0x20000, max_codepoint=0x2A6DF), min_size=1, max_size=6))
 def test_token_by_token_detokenization(gemma4_vocab, text, rare):
