@@ -145,3 +145,30 @@ def test_absurd_nesting_is_an_invalid_call_not_a_crash():
     got = parse_response("<|tool_call>call:f{a:" + "[" * 5000 + "<tool_call|>Next", format="gemma4")
     assert (got["tool_calls"], got["content"]) == ([], "Next")
     assert [e["kind"] for e in got["errors"]] == ["invalid_tool_call"]
+
+
+_USER = [{"role": "user", "content": "weather?"}]
+_AFTER_TOOL = _USER + [
+    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                          "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+
+
+@pytest.mark.parametrize("fmt, messages, thinking_on, output, thinking, content", [
+    # large models, thinking off: the prompt pre-closes an empty channel
+    ("gemma4-large", _USER, False, "It is sunny.", None, "It is sunny."),
+    # thinking on after a tool response: the prompt opens the channel itself
+    ("gemma4-small", _AFTER_TOOL, True, "The tool said sunny.<channel|>Sunny in Paris.",
+     "The tool said sunny.", "Sunny in Paris."),
+    # thinking off after a tool response: the model continues its turn with the answer
+    ("gemma4-small", _AFTER_TOOL, False, "Sunny in Paris.<turn|>", None, "Sunny in Paris."),
+    # thinking on, fresh turn: the model opens the channel
+    ("gemma4-small", _USER, True, "<|channel>thought\nCheck.<channel|>Let me look.", "Check.", "Let me look."),
+])
+def test_prompt_tail_is_the_real_generation_prompt(fmt, messages, thinking_on, output, thinking, content):
+    """The whole prompt the Gemma 4 renderer produces can be passed as `prompt_tail`."""
+    from gemma_edge.formats import render_prompt
+
+    prompt = render_prompt(messages, format=fmt, enable_thinking=thinking_on)
+    got = parse_response(output, format=fmt, prompt_tail=prompt, enable_thinking=thinking_on)
+    assert (got["thinking"], got["content"]) == (thinking, content)
