@@ -120,6 +120,12 @@ class StreamParser:
         self._process(delta, final=False)
         return self._take_events()
 
+    @property
+    def state(self) -> str:
+        """Where the output is now: "content", "thinking" (inside a thought block: what a
+        thinking budget counts), "call" (inside a call block) or "done" (after an end marker)."""
+        return self._state
+
     def _may_hold_marker(self, delta: str) -> bool:
         first = self._first_chars
         return first in delta if len(first) == 1 else any(c in delta for c in first)

@@ -98,3 +98,13 @@ def test_large_call_streams_in_linear_time():
     _events, closed = feed_all(split_every(text, 4), "gemma4")
     assert time.perf_counter() - start < 2.0
     assert closed["tool_calls"][0]["function"]["arguments"]["content"] == body
+
+
+def test_state_follows_the_output():
+    parser = StreamParser("gemma4")
+    seen = []
+    for delta in ["Hi", "<|channel>", "thought\nhm", "<channel|>", "<|tool_call>call:f{", "}<tool_call|>", "ok<turn|>"]:
+        parser.feed(delta)
+        seen.append(parser.state)
+    assert seen == ["content", "thinking", "thinking", "content", "call", "content", "done"]
+    assert StreamParser("gemma4", prompt_tail="<|turn>model\n<|channel>thought\n").state == "thinking"
