@@ -88,7 +88,11 @@ class Model:
         self.entry = entry
         self.format = format or (entry.raw.get("format") if entry else None) or facts.format
         self.facts: ModelFacts = facts
-        self.engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+        from gemma_edge.formats import get_format
+
+        turn_format = get_format(self.format)
+        self.engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                             stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers))
         self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
         self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
         caps = entry.capabilities if entry else {}

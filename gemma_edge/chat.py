@@ -37,9 +37,12 @@ def tool_rounds(model, history: list[dict], *, tools=None, execute_tools: bool =
     the results as tool messages (yielded as `tool_result` events) and generate again. `history` is
     extended in place with every message produced; the generator returns the last Response."""
     callables = _callables(tools)
+    grammar = options.pop("grammar", None)
     rounds = 0
     while True:
-        stream = model.stream(history, tools=tools, **options)
+        # A list of grammars constrains each round in turn (scripted sessions, tests).
+        round_grammar = grammar[min(rounds, len(grammar) - 1)] if isinstance(grammar, (list, tuple)) else grammar
+        stream = model.stream(history, tools=tools, grammar=round_grammar, **options)
         yield from stream
         response = stream.response
         history.append(response.message())

@@ -97,7 +97,8 @@ class Engine:
     """A loaded model. Not thread-safe by itself: callers serialise through `lock`."""
 
     def __init__(self, path: str | Path, *, facts: ModelFacts | None = None, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_batch: int = 512, verbose: bool = False):
+                 n_threads: int | None = None, n_batch: int = 512, stop_markers: Sequence[str] = (),
+                 verbose: bool = False):
         self.facts = facts or read_model_facts(path)
         n_ctx = int(n_ctx or min(self.facts.context_length, DEFAULT_CONTEXT))
         if n_ctx < 16:
@@ -119,10 +120,13 @@ class Engine:
         self.tokenizer = SegmentTokenizer(self.llm)
         self.n_ctx = n_ctx
         self.lock = threading.RLock()
+        # Generation ends at EOS, the model's end-of-turn marker, and any marker the turn format hands
+        # back to the runtime (e.g. Gemma 4's <|tool_response>: the runtime supplies the response).
         self.stop_ids = {self.llm.token_eos()}
-        end = self.special_id(self.facts.end_of_turn)
-        if end is not None:
-            self.stop_ids.add(end)
+        for marker in (self.facts.end_of_turn, *stop_markers):
+            token = self.special_id(marker)
+            if token is not None:
+                self.stop_ids.add(token)
 
     def special_id(self, marker: str) -> int | None:
         ids = self.llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
@@ -196,13 +200,14 @@ class Engine:
             try:
                 pending: list[int] = []
                 while len(gen.tokens) < gen.max_tokens:
+                    if not pending and gen.intervene is not None:
+                        pending = list(gen.intervene(gen.tokens) or ())
                     if pending:
+                        # A forced token: the sampler (and its grammar) must see it as chosen.
                         token = pending.pop(0)
+                        sampler.accept(token)
                     else:
                         token = sampler.sample(llm._ctx, -1)
-                        forced = gen.intervene(gen.tokens) if gen.intervene else None
-                        if forced:
-                            token, pending = forced[0], list(forced[1:])
                     if gen.timings.first_token_s is None:
                         gen.timings.first_token_s = time.perf_counter() - start
                     if token in self.stop_ids:
