@@ -187,3 +187,15 @@ def test_results_are_text_or_json():
 
     assert run_tool_call({"function": {"name": "text"}}, {"text": text})["content"] == "plain"
     assert json.loads(run_tool_call({"function": {"name": "data"}}, {"data": data})["content"]) == {"temp": 21.5, "ok": True}
+
+
+def test_callables_as_parse_response_tools_enable_schema_repairs():
+    def write(path: str, content: str) -> str:
+        """Write a file."""
+        return path
+
+    text = "<|tool_call>call:write{path:a.txt,content:hello, world}<tool_call|>"
+    got = parse_response(text, format="gemma4", tools=[write])
+    assert got["tool_calls"] == [{"type": "function", "function": {
+        "name": "write", "arguments": {"path": "a.txt", "content": "hello, world"}}}]
+    assert parse_response(text, format="gemma4")["tool_calls"] == []
