@@ -75,6 +75,9 @@ def write_gguf(
         size = partial.stat().st_size
         os.replace(partial, path)
         return size
+    except OSError as error:
+        _discard(writer, partial)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     except BaseException:
         _discard(writer, partial)
         raise

@@ -16,6 +16,8 @@ import numpy as np
 
 from tests.convert.tiny import cached_dir
 
+CONTROL, USER_DEFINED = 3, 4  # GGUF token types
+
 # GGUF name (after blk.N.) → HF name (after model.layers.N.), the inverse of convert/generations/gemma3.py
 LAYER_NAMES = {
     "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
@@ -126,14 +128,21 @@ def build_real_checkpoint(directory: Path, gguf_path: Path) -> None:
     (directory / "tokenizer.model").write_bytes(sentencepiece_model(
         tokens, [float(s) for s in meta["tokenizer.ggml.scores"]], [int(t) for t in meta["tokenizer.ggml.token_type"]], ids
     ))
+    types = [int(t) for t in meta["tokenizer.ggml.token_type"]]
     tokenizer_config = {
         "tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
         "pad_token": "<pad>", "add_bos_token": True, "add_eos_token": False,
+        # as in Google's file: control and user-defined tokens (whitespace runs, markup) listed explicitly
+        "added_tokens_decoder": {
+            str(i): {"content": tokens[i], "special": kind == CONTROL, "lstrip": False, "rstrip": False,
+                     "normalized": False, "single_word": False}
+            for i, kind in enumerate(types) if kind in (CONTROL, USER_DEFINED)
+        },
     }
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
 
 
 def real_checkpoint(gguf_path: Path | None = None) -> Path:
     gguf_path = gguf_path or embedded_gguf_path()
-    recipe = {"source": gguf_path.name, "size": gguf_path.stat().st_size, "v": 1}
+    recipe = {"source": gguf_path.name, "size": gguf_path.stat().st_size, "v": 2}
     return cached_dir("hf-gemma3-270m", recipe, lambda d: build_real_checkpoint(d, gguf_path))

@@ -54,8 +54,13 @@ def cached_dir(kind: str, recipe: Any, build: Callable[[Path], None]) -> Path:
     try:
         build(staging)
         (staging / ".complete").write_text(json.dumps(recipe, sort_keys=True, default=str))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
+        if target.exists() and not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)  # a leftover of an interrupted older layout
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / ".complete").exists():  # else a concurrent build finished first: use it
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
