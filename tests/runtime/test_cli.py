@@ -157,3 +157,28 @@ def test_help_teaches():
     for command in ("run", "chat", "info", "list", "pull"):
         assert command in result.stdout
     assert "--temperature" in invoke("run", "--help").stdout
+
+
+def test_ctrl_c_stops_the_reply_not_the_chat(tmp_path):
+    import signal
+    import time
+
+    saved = tmp_path / "after.json"
+    proc = subprocess.Popen([sys.executable, "-m", "gemma_edge", "chat", "-t", "0", "-n", "3000", "--ctx-size", "4096"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    try:
+        assert "not instruction-tuned" in proc.stderr.readline()  # the model is loaded
+        proc.stdin.write("Write a very long story about the sea.\n")
+        proc.stdin.flush()
+        assert proc.stdout.read(1)  # the reply is streaming
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write(f"/save {saved}\n/exit\n")
+        proc.stdin.flush()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "(stopped)" in err and "Traceback" not in err
+    assert json.loads(saved.read_text())["messages"] == []  # the interrupted exchange left no trace
