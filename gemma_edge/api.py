@@ -41,6 +41,7 @@ class ResponseStream:
         else:
             for delta in gen:
                 yield from self.parser.feed(delta)
+            yield from self.parser.finish()  # what only the end decides: held-back text, an unclosed call
             parsed = self.parser.close()
         finish = gen.finish_reason or "stop"
         if parsed.get("tool_calls") and finish == "stop":
