@@ -11,8 +11,8 @@ writes it back as `tokenizer.json` (262,144 tokens with all merges), `vocab="tin
 the real one and both can be checked against that GGUF.
 
 `tiny_gemma4_gguf(kind, outtype)` is the entry point for end-to-end tests that need a real Gemma 4 GGUF
-(`<|channel>`, `<|tool_call>`, `<|"|>` … are real tokens); everything is cached under the test cache dir,
-keyed by a hash of the recipe, so only the first call in a fresh cache pays for building.
+(`<|channel>`, `<|tool_call>`, `<|"|>` … are real tokens). Checkpoints are cached under the test cache dir,
+keyed by a hash of their recipe; the GGUF is converted by the current converter once per test session.
 """
 from __future__ import annotations
 
