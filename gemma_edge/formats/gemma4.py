@@ -230,8 +230,8 @@ def _tool_message(out: SegmentWriter, tool_calls: Sequence[Any], follower: Mappi
     elif is_sequence(body):
         if not all(isinstance(p, Mapping) for p in body):
             raise TemplateError("'str object' has no attribute 'get'")
-        texts = [p.get("text", "") for p in body if p.get("type") == "text"]
-        if not all(isinstance(t, str) for t in texts):
+        texts = [p.get("text") for p in body if p.get("type") == "text"]
+        if not all(isinstance(t, str) for t in texts):  # the template's `'' + None` fails
             raise TemplateError("a text part of a tool message has no string 'text'")
         values.tool_response(out, name, "".join(texts), table.notation)
         for part in body:
@@ -292,7 +292,8 @@ def _repair(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Make a conversation the template rejects renderable:
 
     * tool-call arguments given as a JSON string (OpenAI style) are parsed; missing ones are {};
-    * content parts that are bare strings become text parts;
+    * content parts that are bare strings become text parts; a text part without a string text
+      has the empty text (or its printed value);
     * a mapping as a tool message's content is the tool's response object (`key:value,…`);
     * a mapping as any other message's content is ignored, as the template ignores its keys.
     """
@@ -303,12 +304,19 @@ def _repair(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
             message["tool_calls"] = [_repair_call(call) for call in message["tool_calls"]]
         content = message.get("content")
         if isinstance(content, (list, tuple)):
-            message["content"] = [{"type": "text", "text": p} if isinstance(p, str) else p
-                                  for p in content if isinstance(p, (str, Mapping))]
+            message["content"] = [_repair_part(p) for p in content if isinstance(p, (str, Mapping))]
         elif isinstance(content, Mapping) and message.get("role") != "tool":
             message["content"] = []  # a tool message's mapping is rendered as the response object
         repaired.append(message)
     return repaired
+
+
+def _repair_part(part: Any) -> Any:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if part.get("type") == "text" and not isinstance(part.get("text"), str):
+        return {**part, "text": "" if part.get("text") is None else printed(part["text"])}
+    return part
 
 
 def _repair_call(call: Any) -> Any:

@@ -78,6 +78,10 @@ def test_gemma4_repairs(template, format_name):
          {"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "function", "function": tool}]}),
         ({"messages": [{"role": "user", "content": ["plain", {"type": "image"}]}]},
          {"messages": [{"role": "user", "content": [{"type": "text", "text": "plain"}, {"type": "image"}]}]}),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [parsed]},
+                       {"role": "tool", "content": [{"type": "text"}, {"type": "text", "text": "r"}]}]},
+         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [parsed]},
+                       {"role": "tool", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "r"}]}]}),
     ]
     for given, repaired in cases:
         for thinking in (False, True):
