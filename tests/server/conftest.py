@@ -48,12 +48,14 @@ def start_server(argv: list[str], env: dict | None = None) -> RunningServer:
             server.url = match.group(1)
             break
         if process.poll() is not None:
+            log = server.log()
             stop_server(server)
-            pytest.fail(f"server exited with {process.returncode}:\n{server.log()[-3000:]}")
+            pytest.fail(f"server exited with {process.returncode}:\n{log[-3000:]}")
         time.sleep(0.1)
     else:
+        log = server.log()
         stop_server(server)
-        pytest.fail(f"server did not start within {START_TIMEOUT_S} s:\n{server.log()[-3000:]}")
+        pytest.fail(f"server did not start within {START_TIMEOUT_S} s:\n{log[-3000:]}")
     while time.monotonic() < deadline:  # the URL is printed just before uvicorn accepts
         try:
             if httpx.get(server.url + "/health", timeout=2).status_code == 200:
