@@ -126,19 +126,50 @@ def test_prompt_cache_reports_cached_tokens(embedded_model_path):
         stop_server(running)
 
 
-def test_disconnect_cancels_the_generation(server):
-    """A client that leaves mid-stream frees the model at once, not after its 1000 tokens."""
-    body = {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0, "stream": True}
-    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
-                break  # generation is running
-    deadline = time.monotonic() + 5
-    while server.get("/health").json()["busy"]:
-        assert time.monotonic() < deadline, "generation still running 5 s after the client left"
-        time.sleep(0.05)
-    done = server.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1})
-    assert done.status_code == 200
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_disconnect_cancels_the_generation(server, stream):
+    """A client that leaves frees the model at once, not after its 1000 tokens."""
+    body = {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0, "stream": stream}
+    if stream:
+        with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
+                    break  # generation is running
+    else:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.5))
+    wait_until(lambda: not server.get("/health").json()["busy"], 5,
+               "generation still running 5 s after the client left")
+    assert server.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1}).status_code == 200
+
+
+def test_queue_is_first_come_first_served(server):
+    """Requests that wait for the model get it in arrival order."""
+    finished = []
+
+    def call(name):
+        server.post("/v1/completions", json={"prompt": f"{name} says", "max_tokens": 1})
+        finished.append(name)
+
+    blocker = {"prompt": COUNTING, "max_tokens": 1000, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=blocker, timeout=60) as response:
+        lines = response.iter_lines()
+        next(lines)
+        threads = []
+        for i, name in enumerate(["first", "second", "third", "fourth"]):
+            threads.append(threading.Thread(target=call, args=(name,)))
+            threads[-1].start()
+            wait_until(lambda: server.get("/health").json()["waiting"] == i + 1, 10, f"{name} never queued")
+    for thread in threads:
+        thread.join(60)
+    assert finished == ["first", "second", "third", "fourth"]
 
 
 def test_api_key(embedded_model_path):
@@ -171,15 +202,10 @@ def test_timeout_and_full_queue(embedded_model_path):
 
         first = threading.Thread(target=call, args=("first",))
         first.start()
-        deadline = time.monotonic() + 5
-        while not running.get("/health").json()["busy"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: running.get("/health").json()["busy"], 5, "first request never started")
         second = threading.Thread(target=call, args=("second",))
         second.start()
-        while running.get("/health").json()["waiting"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: running.get("/health").json()["waiting"] == 1, 5, "second request never queued")
         full = running.post("/v1/completions", json=long)
         assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
         first.join(30)
@@ -191,3 +217,19 @@ def test_timeout_and_full_queue(embedded_model_path):
         assert running.get("/health").json() == {"status": "ok", "busy": False, "waiting": 0}
     finally:
         stop_server(running)
+
+
+def test_serve_refuses_a_busy_port_in_one_line(embedded_model_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "gemma_edge", "serve", str(embedded_model_path),
+                                 "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"gemma-edge: error: cannot listen on 127.0.0.1:{port} (Address already in use)"]
