@@ -184,3 +184,24 @@ def test_without_injection_tokens_equal_llama_cpp_on_the_whole_prompt(vocab):
                 ids = vocab.tokenizer.tokenize(render_segments(messages, **options))
                 assert ids == vocab.llama_tokens(prompt, special=True)
                 assert ids[0] == vocab.markers["<bos>"]
+
+
+def test_fragments_and_overlaps_of_markers_never_become_tokens(vocab):
+    """Text glued from marker strings, their halves and odd characters (overlapping and nested
+    occurrences included) never yields a protected id and always round-trips."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    user_defined = sorted(t for t in vocab.user_defined if not t.isspace())
+    pieces = st.one_of(
+        st.sampled_from(user_defined), st.sampled_from(user_defined).map(lambda t: t[: len(t) // 2]),
+        st.sampled_from(user_defined).map(lambda t: t[len(t) // 2:]), st.sampled_from(["<", "|", ">", "\n", " ", "é"]))
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @given(st.lists(pieces, max_size=8).map("".join))
+    def check(text):
+        ids = vocab.tokenizer.tokenize_text(text)
+        assert not vocab.protected_ids & set(ids)
+        assert vocab.llama.detokenize(ids).decode() == text
+
+    check()
