@@ -67,7 +67,7 @@ class Generation:
                 "total_tokens": len(self.prompt_tokens) + len(self.tokens)}
 
 
-def _silence_llama_logs(lc) -> None:
+def silence_llama_logs(lc) -> None:
     """llama.cpp logs to stderr even with verbose=False; keep it quiet unless GEMMA_EDGE_DEBUG is set."""
     if os.environ.get("GEMMA_EDGE_DEBUG"):
         return
@@ -107,7 +107,7 @@ class Engine:
             raise GemmaEdgeError(f"context size {n_ctx} is larger than the model's {self.facts.context_length} tokens")
         check_fits(self.facts, n_ctx)
         lc = llama_cpp()
-        _silence_llama_logs(lc)
+        silence_llama_logs(lc)
         self.n_threads = int(n_threads or physical_cores())
         try:
             self.llm = lc.Llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),

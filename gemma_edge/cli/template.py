@@ -60,11 +60,11 @@ def _format_name(explicit: str | None, model_path: Path | None) -> str:
 
 def _open_vocab(path: Path):
     """The model's tokenizer only (no weights), quietly."""
-    from gemma_edge.engine import _silence_llama_logs
+    from gemma_edge.engine import silence_llama_logs
     from gemma_edge.llama import llama_cpp
 
     lc = llama_cpp()
-    _silence_llama_logs(lc)
+    silence_llama_logs(lc)
     return lc.Llama(str(path), vocab_only=True, verbose=False)
 
 
