@@ -27,6 +27,19 @@ RECIPES = {
         "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
                             "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
     }),
+    # Gemma 3 4B-style multimodal checkpoint (legacy layout: language_model.model.*, vision_tower.*)
+    "gemma3-mm": ("Gemma3ForConditionalGeneration", "Gemma3Config", {
+        "text_config": {**COMMON, "num_hidden_layers": 7, "query_pre_attn_scalar": 16, "sliding_window": 4},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        "mm_tokens_per_image": 4, "boi_token_index": 397, "eoi_token_index": 398, "image_token_index": 399,
+    }),
+    # layer_types that differ from llama.cpp's period-6 default: needs the sliding_window_pattern array
+    "gemma3-pattern": ("Gemma3ForCausalLM", "Gemma3TextConfig", {
+        **COMMON, "num_hidden_layers": 7, "query_pre_attn_scalar": 16, "sliding_window": 4,
+        "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention",
+                        "sliding_attention", "sliding_attention", "sliding_attention"],
+    }),
     # H and F multiples of 256 so K-quants apply without fallbacks
     "gemma3-k": ("Gemma3ForCausalLM", "Gemma3TextConfig", {
         **COMMON, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 3,
