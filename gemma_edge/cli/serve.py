@@ -46,9 +46,9 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
           max_queue, max_body_size, max_tokens_limit, no_prompt_cache):
     """Serve MODEL over an OpenAI-compatible HTTP API (default: 127.0.0.1:8080).
 
-    \b
     Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
     GET /openapi.json.
+
     \b
       gemma-edge serve gemma-3-1b-it
       curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\

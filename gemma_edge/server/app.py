@@ -23,7 +23,7 @@ from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.server import mapping, schema
 from gemma_edge.server.errors import RequestError, error_body
 from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
-from gemma_edge.server.security import Guard, allowed_hosts
+from gemma_edge.server.security import ApiKey, HostAllowlist, allowed_hosts
 
 log = logging.getLogger("gemma_edge.server")
 MAX_NESTING = 64
@@ -59,12 +59,14 @@ def create_app(model, config: ServerConfig) -> Starlette:
         Route("/health", server.health, methods=["GET"]),
         Route("/openapi.json", server.openapi, methods=["GET"]),
     ]
-    middleware = [Middleware(Guard, hosts=allowed_hosts(config.bind_host, config.allow_hosts), api_key=config.api_key)]
+    middleware = [Middleware(HostAllowlist, hosts=allowed_hosts(config.bind_host, config.allow_hosts))]
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"]))
+    if config.api_key is not None:
+        middleware.append(Middleware(ApiKey, api_key=config.api_key))
     handlers = {RequestError: _request_error, HTTPException: _http_error, Exception: _unexpected_error}
 
     @contextlib.asynccontextmanager

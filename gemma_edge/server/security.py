@@ -46,21 +46,33 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-class Guard:
-    """ASGI middleware: Host allowlist, then the API key (except for OPEN_PATHS)."""
+class HostAllowlist:
+    """ASGI middleware: refuse requests whose Host header names a host we do not answer to."""
 
-    def __init__(self, app, *, hosts: frozenset[str] | None, api_key: str | None):
-        self.app, self.hosts, self._api_key = app, hosts, api_key
+    def __init__(self, app, *, hosts: frozenset[str] | None):
+        self.app, self.hosts = app, hosts
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.hosts is not None and host_name(headers.get("host", "")) not in self.hosts:
-            return await _reply(send, 400, "Host header not allowed (start the server with --allow-host NAME "
-                                            "to answer to another name)", code="host_not_allowed")
-        if self._api_key is not None and scope.get("path") not in OPEN_PATHS:
-            if not key_matches(bearer_token(headers.get("authorization")), self._api_key):
+        if scope["type"] == "http" and self.hosts is not None:
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"host"), "")
+            if host_name(host) not in self.hosts:
+                return await _reply(send, 400, "Host header not allowed (start the server with --allow-host NAME "
+                                                "to answer to another name)", code="host_not_allowed")
+        return await self.app(scope, receive, send)
+
+
+class ApiKey:
+    """ASGI middleware: require `Authorization: Bearer KEY` (except for OPEN_PATHS). Sits inside
+    the CORS middleware, so browsers' preflight requests (which carry no credentials) get answered."""
+
+    def __init__(self, app, *, api_key: str):
+        self.app, self._api_key = app, api_key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") not in OPEN_PATHS:
+            authorization = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                                  if k.lower() == b"authorization"), None)
+            if not key_matches(bearer_token(authorization), self._api_key):
                 return await _reply(send, 401, "missing or wrong API key (send Authorization: Bearer KEY)",
                                     code="invalid_api_key", extra_headers=[(b"www-authenticate", b"Bearer")])
         return await self.app(scope, receive, send)

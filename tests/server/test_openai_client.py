@@ -27,7 +27,11 @@ def client(server):
 
 
 def test_models_and_health(server, client, embedded_model_path):
+    """Also: no CORS by default, so a web page cannot read answers."""
     from gemma_edge.registry import resolve
+
+    page = server.get("/v1/models", headers={"origin": "http://app.example"})
+    assert page.status_code == 200 and "access-control-allow-origin" not in page.headers
 
     _, entry = resolve(embedded_model_path)
     assert [m.id for m in client.models.list().data] == [entry.name if entry else embedded_model_path.stem]
@@ -174,7 +178,7 @@ def test_queue_is_first_come_first_served(server):
 
 def test_api_key(embedded_model_path):
     key = "sk-test-" + "k3y" * 8
-    running = start_server(serve_argv(embedded_model_path, "--api-key", key))
+    running = start_server(serve_argv(embedded_model_path, "--api-key", key, "--cors-origin", "http://app.example"))
     try:
         anonymous = openai.OpenAI(base_url=running.url + "/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
@@ -186,6 +190,15 @@ def test_api_key(embedded_model_path):
         keyed = openai.OpenAI(base_url=running.url + "/v1", api_key=key, max_retries=0)
         assert keyed.chat.completions.create(model="m", messages=MESSAGES, max_tokens=2).choices
         assert key not in running.log() and "k3yk3y" not in running.log()
+        # A browser's preflight carries no key; the configured origin gets CORS headers, others none.
+        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+        allowed = httpx.options(running.url + "/v1/chat/completions", headers={"origin": "http://app.example",
+                                                                               **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        other = httpx.options(running.url + "/v1/chat/completions", headers={"origin": "http://evil.example",
+                                                                             **preflight})
+        assert "access-control-allow-origin" not in other.headers
     finally:
         stop_server(running)
 
