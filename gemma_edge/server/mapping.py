@@ -121,7 +121,7 @@ def _message(message: dict, where: str) -> dict:
     calls = message.get("tool_calls") or []
     if calls and role != "assistant":
         raise RequestError(f"{where}.tool_calls: only assistant messages carry tool calls", param=f"{where}.tool_calls")
-    if content is None and not (role == "assistant"):
+    if content is None and role != "assistant":
         raise RequestError(f"{where}.content: a {role} message needs content", param=f"{where}.content")
     out["content"] = _content(content, f"{where}.content") if content is not None else ""
     if calls:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gemma_edge.server import mapping, schema
 from gemma_edge.server.errors import RequestError
+from tests.server.strategies import from_schema
 
 LIMITS = dict(default_max_tokens=512, max_tokens_limit=None)
 
@@ -181,3 +182,28 @@ def test_completion_json_is_a_valid_openai_completion():
     # (the wire sends finish_reason null until the last chunk; the client reads chunks without validation)
     Completion.model_validate(mapping.completion_chunk_json("t", completion_id="c", created=1, model="m",
                                                             finish_reason="stop"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=from_schema(schema.CHAT_REQUEST),
+       format=st.sampled_from(["gemma4-large", "gemma4-small", "functiongemma", "gemma3", "gemma2"]))
+def test_every_accepted_request_renders_in_every_format(body, format):
+    """What validation lets through never makes a renderer or parser fail with anything but the
+    template's own refusal (a 400): the fuzzing of the real server only reaches Gemma 3's format."""
+    from gemma_edge.formats import TemplateError, render_segments
+    from gemma_edge.parsing import StreamParser
+    from gemma_edge.tools import normalize_tools
+
+    try:
+        request = mapping.chat_request(body, **LIMITS)
+    except RequestError:
+        return
+    args = request.model_args
+    tools = normalize_tools(args["tools"])[0] if args["tools"] else None
+    thinking = bool(args["enable_thinking"])
+    try:
+        render_segments(request.prompt, format=format, tools=tools, enable_thinking=thinking,
+                        **args.get("template_vars", {}))
+    except TemplateError:
+        return
+    StreamParser(format, enable_thinking=thinking, prompt_tail="", tools=tools)

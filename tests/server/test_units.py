@@ -106,3 +106,18 @@ def test_key_comparison():
     assert not key_matches("ключ", "key")
     assert bearer_token("Bearer abc") == "abc" and bearer_token("bearer abc ") == "abc"
     assert bearer_token("Basic abc") is None and bearer_token(None) is None
+
+
+def test_api_key_stays_out_of_the_config_repr():
+    from gemma_edge.server import ServerConfig
+
+    assert "hunter2" not in repr(ServerConfig(model_id="m", api_key="hunter2"))
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
+                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
+                                            ("::", False), ("192.168.1.4", False), ("box.lan", False)])
+def test_non_loopback_hosts_are_recognised(host, loopback):
+    from gemma_edge.cli.serve import is_loopback
+
+    assert is_loopback(host) is loopback
