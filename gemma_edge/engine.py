@@ -98,21 +98,29 @@ class Engine:
 
     def __init__(self, path: str | Path, *, facts: ModelFacts | None = None, n_ctx: int | None = None,
                  n_threads: int | None = None, n_batch: int = 512, stop_markers: Sequence[str] = (),
-                 verbose: bool = False):
+                 verbose: bool = False, rpc: Sequence[str] | None = None, split: Sequence[float] | None = None):
+        """`rpc`: RPC workers (host:port) to split the layers across, in proportion to free memory or to
+        `split` (this machine first). A lost worker aborts this process: see gemma_edge.rpc.SupervisedEngine."""
         self.facts = facts or read_model_facts(path)
         n_ctx = int(n_ctx or min(self.facts.context_length, DEFAULT_CONTEXT))
         if n_ctx < 16:
             raise GemmaEdgeError(f"context size {n_ctx} is too small (at least 16 tokens)")
         if n_ctx > self.facts.context_length:
             raise GemmaEdgeError(f"context size {n_ctx} is larger than the model's {self.facts.context_length} tokens")
-        check_fits(self.facts, n_ctx)
         lc = llama_cpp()
         silence_llama_logs(lc)
+        self.placement = None
+        if rpc:  # the weights are spread over the workers: a whole-model fit check would be wrong
+            from gemma_edge.rpc import place_layers
+
+            self.placement = place_layers(rpc, self.facts.n_layers, split)
+        else:
+            check_fits(self.facts, n_ctx)
         self.n_threads = int(n_threads or physical_cores())
         try:
             self.llm = lc.Llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
                                 n_threads=self.n_threads, n_threads_batch=self.n_threads, use_mmap=True,
-                                verbose=verbose)
+                                verbose=verbose, **(self.placement.llama_options() if self.placement else {}))
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
         from gemma_edge.tokens import SegmentTokenizer

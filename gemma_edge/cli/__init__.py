@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": "gemma_edge.cli.bench:bench",
     "perplexity": "gemma_edge.cli.bench:perplexity",
     "doctor": "gemma_edge.cli.doctor:doctor",
+    "worker": "gemma_edge.cli.worker:worker",
     "convert": "convert.cli:convert_command",
     "quantize": "convert.cli:quantize_command",
 }
