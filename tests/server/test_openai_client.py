@@ -228,6 +228,11 @@ def test_timeout_and_full_queue(embedded_model_path):
             assert response.status_code == 504 and response.json()["error"]["code"] == "timeout", name
             assert elapsed < 10
         assert running.get("/health").json() == {"status": "ok", "busy": False, "waiting": 0}
+        # Streaming: the tokens so far, then an error event in OpenAI's shape, and the stream ends.
+        with httpx.stream("POST", running.url + "/v1/completions", json={**long, "stream": True}, timeout=30) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        assert r.status_code == 200 and events[0]["choices"][0]["text"]
+        assert events[-1]["error"]["code"] == "timeout"
     finally:
         stop_server(running)
 
