@@ -128,6 +128,7 @@ class Scheduler:
     def __init__(self, max_waiting: int):
         self.max_waiting = max_waiting
         self.waiting = 0
+        self.running: Job | None = None
         self._slot = asyncio.Lock()  # asyncio.Lock wakes its waiters in FIFO order
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gemma-edge-generation")
 
@@ -156,8 +157,16 @@ class Scheduler:
             raise
         finally:
             self.waiting -= 1
+        self.running = job
         future = asyncio.get_running_loop().run_in_executor(self._thread, job.run)
-        future.add_done_callback(lambda _: self._slot.release())
+        future.add_done_callback(lambda _: self._finished())
+
+    def _finished(self) -> None:
+        self.running = None
+        self._slot.release()
 
     def shutdown(self) -> None:
+        """Stop the generation in progress (the process cannot exit while its thread runs)."""
+        if self.running is not None:
+            self.running.cancel()
         self._thread.shutdown(wait=False, cancel_futures=True)

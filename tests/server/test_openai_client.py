@@ -251,3 +251,20 @@ def test_serve_refuses_a_busy_port_in_one_line(embedded_model_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"gemma-edge: error: cannot listen on 127.0.0.1:{port} (Address already in use)"]
+
+
+def test_stops_promptly_while_generating(embedded_model_path):
+    """SIGTERM during a long generation: the process exits within uvicorn's grace period, not after
+    the generation's 1000 tokens."""
+    running = start_server(serve_argv(embedded_model_path))
+    try:
+        streaming = httpx.stream("POST", running.url + "/v1/completions", timeout=60,
+                                 json={"prompt": COUNTING, "max_tokens": 1000, "temperature": 0, "stream": True})
+        with streaming as response:
+            next(response.iter_lines())
+            started = time.monotonic()
+            running.process.terminate()
+            running.process.wait(15)
+        assert time.monotonic() - started < 10
+    finally:
+        stop_server(running)
