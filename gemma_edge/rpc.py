@@ -18,6 +18,7 @@ Two facts shape the design:
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
@@ -270,6 +271,31 @@ def place_layers(endpoints: Sequence[str], n_layers: int, split: Sequence[float]
     return plan(n_layers, names, [float(w) for w in weights])
 
 
+@contextlib.contextmanager
+def plain_cpu_weights():
+    """Load models with the local CPU weights in plain buffers, as a worker holds them.
+
+    Locally llama.cpp repacks quantized weights for faster kernels (e.g. Q4_K in 8x8 interleaved
+    blocks on AVX2); a worker's RPC server cannot (it allocates plain CPU buffers). The two kernels
+    round differently, by up to ~1 logit on the 270M, so only with repacking off does a split run
+    compute exactly what a single process computes. Process-local: llama-cpp-python has no option."""
+    from gemma_edge.llama import llama_cpp
+
+    bindings = llama_cpp().llama_cpp
+    original = bindings.llama_model_default_params
+
+    def without_repacking():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = without_repacking
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
+
+
 # -- supervised distributed inference --------------------------------------------------------------------
 @dataclass
 class Completion:
@@ -291,6 +317,7 @@ class SupervisedEngine:
     split: Sequence[float] | None = None
     timeout: float = 120.0
     engine_options: dict = field(default_factory=dict)
+    repack: bool = True  # False: plain local CPU weights, numerically identical to an unsplit run
     placement: dict | None = None
     _process: multiprocessing.process.BaseProcess | None = None
     _conn: multiprocessing.connection.Connection | None = None
@@ -309,7 +336,7 @@ class SupervisedEngine:
         fd, self._log = tempfile.mkstemp(prefix="gemma-edge-rpc-", suffix=".log")
         os.close(fd)
         options = dict(self.engine_options, rpc=list(self.rpc), split=self.split)
-        self._process = context.Process(target=_child_main, args=(child, str(self.path), options, self._log),
+        self._process = context.Process(target=_child_main, args=(child, str(self.path), options, self.repack, self._log),
                                         daemon=True, name="gemma-edge-rpc")
         self._process.start()
         child.close()
@@ -350,7 +377,8 @@ class SupervisedEngine:
         detail = f"no answer for {self.timeout:.0f} s" if timed_out else _last_line(self._log)
         self.close()
         down = [e for e in self.rpc if not reachable(e, timeout=1.0)]
-        who = f"RPC worker {', '.join(down)} is gone" if down else f"lost the RPC workers ({', '.join(self.rpc)})"
+        who = (f"RPC worker {', '.join(down)} is gone" if down else
+               f"the distributed-inference process (workers {', '.join(self.rpc)}) stopped")
         raise RpcError(f"{who} while {doing}" + (f" ({detail})" if detail else "") +
                        "; restart `gemma-edge worker` there — the next request reconnects")
 
@@ -382,7 +410,7 @@ def _last_line(path: str | None) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def _child_main(conn, path: str, options: dict, log_path: str) -> None:
+def _child_main(conn, path: str, options: dict, repack: bool, log_path: str) -> None:
     """The child: ggml's abort message goes to a log file the parent quotes, never to the user's terminal."""
     os.environ["GGML_NO_BACKTRACE"] = "1"
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -390,7 +418,8 @@ def _child_main(conn, path: str, options: dict, log_path: str) -> None:
     from gemma_edge.engine import Engine
 
     try:
-        engine = Engine(path, **options)
+        with contextlib.nullcontext() if repack else plain_cpu_weights():
+            engine = Engine(path, **options)
     except GemmaEdgeError as e:
         conn.send(("error", str(e)))
         return
