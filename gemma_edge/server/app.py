@@ -282,6 +282,11 @@ async def read_json(request: Request, limit: int):
         raise RequestError(f"request body is not valid JSON ({_short(e)})", code="invalid_json") from None
     if schema.nesting_depth(value) > MAX_NESTING:
         raise RequestError(f"request body nests deeper than {MAX_NESTING} levels", code="invalid_json")
+    try:  # "\ud800" is valid JSON but no text: refuse it here, not deep in the tokenizer
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError("request body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)",
+                           code="invalid_json") from None
     return value
 
 
