@@ -139,7 +139,7 @@ class Scheduler:
     async def submit(self, job: Job) -> None:
         """Wait for the model (until the job's deadline), then start the job on the generation
         thread. The slot is released when the thread finishes, whatever happens to the request."""
-        if self.waiting >= self.max_waiting:
+        if self._slot.locked() and self.waiting >= self.max_waiting:
             raise RequestError(f"server busy: {self.waiting} requests are already waiting; retry later",
                                503, code="queue_full")
         self.waiting += 1

@@ -121,3 +121,52 @@ def test_non_loopback_hosts_are_recognised(host, loopback):
     from gemma_edge.cli.serve import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+class ScriptedStream:
+    """Stands in for a model's ResponseStream in scheduler tests: fixed events, then a Response."""
+
+    def __init__(self, texts):
+        from gemma_edge.response import Response
+
+        self.texts = texts
+        self.response = Response(content="".join(texts), finish_reason="stop", usage={"completion_tokens": len(texts)})
+        self.generation = None
+
+    def __iter__(self):
+        for text in self.texts:
+            yield {"type": "content", "text": text}
+
+
+def test_scheduler_runs_jobs_in_arrival_order_and_max_queue_zero_still_serves():
+    import asyncio
+    import time
+
+    from gemma_edge.server.jobs import Job, Scheduler
+
+    async def main():
+        scheduler = Scheduler(max_waiting=0)
+        loop = asyncio.get_running_loop()
+        alone = Job(lambda: ScriptedStream(["a", "b"]), stops=[], deadline=time.monotonic() + 10, loop=loop)
+        await scheduler.submit(alone)  # idle model: served even though nobody may wait
+        assert (await alone.outcome()).content == "ab"
+
+        scheduler = Scheduler(max_waiting=8)
+        order = []
+
+        def start(name):
+            def run():
+                order.append(name)
+                time.sleep(0.05)
+                return ScriptedStream([name])
+            return run
+
+        jobs = [Job(start(str(i)), stops=[], deadline=time.monotonic() + 10, loop=loop) for i in range(5)]
+        for job in jobs:
+            asyncio.ensure_future(scheduler.submit(job))
+            await asyncio.sleep(0)
+        outcomes = [await job.outcome() for job in jobs]
+        assert [o.content for o in outcomes] == order == ["0", "1", "2", "3", "4"]
+        scheduler.shutdown()
+
+    asyncio.run(main())
