@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from gemma_edge.engine import Engine, Generation
 from gemma_edge.errors import GemmaEdgeError
@@ -84,7 +84,10 @@ class Model:
     """A loaded Gemma GGUF. Thread-safe: generations are serialised on the engine's lock."""
 
     def __init__(self, path: Path, entry: ModelEntry | None = None, *, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_batch: int = 512, format: str | None = None):
+                 n_threads: int | None = None, n_batch: int = 512, format: str | None = None,
+                 rpc: Sequence[str] | None = None, split: Sequence[float] | None = None):
+        """`rpc`/`split`: spread the layers over RPC workers (see Engine; a lost worker aborts this
+        process, gemma_edge.rpc.SupervisedEngine is the crash-safe way)."""
         facts = read_model_facts(path)
         self.entry = entry
         self.format = format or (entry.raw.get("format") if entry else None) or facts.format
@@ -93,7 +96,7 @@ class Model:
 
         turn_format = get_format(self.format)
         self.engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                             stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers))
+                             stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split)
         self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
         self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
         caps = entry.capabilities if entry else {}
@@ -182,7 +185,7 @@ def _tool_schemas(tools) -> list[dict] | None:
 
 def load(name_or_path: str | Path | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
-    n_batch, format (override the detected turn format)."""
+    n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model)."""
     path, entry = resolve(name_or_path)
     return Model(path, entry, **options)
 

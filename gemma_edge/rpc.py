@@ -118,6 +118,7 @@ class _Ggml:
         self._bind(rpc, "ggml_backend_rpc_get_device_memory", None,
                    [cstr, ctypes.c_uint32, ctypes.POINTER(sz), ctypes.POINTER(sz)])
         self.registered: set[str] = set()
+        self.base_lib, self.rpc_lib = base, rpc
 
     def _bind(self, lib, name, restype, argtypes):
         fn = getattr(lib, name)
@@ -469,6 +470,159 @@ def run_generation(engine, prompt_tokens: Sequence[int], sampling, max_tokens: i
     return {"tokens": gen.tokens, "finish_reason": gen.finish_reason, "usage": gen.usage,
             "timings": gen.timings.as_dict(gen.prompt_evaluated, len(gen.tokens)),
             "logits": recorded[:sampled] if want_logits else None}
+
+
+# -- supervised command line ---------------------------------------------------------------------------------
+SUPERVISED_ENV = "GEMMA_EDGE_RPC_SUPERVISED"
+
+
+def under_supervision() -> bool:
+    return os.environ.get(SUPERVISED_ENV) == "1"
+
+
+def supervise_command(argv: Sequence[str], endpoints: Sequence[str]) -> int:
+    """Run `gemma-edge ARGV` (with --rpc) as a child sharing this terminal; return its exit code. When
+    ggml-rpc aborts it because a worker vanished, raise one clear RpcError instead of a core dump."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, SUPERVISED_ENV: "1", "GGML_NO_BACKTRACE": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "gemma_edge", *argv], env=env)
+    while True:
+        try:
+            code = child.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # the child got the same Ctrl-C from the terminal and decides what it means
+    if code in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS):
+        down = [e for e in endpoints if not reachable(e, timeout=1.0)]
+        who = f"RPC worker {', '.join(down)} is gone" if down else f"an RPC worker ({', '.join(endpoints)}) failed"
+        raise RpcError(f"{who}: the distributed run stopped; restart `gemma-edge worker` there and run the "
+                       "command again")
+    return code
+
+
+# -- link measurements (doctor --rpc) -------------------------------------------------------------------
+PROBE_BYTES = 16 << 20
+PROBE_ROUNDS = 20
+# Per token and worker stage, ggml-rpc queues the stage's inputs and its graph without waiting and then
+# reads the stage's output: one round trip, activations up and activations (or logits) down.
+ROUND_TRIPS_PER_STAGE = 1
+
+
+class _GgmlInitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+def _measure_link(endpoint: str) -> dict:
+    """Round-trip time (device-memory queries) and bandwidth (a 16 MB tensor up and down) through
+    ggml-rpc itself. Runs in a throwaway child: a failing worker aborts it."""
+    g = ggml()
+    base, rpc, p = g.base_lib, g.rpc_lib, ctypes.c_void_p
+    base.ggml_init.restype, base.ggml_init.argtypes = p, [_GgmlInitParams]
+    base.ggml_new_tensor_1d.restype, base.ggml_new_tensor_1d.argtypes = p, [p, ctypes.c_int, ctypes.c_int64]
+    base.ggml_free.argtypes = [p]
+    base.ggml_backend_alloc_ctx_tensors_from_buft.restype = p
+    base.ggml_backend_alloc_ctx_tensors_from_buft.argtypes = [p, p]
+    base.ggml_backend_buffer_free.argtypes = [p]
+    for name in ("ggml_backend_tensor_set", "ggml_backend_tensor_get"):
+        getattr(base, name).argtypes = [p, p, ctypes.c_size_t, ctypes.c_size_t]
+    rpc.ggml_backend_rpc_buffer_type.restype = p
+    rpc.ggml_backend_rpc_buffer_type.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    query = lambda: g.rpc_get_device_memory(endpoint.encode(), 0, ctypes.byref(free), ctypes.byref(total))
+    query()  # connects
+    rtts = []
+    for _ in range(PROBE_ROUNDS):
+        start = time.perf_counter()
+        query()
+        rtts.append(time.perf_counter() - start)
+    ctx = base.ggml_init(_GgmlInitParams(1 << 20, None, True))
+    tensor = base.ggml_new_tensor_1d(ctx, 0, PROBE_BYTES // 4)  # GGML_TYPE_F32
+    buffer = base.ggml_backend_alloc_ctx_tensors_from_buft(ctx, rpc.ggml_backend_rpc_buffer_type(endpoint.encode(), 0))
+    data = ctypes.create_string_buffer(os.urandom(PROBE_BYTES), PROBE_BYTES)
+    up, down = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        base.ggml_backend_tensor_set(tensor, data, 0, PROBE_BYTES)
+        query()  # set_tensor does not answer: the next answered command marks its arrival
+        up.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        base.ggml_backend_tensor_get(tensor, data, 0, PROBE_BYTES)
+        down.append(time.perf_counter() - start)
+    base.ggml_backend_buffer_free(buffer)
+    base.ggml_free(ctx)
+    rtt = sorted(rtts)[len(rtts) // 2]
+    return {"endpoint": endpoint, "rtt_ms": rtt * 1e3, "upload_mb_s": PROBE_BYTES / 1e6 / max(min(up) - rtt, 1e-9),
+            "download_mb_s": PROBE_BYTES / 1e6 / min(down), "free_bytes": free.value, "total_bytes": total.value}
+
+
+def _measure_links(conn, endpoints: list[str]) -> None:
+    os.environ["GGML_NO_BACKTRACE"] = "1"
+    conn.send([_measure_link(e) for e in endpoints])
+
+
+def probe_links(endpoints: str | Sequence[str], model: str | Path | None = None, timeout: float = 60.0) -> list[dict]:
+    """Per worker: round-trip time, bandwidth each way, free memory, and for `model`'s placement (by free
+    memory): its layers, the network time it adds per decoded token, and the decode speed of the whole
+    placement estimated as (weights / local memory bandwidth, assumed alike on every machine) + network."""
+    from gemma_edge.registry import resolve
+    from gemma_edge.gguf_file import GGUFFile
+    from gemma_edge.model import read_model_facts
+
+    endpoints = parse_endpoints(endpoints)
+    check_support()
+    ensure_reachable(endpoints)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_measure_links, args=(child, endpoints), daemon=True)
+    process.start()
+    child.close()
+    ready = multiprocessing.connection.wait([parent, process.sentinel], timeout)
+    links = parent.recv() if parent in ready and parent.poll() else None
+    if process.is_alive():
+        process.kill()
+    process.join(5)
+    if links is None:
+        raise RpcError(f"measuring the links to {', '.join(endpoints)} failed (a worker stopped answering)")
+
+    path, _ = resolve(model)
+    facts = read_model_facts(path)
+    gguf = GGUFFile(path)
+    n_embd = int(gguf.arch_get("embedding_length"))
+    n_vocab = gguf.array_length("tokenizer.ggml.tokens")
+    from gemma_edge.hardware import available_memory
+
+    placement = plan(facts.n_layers, ["local CPU", *endpoints], [available_memory(), *(l["free_bytes"] for l in links)])
+    compute_s = facts.weights_bytes / _memory_bandwidth()
+    for d, link in enumerate(links, start=1):
+        stage = placement.ranges()[d]
+        down_bytes = n_vocab * 4 if stage["output_layer"] else n_embd * 4
+        network_s = 0.0
+        if stage["layers"]:
+            network_s = (ROUND_TRIPS_PER_STAGE * link["rtt_ms"] / 1e3 + n_embd * 4 / (link["upload_mb_s"] * 1e6)
+                         + down_bytes / (link["download_mb_s"] * 1e6))
+        link.update(layers=stage["layers"], network_ms_per_token=network_s * 1e3,
+                    max_tokens_per_s=1 / network_s if network_s else float("inf"))
+    total_network = sum(l["network_ms_per_token"] for l in links) / 1e3
+    for link in links:
+        link["placement_decode_tokens_per_s"] = 1 / (compute_s + total_network)
+        link["model"] = facts.name
+    return links
+
+
+def _memory_bandwidth() -> float:
+    """Bytes/s this machine reads from RAM (decode streams every weight once per token)."""
+    import numpy as np
+
+    block = np.ones(64 << 20, dtype=np.uint8)
+    block.sum(dtype=np.uint64)
+    start = time.perf_counter()
+    for _ in range(3):
+        block.view(np.uint64).sum()
+    return 3 * block.nbytes / (time.perf_counter() - start)
 
 
 def wait_until_listening(endpoint: str, timeout: float) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import click
 
@@ -33,8 +34,39 @@ def friendly_errors(fn):
     return wrapper
 
 
+def _rpc_option(ctx, param, value):
+    """--rpc: check the addresses, then rerun the whole command in a supervised child (ggml-rpc aborts
+    the process that talks to a worker that dies); the child loads the model split across the workers."""
+    if not value:
+        return
+    from gemma_edge.rpc import RpcError, check_support, parse_endpoints, supervise_command, under_supervision
+
+    try:
+        endpoints = parse_endpoints(value)
+        check_support()
+        ctx.meta["gemma_edge.rpc"] = endpoints
+        if not under_supervision() and Path(sys.argv[0]).name in ("gemma-edge", "__main__.py"):
+            ctx.exit(supervise_command(sys.argv[1:], endpoints))
+    except RpcError as e:
+        raise UserError(str(e)) from None
+
+
+def _split_option(ctx, param, value):
+    if value:
+        try:
+            ctx.meta["gemma_edge.split"] = [float(v) for v in value.split(",")]
+        except ValueError:
+            raise click.BadParameter("expected numbers separated by commas, e.g. 1,2,2") from None
+
+
 def model_options(fn):
-    """-m/--model, --ctx-size, --threads."""
+    """-m/--model, --ctx-size, --threads, --rpc, --split."""
+    fn = click.option("--split", callback=_split_option, expose_value=False, metavar="W0,W1,…",
+                      help="Share of layers per device with --rpc: this machine first, then each worker "
+                           "(default: in proportion to free memory).")(fn)
+    fn = click.option("--rpc", callback=_rpc_option, expose_value=False, metavar="HOST:PORT[,HOST:PORT…]",
+                      help="Split the model across `gemma-edge worker`s (llama.cpp RPC). The protocol has NO "
+                           "authentication or encryption: use it only on a network you trust.")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
                       help="CPU threads (default: physical cores).")(fn)
     fn = click.option("--ctx-size", "-c", type=click.IntRange(min=16), default=None,
@@ -78,7 +110,16 @@ def sampling_overrides(kw: dict) -> dict:
 def load_model(model_name, ctx_size, threads):
     from gemma_edge.api import load
 
-    return load(model_name, n_ctx=ctx_size, n_threads=threads)
+    meta = click.get_current_context(silent=True).meta if click.get_current_context(silent=True) else {}
+    rpc, split = meta.get("gemma_edge.rpc"), meta.get("gemma_edge.split")
+    if split and not rpc:
+        raise UserError("--split needs --rpc")
+    model = load(model_name, n_ctx=ctx_size, n_threads=threads, rpc=rpc, split=split)
+    if model.engine.placement is not None:
+        click.echo("placement: " + "; ".join(
+            f"{d['device']} layers {d['first_layer']}-{d['last_layer']}" + (" + output" if d["output_layer"] else "")
+            for d in model.engine.placement.ranges() if d["layers"]), err=True)
+    return model
 
 
 class Printer:
