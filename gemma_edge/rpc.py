@@ -610,7 +610,7 @@ def probe_links(endpoints: str | Sequence[str], model: str | Path | None = None,
     for link in links:
         link["placement_decode_tokens_per_s"] = 1 / (compute_s + total_network)
         link["model"] = facts.name
-    return links
+    return [{k: round(v, 3) if isinstance(v, float) else v for k, v in link.items()} for link in links]
 
 
 def _memory_bandwidth() -> float:
