@@ -15,7 +15,7 @@ from tests.server.strategies import ANY_JSON, from_schema
 pytestmark = pytest.mark.slow
 
 BODY_LIMIT = 65536
-FUZZ = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 ENDPOINTS = {"/v1/chat/completions": "ChatCompletionRequest", "/v1/completions": "CompletionRequest"}
 
 

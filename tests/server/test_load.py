@@ -13,14 +13,15 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 pytestmark = pytest.mark.slow
 
-CLIENTS, REQUESTS, MAX_TOKENS = 32, 5, 6
+CLIENTS, REQUESTS, MAX_TOKENS = 32, 5, 4
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi"]
 TOPICS = ["rivers", "cats", "the moon", "bread"]
 
 
 def request_for(client: int, stream: bool) -> tuple[str, dict]:
     """Even clients chat, odd ones complete text; every client has its own prompt."""
-    text = f"{NAMES[client % 8]} wrote a note about {TOPICS[client // 8]}. It said:"
+    start = 7 * client + 3  # distinct numbers: outputs differ between clients, so cross-talk shows
+    text = f"{NAMES[client % 8]} counted {TOPICS[client // 8]}: {start}, {start + 1}, {start + 2},"
     common = {"model": "m", "temperature": 0, "max_tokens": MAX_TOKENS, "stream": stream}
     if client % 2 == 0:
         return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": text}]}
