@@ -167,7 +167,7 @@ class Model:
         open_id = self.engine.special_id("<|channel>")
         close_id = self.engine.special_id("<channel|>")
         if open_id is None or close_id is None:
-            raise GemmaEdgeError(f"{self.facts.name} has no thought channel: --thinking-budget needs a Gemma 4 model")
+            raise GemmaEdgeError(f"{self.facts.name} has no thought channel: a thinking budget needs a Gemma 4 model")
         starts_inside = prompt_tail.rstrip().endswith("<|channel>thought")
         return ThinkingBudget(open_id, close_id, budget, starts_inside)
 
