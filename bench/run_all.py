@@ -37,9 +37,10 @@ def main(argv=None) -> dict:
         module.main(argv_ + extra.get(name, []))
         done[name] = round(time.perf_counter() - start, 1)
     parts = ["## Benchmark results", "", _machine_line(), ""]
-    for name in done:
-        md = args.out / f"{SCRIPTS[name].NAME}.md"
-        parts += [md.read_text(encoding="utf-8"), ""]
+    for module in SCRIPTS.values():  # this run's results and earlier ones of skipped scripts
+        md = args.out / f"{module.NAME}.md"
+        if md.exists():
+            parts += [md.read_text(encoding="utf-8"), ""]
     (args.out / "summary.md").write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {args.out / 'summary.md'} ({', '.join(f'{k} {v} s' for k, v in done.items())})")
     return done

@@ -100,9 +100,9 @@ def prompt_and_stops(model_path: Path, n_tokens: int) -> tuple[list[int], list[i
     import llama_cpp
 
     from gemma_edge.bench import prompt_tokens
-    from gemma_edge.engine import _silence_llama_logs
+    from gemma_edge.engine import silence_llama_logs
 
-    _silence_llama_logs(llama_cpp)
+    silence_llama_logs(llama_cpp)
     vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
     stops = [vocab.token_eos()] + vocab.tokenize(b"<end_of_turn>", add_bos=False, special=True)
     tokens = prompt_tokens(vocab, n_tokens)
