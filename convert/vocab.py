@@ -12,7 +12,9 @@ Deliberate extensions (they only change files the reference would get wrong):
   ``<start_of_turn>`` become CONTROL tokens;
 * bos/eos/unk/pad ids are always written (llama.cpp's SPM defaults 1/2/0 are wrong for Gemma), taken
   from the SentencePiece model when the tokenizer files do not name them;
-* Gemma 1's ``eot_token_id`` is the id of ``<end_of_turn>`` (the reference hard-codes 107).
+* ``eot_token_id`` is the first non-EOS id of ``generation_config.json``'s ``eos_token_id`` list (Gemma 3:
+  106); the reference writes none for Gemma 2/3 (the runtime then finds ``<end_of_turn>`` by its text)
+  and a hard-coded 107 for Gemma 1, where we use the id of ``<end_of_turn>``.
 """
 from __future__ import annotations
 
@@ -149,14 +151,30 @@ def sentencepiece_vocab(checkpoint: Any, hp: HParams) -> Vocab:
     ):
         if key not in present and 0 <= spm_id < len(tokens):
             fields.append(u32(key, spm_id))
+    fields += end_of_turn_fields(directory, {f.key: f.value for f in fields}, len(tokens))
     fields.append(boolean("tokenizer.ggml.add_space_prefix", False))
     return Vocab(n_tokens=len(tokens), fields=fields)
 
 
+def end_of_turn_fields(directory: Path, written: dict[str, Any], n_tokens: int) -> list[Field]:
+    """``eot_token_id`` from ``generation_config.json``: its ``eos_token_id`` list names the tokens that end a
+    reply (Gemma 3: ``[1, 106]``, 106 = ``<end_of_turn>``); the first one that is not the EOS is the EOT."""
+    path = directory / "generation_config.json"
+    if "tokenizer.ggml.eot_token_id" in written or not path.is_file():
+        return []
+    ids = _read_json(path).get("eos_token_id")
+    if not isinstance(ids, list):
+        return []
+    eos = written.get("tokenizer.ggml.eos_token_id")
+    others = [i for i in ids if isinstance(i, int) and i != eos and 0 <= i < n_tokens]
+    return [u32("tokenizer.ggml.eot_token_id", others[0])] if others else []
+
+
 def sentencepiece_vocab_with_eot(checkpoint: Any, hp: HParams) -> Vocab:
-    """Gemma 1: the SentencePiece vocabulary plus ``eot_token_id`` = ``<end_of_turn>``'s id."""
+    """Gemma 1: the SentencePiece vocabulary, and ``eot_token_id`` = ``<end_of_turn>``'s id when
+    ``generation_config.json`` does not name it (the reference always writes 107 for Gemma 1)."""
     vocab = sentencepiece_vocab(checkpoint, hp)
     tokens = next(f.value for f in vocab.fields if f.key == "tokenizer.ggml.tokens")
-    if EOT_TEXT in tokens:
+    if EOT_TEXT in tokens and not any(f.key == "tokenizer.ggml.eot_token_id" for f in vocab.fields):
         vocab.fields.append(u32("tokenizer.ggml.eot_token_id", tokens.index(EOT_TEXT)))
     return vocab

@@ -23,7 +23,8 @@ ALLOWED = {
         "always written (from the SentencePiece model when the tokenizer files do not name it): "
         "llama.cpp's SPM default unk id 0 is Gemma's <pad>",
     "tokenizer.ggml.eot_token_id":
-        "Gemma 1: the id of <end_of_turn> instead of the reference's hard-coded 107 (wrong for other vocabularies)",
+        "the id of <end_of_turn> (from generation_config.json's eos list, or by text for Gemma 1) instead of "
+        "the reference's hard-coded 107 for Gemma 1 (wrong for any other vocabulary) and nothing for Gemma 2/3",
 }
 IDS = token_ids(64)  # > every tiny sliding window (4)
 
@@ -48,7 +49,7 @@ def reference_logits(case: str) -> np.ndarray:
 
 
 CASES = [(case, type_name) for case in ("gemma", "gemma2", "gemma3", "gemma3-linear")
-         for type_name in ("f32", "f16", "q8_0")] + [("gemma3-mm", "f32")]
+         for type_name in ("f32", "f16", "q8_0")] + [("gemma3", "bf16"), ("gemma3-mm", "f32")]
 
 
 @pytest.mark.slow

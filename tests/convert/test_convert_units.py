@@ -143,3 +143,16 @@ def test_v5_tokenizer_files_use_tokenizer_json_added_tokens(tmp_path: Path) -> N
 ])
 def test_storage_policy_for_q8_0(name: str, shape: tuple, expected: str) -> None:
     assert storage_type(name, shape, False, NATIVE_TYPES["q8_0"]).name == expected
+
+
+def test_end_of_turn_id_from_generation_config(tmp_path: Path) -> None:
+    """generation_config.json's eos list [eos, <end_of_turn>] → tokenizer.ggml.eot_token_id."""
+    from convert.pipeline import plan_conversion
+
+    model = Path(shutil.copytree(tiny_checkpoint("gemma3"), tmp_path / "model"))
+    eot = json.loads((model / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    eot_id = next(int(i) for i, entry in eot.items() if entry["content"] == "<end_of_turn>")
+    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, eot_id]}))
+    fields = {f.key: f.value for f in plan_conversion(open_checkpoint(model), NATIVE_TYPES["f32"]).fields}
+    assert fields["tokenizer.ggml.eos_token_id"] == 1
+    assert fields["tokenizer.ggml.eot_token_id"] == eot_id
