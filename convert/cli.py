@@ -104,13 +104,15 @@ class _Progress:
 @click.option("--type", "type_name", required=True, help="llama.cpp file type: q4_k_m, q5_k_m, q6_k, q8_0, q4_0, iq4_nl, ...")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--threads", default=0, show_default=True, help="Quantizer threads (0 = all cores).")
-def quantize_command(input_gguf: Path, output: Path, type_name: str, force: bool, threads: int) -> None:
+@click.option("--allow-requantize", is_flag=True, help="Accept an already quantized input (lossy twice).")
+def quantize_command(input_gguf: Path, output: Path, type_name: str, force: bool, threads: int,
+                     allow_requantize: bool) -> None:
     """Quantize a GGUF file with llama.cpp's quantizer."""
 
     def action():
         from convert.quantize import quantize
 
-        quantize(input_gguf, output, type_name, force=force, threads=threads)
+        quantize(input_gguf, output, type_name, force=force, threads=threads, allow_requantize=allow_requantize)
 
     _run(action)
 

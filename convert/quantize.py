@@ -30,7 +30,8 @@ def file_types() -> dict[str, int]:
     return types
 
 
-def quantize(source: Path, destination: Path, type_name: str, force: bool = False, threads: int = 0) -> None:
+def quantize(source: Path, destination: Path, type_name: str, force: bool = False, threads: int = 0,
+             allow_requantize: bool = False) -> None:
     import llama_cpp
 
     types = file_types()
@@ -46,6 +47,7 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = types[key]
     params.nthread = threads
+    params.allow_requantize = allow_requantize
     # llama-cpp-python forwards llama.cpp's log through this logger; its per-tensor lines are noise here
     llama_log = logging.getLogger("llama-cpp-python")
     previous_level = llama_log.level
@@ -55,7 +57,8 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
             os.fsencode(source), os.fsencode(partial), ctypes.byref(params)
         )
         if status != 0:
-            raise QuantizeError(f"llama.cpp could not quantize {source.name} to {key} (status {status})")
+            hint = "" if allow_requantize else "; an already quantized input needs --allow-requantize"
+            raise QuantizeError(f"llama.cpp could not quantize {source.name} to {key} (status {status}{hint})")
         os.replace(partial, destination)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -225,3 +225,12 @@ def test_ctrl_c_mid_write(out_dir: Path) -> None:
     assert process.returncode == 2, stderr
     assert stderr.strip().splitlines() == ["error: interrupted; no output written"]
     assert_empty(out_dir)
+
+
+def test_requantizing_needs_the_flag(model: Path, out_dir: Path, tmp_path: Path) -> None:
+    quantized = tmp_path / "q8.gguf"
+    assert CliRunner().invoke(convert_command, [str(model), "-o", str(quantized), "--type", "q8_0"]).exit_code == 0
+    args = [str(quantized), "-o", str(out_dir / "q.gguf"), "--type", "q4_0"]
+    assert_one_line_error(CliRunner().invoke(quantize_command, args), "--allow-requantize")
+    assert_empty(out_dir)
+    assert CliRunner().invoke(quantize_command, [*args, "--allow-requantize"]).exit_code == 0

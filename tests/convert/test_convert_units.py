@@ -156,3 +156,21 @@ def test_end_of_turn_id_from_generation_config(tmp_path: Path) -> None:
     fields = {f.key: f.value for f in plan_conversion(open_checkpoint(model), NATIVE_TYPES["f32"]).fields}
     assert fields["tokenizer.ggml.eos_token_id"] == 1
     assert fields["tokenizer.ggml.eot_token_id"] == eot_id
+
+
+@pytest.mark.parametrize(("type_name", "matrix_type"), [("q6_k", "Q6_K"), ("iq4_nl", "IQ4_NL"), ("q4_0", "Q4_0")])
+def test_quantize_any_llama_cpp_type_by_name(type_name: str, matrix_type: str, tmp_path: Path) -> None:
+    import llama_cpp
+    from click.testing import CliRunner
+
+    from convert.cli import quantize_command
+    from tests.convert.oracle import gguf_fields, gguf_tensors
+    from tests.convert.test_convert_parity import reference_gguf
+
+    source = reference_gguf("gemma3-k", tiny_checkpoint("gemma3-k"), "f16")  # H, F multiples of 256
+    out = tmp_path / "q.gguf"
+    result = CliRunner().invoke(quantize_command, [str(source), "-o", str(out), "--type", type_name])
+    assert result.exit_code == 0, result.stderr
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{type_name.upper()}")
+    assert gguf_fields(out)["general.file_type"][1] == ftype
+    assert gguf_tensors(out)["blk.0.ffn_up.weight"][0] == matrix_type
