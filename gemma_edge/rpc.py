@@ -155,10 +155,6 @@ class Device:
     free: int
     total: int
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "type": self.type, "backend": self.backend,
-                "free_bytes": self.free, "total_bytes": self.total}
-
 
 def devices() -> list[Device]:
     """Every device in ggml's backend registry (the local CPU and each registered worker's devices)."""
@@ -312,11 +308,13 @@ class Completion:
 class SupervisedEngine:
     """An Engine with RPC workers, running in a child process. A worker that dies aborts only the child:
     the request raises RpcError, and the next request starts a new child (reconnecting to the workers).
-    A request that gets no answer for `timeout` seconds (a frozen worker) is treated the same way."""
+    A request that gets no answer for `timeout` seconds (a frozen worker) is treated the same way;
+    loading gets `load_timeout` (the weights cross the network once, minutes for a big model on Wi-Fi)."""
     path: str | Path
     rpc: Sequence[str]
     split: Sequence[float] | None = None
     timeout: float = 120.0
+    load_timeout: float = 1800.0
     engine_options: dict = field(default_factory=dict)
     repack: bool = True  # False: plain local CPU weights, numerically identical to an unsplit run
     placement: dict | None = None
@@ -342,7 +340,11 @@ class SupervisedEngine:
         self._process.start()
         child.close()
         self._conn = parent
-        kind, payload = self._receive("loading the model")
+        try:
+            kind, payload = self._receive(self.load_timeout)
+        except _ChildLost as lost:
+            down = [e for e in self.rpc if not reachable(e, timeout=1.0)]
+            raise self._lost_error(lost, down, "loading the model") from None
         if kind == "error":
             self.close()
             raise RpcError(payload)
@@ -351,37 +353,47 @@ class SupervisedEngine:
 
     def generate(self, prompt_tokens: Sequence[int], sampling, *, max_tokens: int = 512, logits: bool = False,
                  on_text: Callable[[str], None] | None = None) -> Completion:
-        self.start()
-        self._conn.send(("generate", list(prompt_tokens), sampling, max_tokens, logits))
-        pieces = []
-        while True:
-            kind, payload = self._receive("generating")
-            if kind == "piece":
-                pieces.append(payload)
-                if on_text is not None:
-                    on_text(payload)
-            elif kind == "error":
-                raise RpcError(payload)
-            else:
-                return Completion(text="".join(pieces), **payload)
+        """Generate in the child. If the child dies before any output while every worker answers again
+        (a worker restarted since the last request: the child's connection to it was stale), start a
+        fresh child and retry once; otherwise raise RpcError."""
+        for attempt in (1, 2):
+            self.start()
+            self._conn.send(("generate", list(prompt_tokens), sampling, max_tokens, logits))
+            pieces = []
+            try:
+                while True:
+                    kind, payload = self._receive(self.timeout)
+                    if kind == "piece":
+                        pieces.append(payload)
+                        if on_text is not None:
+                            on_text(payload)
+                    elif kind == "error":
+                        raise RpcError(payload)
+                    else:
+                        return Completion(text="".join(pieces), **payload)
+            except _ChildLost as lost:
+                down = [e for e in self.rpc if not reachable(e, timeout=1.0)]
+                if attempt == 1 and not pieces and not down and lost.timed_out_after is None:
+                    continue
+                raise self._lost_error(lost, down, "generating") from None
 
-    def _receive(self, doing: str):
-        ready = multiprocessing.connection.wait([self._conn, self._process.sentinel], self.timeout)
+    def _receive(self, timeout: float):
+        ready = multiprocessing.connection.wait([self._conn, self._process.sentinel], timeout)
         if self._conn in ready:
             try:
                 return self._conn.recv()
             except (EOFError, OSError):
                 pass
-        self._fail(doing, timed_out=not ready)
-
-    def _fail(self, doing: str, timed_out: bool):
-        detail = f"no answer for {self.timeout:.0f} s" if timed_out else _last_line(self._log)
+        lost = _ChildLost(None if ready else timeout, _last_line(self._log))
         self.close()
-        down = [e for e in self.rpc if not reachable(e, timeout=1.0)]
+        raise lost
+
+    def _lost_error(self, lost: "_ChildLost", down: list[str], doing: str) -> RpcError:
+        detail = f"no answer for {lost.timed_out_after:.0f} s" if lost.timed_out_after else lost.last_log_line
         who = (f"RPC worker {', '.join(down)} is gone" if down else
                f"the distributed-inference process (workers {', '.join(self.rpc)}) stopped")
-        raise RpcError(f"{who} while {doing}" + (f" ({detail})" if detail else "") +
-                       "; restart `gemma-edge worker` there — the next request reconnects")
+        return RpcError(f"{who} while {doing}" + (f" ({detail})" if detail else "") +
+                        "; restart `gemma-edge worker` there — the next request reconnects")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -401,6 +413,13 @@ class SupervisedEngine:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@dataclass
+class _ChildLost(Exception):
+    """The child died (a worker vanished and ggml-rpc aborted it) or stopped answering."""
+    timed_out_after: float | None
+    last_log_line: str
 
 
 def _last_line(path: str | None) -> str:

@@ -82,3 +82,6 @@ def rpc_doctor(endpoints, model_name, as_json):
                    f"download {link['download_mb_s']:.0f} MB/s, {link['free_bytes'] / 2**30:.1f} GB free; "
                    f"layers {link['layers']}, network cost ≈ {link['network_ms_per_token']:.2f} ms/token "
                    f"(decode ≤ {link['max_tokens_per_s']:.0f} tokens/s from this link alone)")
+    if report:
+        click.echo(f"{report[0]['model']}: about {report[0]['placement_decode_tokens_per_s']:.1f} tokens/s decode for "
+                   "this placement (estimate: weights / this machine's memory bandwidth, plus the links)")

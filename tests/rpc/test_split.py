@@ -88,4 +88,10 @@ def test_dead_worker_gives_a_clear_error_then_recovers(embedded_model_path, work
             engine.generate(prompt, GREEDY, max_tokens=4)
         workers.start(1)
         again = engine.generate(prompt, GREEDY, max_tokens=24)
-    assert again.tokens == expected["tokens"]
+        assert again.tokens == expected["tokens"]
+        # A worker that restarts between two requests leaves the child a stale connection: the next
+        # request still succeeds (a fresh child, transparently).
+        workers.kill(1)
+        workers.start(1)
+        after_restart = engine.generate(prompt, GREEDY, max_tokens=24)
+    assert after_restart.tokens == expected["tokens"]
