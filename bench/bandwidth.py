@@ -76,8 +76,8 @@ def markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         lines.append(f"| {m['model']} {m['quantization']} | {m['weights_mb']} | {m['bytes_per_token_mb']} | "
-                     f"{m['bound_tokens_per_s']} | {m['llama_cpp_decode_tokens_per_s']} | "
-                     f"{m['gemma_edge_decode_tokens_per_s']} | {m['llama_cpp_efficiency']:.0%} | "
+                     f"{m['bound_tokens_per_s']:.1f} | {m['llama_cpp_decode_tokens_per_s']:.1f} | "
+                     f"{m['gemma_edge_decode_tokens_per_s']:.1f} | {m['llama_cpp_efficiency']:.0%} | "
                      f"{m['gemma_edge_efficiency']:.0%} |")
     return "\n".join(lines) + "\n"
 

@@ -73,6 +73,15 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size of this process image. Linux: VmHWM, because ru_maxrss survives exec and
+    would report a benchmark worker's parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
