@@ -4,7 +4,7 @@ process and 1 or 2 `gemma-edge worker` processes, and the network bytes each wor
 
     python -m bench.rpc_split [--model M] [--threads N] [--tokens 64] [--repeat 3] [--quick]
 
-Loopback has no real network cost, so this measures the RPC overhead itself; on a real link add
+Every process gets one thread by default (they share this machine's cores). Loopback has no real network cost, so this measures the RPC overhead itself; on a real link add
 (round-trip time + bytes / bandwidth) per worker per token — `gemma-edge doctor --rpc` measures both.
 """
 from __future__ import annotations
@@ -108,7 +108,9 @@ def main(argv=None) -> dict:
     if args.quick:
         args.tokens, args.repeat = 4, 1
     path = common.model_path(args.model)
-    threads = common.threads(args.threads, path)
+    # All the processes share this machine's cores; more than one thread each oversubscribes them and the
+    # spinning threads of idle stages slow the busy one (measured: 10× slower with 2 threads on 2 cores).
+    threads = args.threads or 1
     results = []
     for count in (0, 1, 2):
         workers = start_workers(count, threads)

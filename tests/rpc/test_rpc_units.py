@@ -70,3 +70,12 @@ def test_worker_on_a_busy_port_fails_with_one_line():
     assert done.returncode == 2
     assert f"gemma-edge: error: could not serve on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
+                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
+                                            ("192.168.1.20", False), ("pi.local", False)])
+def test_only_loopback_binds_go_without_the_warning(host, loopback):
+    from gemma_edge.cli.worker import is_loopback
+
+    assert is_loopback(host) is loopback
