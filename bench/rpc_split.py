@@ -1,11 +1,12 @@
-"""RPC split over loopback: decode and prefill tokens/s in one process vs the same model split across this
-process and 1 or 2 `gemma-edge worker` processes, and the network bytes each worker moves per decoded token
+"""RPC split over loopback: decode tokens/s in one process vs the same model split across this process
+and 1 or 2 `gemma-edge worker` processes, and the network bytes each worker moves per decoded token
 (the kernel's byte counters of the workers' TCP connections, read with `ss`).
 
     python -m bench.rpc_split [--model M] [--threads N] [--tokens 64] [--repeat 3] [--quick]
 
-Every process gets one thread by default (they share this machine's cores). Loopback has no real network cost, so this measures the RPC overhead itself; on a real link add
-(round-trip time + bytes / bandwidth) per worker per token — `gemma-edge doctor --rpc` measures both.
+Every process gets one thread by default: they share this machine's cores. Loopback has no real network
+cost, so this measures the RPC overhead itself; on a real link add (round-trip time + bytes / bandwidth)
+per worker per token, which `gemma-edge doctor --rpc` measures.
 """
 from __future__ import annotations
 
