@@ -35,7 +35,7 @@ from gemma_edge.errors import GemmaEdgeError
 
 DEFAULT_PORT = 50052
 INSECURE = ("the RPC protocol has no authentication and no encryption: anyone who can reach this port "
-            "can read the worker's memory and run code-like computations on it")
+            "can read and overwrite the worker's memory and make it compute")
 CONNECT_TIMEOUT_S = 3.0
 
 
