@@ -59,14 +59,30 @@ def _split_option(ctx, param, value):
             raise click.BadParameter("expected numbers separated by commas, e.g. 1,2,2") from None
 
 
-def model_options(fn):
-    """-m/--model, --ctx-size, --threads, --rpc, --split."""
+def rpc_options(fn):
+    """--rpc, --split (read back with rpc_settings())."""
     fn = click.option("--split", callback=_split_option, expose_value=False, metavar="W0,W1,…",
                       help="Share of layers per device with --rpc: this machine first, then each worker "
                            "(default: in proportion to free memory).")(fn)
     fn = click.option("--rpc", callback=_rpc_option, expose_value=False, metavar="HOST:PORT[,HOST:PORT…]",
                       help="Split the model across `gemma-edge worker`s (llama.cpp RPC). The protocol has NO "
                            "authentication or encryption: use it only on a network you trust.")(fn)
+    return fn
+
+
+def rpc_settings() -> dict:
+    """`rpc` and `split` for load()/Model from the current command's --rpc/--split (empty without --rpc)."""
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    rpc, split = meta.get("gemma_edge.rpc"), meta.get("gemma_edge.split")
+    if split and not rpc:
+        raise UserError("--split needs --rpc")
+    return {"rpc": rpc, "split": split} if rpc else {}
+
+
+def model_options(fn):
+    """-m/--model, --ctx-size, --threads, --rpc, --split."""
+    fn = rpc_options(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
                       help="CPU threads (default: physical cores).")(fn)
     fn = click.option("--ctx-size", "-c", type=click.IntRange(min=16), default=None,
@@ -110,11 +126,7 @@ def sampling_overrides(kw: dict) -> dict:
 def load_model(model_name, ctx_size, threads):
     from gemma_edge.api import load
 
-    meta = click.get_current_context(silent=True).meta if click.get_current_context(silent=True) else {}
-    rpc, split = meta.get("gemma_edge.rpc"), meta.get("gemma_edge.split")
-    if split and not rpc:
-        raise UserError("--split needs --rpc")
-    model = load(model_name, n_ctx=ctx_size, n_threads=threads, rpc=rpc, split=split)
+    model = load(model_name, n_ctx=ctx_size, n_threads=threads, **rpc_settings())
     if model.engine.placement is not None:
         click.echo("placement: " + "; ".join(
             f"{d['device']} layers {d['first_layer']}-{d['last_layer']}" + (" + output" if d["output_layer"] else "")
