@@ -6,6 +6,7 @@ nothing on disk.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -86,7 +87,7 @@ class _Progress:
         return self
 
     def start(self, total: int) -> None:
-        self.bar = click.progressbar(length=total, label="converting", file=click.get_text_stream("stderr"),
+        self.bar = click.progressbar(length=total, label="converting", file=sys.stderr,
                                      item_show_func=lambda name: name)
         self.bar.__enter__()
 

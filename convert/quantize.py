@@ -48,10 +48,13 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     params.ftype = types[key]
     params.nthread = threads
     params.allow_requantize = allow_requantize
-    # llama-cpp-python forwards llama.cpp's log through this logger; its per-tensor lines are noise here
+    # llama-cpp-python routes llama.cpp's log through this logger (installed by llama_cpp._logger); the
+    # quantizer's per-tensor lines and fallback warnings are noise on a CLI whose errors are one line
+    import llama_cpp._logger  # noqa: F401  (installs the Python log callback)
+
     llama_log = logging.getLogger("llama-cpp-python")
     previous_level = llama_log.level
-    llama_log.setLevel(logging.ERROR)
+    llama_log.setLevel(logging.CRITICAL + 1)
     try:
         status = llama_cpp.llama_model_quantize(
             os.fsencode(source), os.fsencode(partial), ctypes.byref(params)

@@ -9,8 +9,13 @@ and GGUF-vs-GGUF comparison. Import from tests of any generation.
 * ``reference_convert(model_dir, out, outtype)`` — llama.cpp's own ``convert_hf_to_gguf.py`` from the
   llama-cpp-python 0.3.36 sdist (``pip download`` once into the test cache), run with this venv's python
   (it needs torch; the converter under test does not).
-* ``gguf_differences(a, b, ignore_keys)`` — tensor names/types/shapes/bytes and metadata compared with
-  gguf-py's reader; returns human-readable differences (empty = same).
+* ``gguf_differences(a, b, allowed)`` — tensor names/types/shapes/bytes and metadata (value types and
+  array element types included) compared through a small independent GGUF parser (``read_header``);
+  returns human-readable differences (empty = same). ``gguf_fields`` / ``gguf_tensors`` expose the parsed
+  metadata and tensor digests for direct assertions.
+
+Import as ``from tests.convert.oracle import ...``. tests/convert deliberately has no ``__init__.py``:
+as a package, pytest would import it as ``convert`` and shadow the converter itself.
 """
 from __future__ import annotations
 
@@ -142,30 +147,96 @@ def reference_convert(model_dir: Path, out: Path, outtype: str) -> Path:
 # ---------------------------------------------------------------- GGUF comparison
 
 
-def read_gguf(path: Path):
-    from gguf import GGUFReader
+# A small independent GGUF parser (gguf-py's GGUFReader takes ~13 s on a 262k-token vocabulary, and an
+# oracle should not share code with the writer it checks). Value type numbers: GGUF v3 spec.
+_SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_TYPE_NAMES = {0: "UINT8", 1: "INT8", 2: "UINT16", 3: "INT16", 4: "UINT32", 5: "INT32", 6: "FLOAT32", 7: "BOOL",
+               8: "STRING", 9: "ARRAY", 10: "UINT64", 11: "INT64", 12: "FLOAT64"}
 
-    return GGUFReader(path)
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    fields: dict[str, tuple[str, str | None, object]]  # key → (type, array element type, value)
+    tensors: dict[str, tuple[str, tuple[int, ...], int, int]]  # name → (GGML type, ggml shape, start, nbytes)
 
 
-def gguf_fields(path: Path) -> dict[str, object]:
-    """key → python value (arrays as lists, strings decoded)."""
-    reader = read_gguf(path)
-    values = {}
-    for key, fld in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        values[key] = (fld.types[0].name, fld.contents())
-    return values
+def read_header(path: Path) -> GGUFHeader:
+    import mmap
+    import struct
+
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    with open(path, "rb") as handle:
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        values = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return values[0] if len(values) == 1 else values
+
+    def text() -> str:
+        nonlocal pos
+        length = take("Q")
+        pos += length
+        return data[pos - length:pos].decode("utf-8")
+
+    def value(vtype: int):
+        if vtype in _SCALAR_FORMATS:
+            return take(_SCALAR_FORMATS[vtype])
+        if vtype == 8:
+            return text()
+        raise ValueError(f"{path}: unexpected value type {vtype}")
+
+    assert data[:4] == b"GGUF", path
+    pos = 4
+    _version, n_tensors, n_kv = take("I"), take("Q"), take("Q")
+    fields = {}
+    for _ in range(n_kv):
+        key, vtype = text(), take("I")
+        if vtype == 9:
+            item_type, count = take("I"), take("Q")
+            if item_type in _SCALAR_FORMATS:
+                items = list(take(f"{count}{_SCALAR_FORMATS[item_type]}")) if count > 1 else [take(_SCALAR_FORMATS[item_type])]
+            else:
+                items = [value(item_type) for _ in range(count)]
+            fields[key] = ("ARRAY", _TYPE_NAMES[item_type], items)
+        else:
+            fields[key] = (_TYPE_NAMES[vtype], None, value(vtype))
+    infos = []
+    for _ in range(n_tensors):
+        name = text()
+        n_dims = take("I")
+        shape = tuple(take("Q") for _ in range(n_dims))
+        infos.append((name, shape, take("I"), take("Q")))
+    alignment = int(fields.get("general.alignment", (None, None, 32))[2])
+    data_start = (pos + alignment - 1) // alignment * alignment
+    tensors = {}
+    for name, shape, ggml_type, offset in infos:
+        qtype = GGMLQuantizationType(ggml_type)
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        nbytes = int(np.prod(shape, dtype=np.int64)) // block * type_size
+        tensors[name] = (qtype.name, shape, data_start + offset, nbytes)
+    data.close()
+    return GGUFHeader(fields, tensors)
+
+
+def gguf_fields(path: Path) -> dict[str, tuple[str, object]]:
+    """key → (GGUF value type name, python value; arrays as lists, strings decoded)."""
+    return {key: (vtype, value) for key, (vtype, _, value) in read_header(path).fields.items()}
 
 
 def gguf_tensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], str]]:
     """name → (GGML type, ggml shape, sha256 of the data bytes)."""
-    reader = read_gguf(path)
-    return {
-        t.name: (t.tensor_type.name, tuple(int(n) for n in t.shape), hashlib.sha256(np.asarray(t.data).data).hexdigest())
-        for t in reader.tensors
-    }
+    import mmap
+
+    header = read_header(path)
+    out = {}
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for name, (qtype, shape, start, nbytes) in header.tensors.items():
+            out[name] = (qtype, tuple(int(n) for n in shape), hashlib.sha256(data[start:start + nbytes]).hexdigest())
+    return out
 
 
 def is_provenance(key: str) -> bool:
@@ -177,7 +248,7 @@ def gguf_differences(ours: Path, theirs: Path, allowed: dict[str, str] | None = 
     (key → the documented reason for the deliberate difference)."""
     allowed = allowed or {}
     problems: list[str] = []
-    a, b = gguf_fields(ours), gguf_fields(theirs)
+    a, b = read_header(ours).fields, read_header(theirs).fields
     for key in sorted(set(a) | set(b)):
         if is_provenance(key) or key in allowed:
             continue
