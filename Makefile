@@ -1,6 +1,6 @@
 # The two first-run commands (README): `make demo` and `make test`. Both set up .venv/ themselves.
 PY := .venv/bin/python
-REFERENCE ?= $(CURDIR)/../shared/reference
+REFERENCE ?= $(or $(GEMMA_EDGE_REFERENCE),$(CURDIR)/../shared/reference)
 
 .PHONY: demo test test-fast venv bench clean
 
