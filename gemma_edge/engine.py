@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InsufficientMemoryError, InvalidModelError
-from gemma_edge.hardware import available_memory, physical_cores
+from gemma_edge.hardware import available_memory
 from gemma_edge.llama import llama_cpp
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.sampling import Sampling
@@ -102,7 +102,14 @@ class Engine:
         """`rpc`: RPC workers (host:port) to split the layers across, in proportion to free memory or to
         `split` (this machine first). A lost worker aborts this process: see gemma_edge.rpc.SupervisedEngine."""
         self.facts = facts or read_model_facts(path)
-        n_ctx = int(n_ctx or min(self.facts.context_length, DEFAULT_CONTEXT))
+        if n_ctx is None or n_threads is None:
+            # What `gemma-edge doctor` recommends for this machine and model (cores, RAM).
+            from gemma_edge.doctor import recommended_runtime
+
+            recommended = recommended_runtime(self.facts)
+            n_ctx = n_ctx or recommended["n_ctx"]
+            n_threads = n_threads or recommended["n_threads"]
+        n_ctx = int(n_ctx)
         if n_ctx < 16:
             raise GemmaEdgeError(f"context size {n_ctx} is too small (at least 16 tokens)")
         if n_ctx > self.facts.context_length:
@@ -116,7 +123,7 @@ class Engine:
             self.placement = place_layers(rpc, self.facts.n_layers, split)
         else:
             check_fits(self.facts, n_ctx)
-        self.n_threads = int(n_threads or physical_cores())
+        self.n_threads = int(n_threads)
         try:
             self.llm = lc.Llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
                                 n_threads=self.n_threads, n_threads_batch=self.n_threads, use_mmap=True,

@@ -84,9 +84,9 @@ def model_options(fn):
     """-m/--model, --ctx-size, --threads, --rpc, --split."""
     fn = rpc_options(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
-                      help="CPU threads (default: physical cores).")(fn)
+                      help="CPU threads (default: `gemma-edge doctor`'s recommendation, the physical cores).")(fn)
     fn = click.option("--ctx-size", "-c", type=click.IntRange(min=16), default=None,
-                      help="Context window in tokens (default: 4096 or the model's maximum if smaller).")(fn)
+                      help="Context window in tokens (default: `gemma-edge doctor`'s recommendation: up to 4096, less when RAM is short).")(fn)
     fn = click.option("--model", "-m", "model_name", default=None, metavar="MODEL",
                       help="Registry name (see `gemma-edge list`) or path to a .gguf file "
                            "(default: the embedded Gemma 3 270M).")(fn)

@@ -11,11 +11,19 @@ from gemma_edge.cli.common import friendly_errors
 @click.command()
 @click.argument("model_name", metavar="MODEL", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--rpc", "rpc", default=None, metavar="HOST:PORT[,HOST:PORT…]",
+              help="Instead: measure each RPC worker link (round-trip time, bandwidth) and estimate decode "
+                   "speed for MODEL split across them. RPC has NO authentication or encryption.")
+@click.pass_context
 @friendly_errors
-def doctor(model_name, as_json):
+def doctor(ctx, model_name, as_json, rpc):
     """Check CPU features (AVX2/AVX-512/NEON/dotprod/i8mm), cores and RAM, whether llama.cpp was
     built for them, and recommend threads, context size and quantization for MODEL (default: the
     embedded model). `run` and `chat` use these recommendations when you set nothing."""
+    if rpc:
+        from gemma_edge.cli.worker import rpc_doctor
+
+        return ctx.invoke(rpc_doctor, endpoints=rpc, model_name=model_name, as_json=as_json)
     from gemma_edge.doctor import llama_system_info, report
     from gemma_edge.model import read_model_facts
     from gemma_edge.registry import resolve

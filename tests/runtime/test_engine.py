@@ -118,3 +118,19 @@ def test_seeded_sampling_is_reproducible(model):
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
+
+
+def test_defaults_follow_doctor_and_shrink_the_context_when_ram_is_short(embedded_model_path, monkeypatch):
+    from gemma_edge.api import Model
+    from gemma_edge.doctor import recommended_runtime
+    from gemma_edge.engine import RUNTIME_OVERHEAD
+
+    from gemma_edge.model import read_model_facts
+
+    facts = read_model_facts(embedded_model_path)
+    between = facts.weights_bytes + RUNTIME_OVERHEAD + facts.kv_bytes_per_token * 3000  # fits 2048, not 4096
+    monkeypatch.setenv("GEMMA_EDGE_MAX_MEMORY", str(between))
+    recommended = recommended_runtime(facts)
+    model = Model(embedded_model_path)
+    assert (model.n_ctx, model.engine.n_threads) == (recommended["n_ctx"], recommended["n_threads"])
+    assert model.n_ctx == 2048
