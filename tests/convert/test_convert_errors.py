@@ -215,6 +215,8 @@ def test_ctrl_c_mid_write(out_dir: Path) -> None:
         [sys.executable, "-m", "convert", "convert", str(checkpoint), "-o", str(out_dir / "m.gguf"), "--type", "f32",
          "--quiet"],
         stderr=subprocess.PIPE, text=True,
+        # A shell that started this run in the background may ignore SIGINT; Ctrl-C must reach the child.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not any(p.stat().st_size > 1_000_000 for p in out_dir.iterdir()) and time.monotonic() < deadline:

@@ -166,7 +166,10 @@ def test_ctrl_c_stops_the_reply_not_the_chat(tmp_path):
     saved = tmp_path / "after.json"
     proc = subprocess.Popen([sys.executable, "-m", "gemma_edge", "chat", "-t", "0", "-n", "3000", "--ctx-size", "4096"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO)
+                            cwd=REPO,
+                            # A shell that started this run in the background may ignore SIGINT; Ctrl-C
+                            # must reach the child as it does from a terminal.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "not instruction-tuned" in proc.stderr.readline()  # the model is loaded
         proc.stdin.write("Write a very long story about the sea.\n")
