@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench import common
 from gemma_edge.bench import Measurement, markdown_table, peak_rss_mb, plot_bars, spread, summarize
+from gemma_edge.engine import common_prefix
 
 NAME = "transformers"
 HF = "transformers"
@@ -123,15 +124,6 @@ def in_subprocess(side: str, job: dict, out: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{side} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def common_prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def run(model_path: Path, hf_dir: Path, threads: int, prompt_tokens: int, gen_tokens: int, repeat: int,

@@ -80,6 +80,16 @@ def silence_llama_logs(lc) -> None:
 _LOG_CALLBACK = None
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share (the part of a prompt the KV cache can keep)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def check_fits(facts: ModelFacts, n_ctx: int) -> None:
     """Refuse before loading when weights + KV cache + runtime do not fit in the RAM available."""
     kv = facts.kv_bytes_per_token * n_ctx
@@ -180,13 +190,7 @@ class Engine:
     def _prefill(self, tokens: list[int]) -> int:
         """Evaluate what the KV cache lacks of `tokens`; returns how many tokens were evaluated."""
         llm = self.llm
-        cached = llm._input_ids
-        keep = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # the last prompt token is always evaluated: it gives the logits
+        keep = min(common_prefix(llm._input_ids, tokens), len(tokens) - 1)  # the last prompt token is always evaluated: it gives the logits
         if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             keep = 0
             self.reset()

@@ -131,3 +131,10 @@ def gemma_tensor_rules(post_norms: bool, qk_norms: bool) -> tuple[TensorRule, ..
             layer_rule("self_attn.k_norm.weight", "attn_k_norm.weight", transform=plus_one),
         ]
     return tuple(rules)
+
+
+def text_only_notes(hp, dropped) -> list[str]:
+    """The note for multimodal checkpoints whose vision/audio towers this text GGUF leaves out."""
+    if not dropped:
+        return []
+    return [f"skipped the vision/audio towers ({len(dropped)} tensors): this GGUF is text-only"]

@@ -24,7 +24,8 @@ from convert.generations.base import (
     Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, ZerosSource, bool_array, f32,
     f32_array, i32_array, layer_rule, rope_parameters, top_rule, u32,
 )
-from convert.generations.common import FULL, SLIDING, core_metadata, layer_types, refuse_common
+from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
+                                        text_only_notes)
 from convert.vocab import sentencepiece_vocab
 
 ARCH = "gemma3n"
@@ -192,12 +193,6 @@ TENSORS: tuple[TensorRule, ...] = (
 )
 
 
-def notes(hp: HParams, dropped: Sequence[str]) -> list[str]:
-    if not dropped:
-        return []
-    return [f"skipped the vision/audio towers ({len(dropped)} tensors): this GGUF is text-only"]
-
-
 GEMMA3N = Generation(
     name="gemma3n",
     hf_architectures=("Gemma3nForCausalLM", "Gemma3nForConditionalGeneration"),
@@ -207,5 +202,5 @@ GEMMA3N = Generation(
     tensors=TENSORS,
     vocab=sentencepiece_vocab,
     extra_tensors=kv_placeholders,
-    notes=notes,
+    notes=text_only_notes,
 )

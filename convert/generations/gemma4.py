@@ -25,7 +25,8 @@ from convert.generations.base import (
     ArraySource, Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, bool_array, f32,
     i32_array, layer_rule, rope_parameters, top_rule, u32,
 )
-from convert.generations.common import FULL, SLIDING, core_metadata, layer_types, refuse_common
+from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
+                                        text_only_notes)
 from convert.vocab_bpe import gemma4_vocab
 
 ARCH = "gemma4"
@@ -226,12 +227,6 @@ TENSORS: tuple[TensorRule, ...] = (
 )
 
 
-def notes(hp: HParams, dropped: Sequence[str]) -> list[str]:
-    if not dropped:
-        return []
-    return [f"skipped the vision/audio towers ({len(dropped)} tensors): this GGUF is text-only"]
-
-
 GEMMA4 = Generation(
     name="gemma4",
     hf_architectures=("Gemma4ForCausalLM", "Gemma4ForConditionalGeneration"),
@@ -241,5 +236,5 @@ GEMMA4 = Generation(
     tensors=TENSORS,
     vocab=gemma4_vocab,
     extra_tensors=extra_tensors,
-    notes=notes,
+    notes=text_only_notes,
 )

@@ -10,6 +10,18 @@ import click
 from gemma_edge.errors import GemmaEdgeError
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server on this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class UserError(click.ClickException):
     """A one-line error and exit code 2, like click's own usage errors."""
     exit_code = 2

@@ -1,20 +1,10 @@
 """`serve`: the OpenAI-compatible HTTP server on loopback."""
 from __future__ import annotations
 
-import ipaddress
 
 import click
 
-from gemma_edge.cli.common import UserError, friendly_errors, load_model, model_options
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from gemma_edge.cli.common import UserError, is_loopback, friendly_errors, load_model, model_options
 
 
 @click.command()

@@ -2,25 +2,15 @@
 `rpc_doctor`: measure the links to such workers."""
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 
 import click
 
-from gemma_edge.cli.common import UserError, friendly_errors
+from gemma_edge.cli.common import UserError, is_loopback, friendly_errors
 from gemma_edge.rpc import DEFAULT_PORT, INSECURE
 
 WARNING = "WARNING: NO AUTHENTICATION, NO ENCRYPTION."
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @click.command()

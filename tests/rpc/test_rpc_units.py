@@ -76,6 +76,6 @@ def test_worker_on_a_busy_port_fails_with_one_line():
                                             ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
                                             ("192.168.1.20", False), ("pi.local", False)])
 def test_only_loopback_binds_go_without_the_warning(host, loopback):
-    from gemma_edge.cli.worker import is_loopback
+    from gemma_edge.cli.common import is_loopback
 
     assert is_loopback(host) is loopback

@@ -16,12 +16,3 @@ def small_context_model(embedded_model_path):
     from gemma_edge.api import Model
 
     return Model(embedded_model_path, n_ctx=256)
-
-
-def common_prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

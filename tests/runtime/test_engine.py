@@ -6,7 +6,7 @@ import pytest
 from gemma_edge.errors import ContextOverflowError, InsufficientMemoryError
 from gemma_edge.formats import Segment
 
-from .conftest import common_prefix
+from gemma_edge.engine import common_prefix
 
 GREEDY = {"temperature": 0, "max_tokens": 24}
 

@@ -118,7 +118,7 @@ def test_api_key_stays_out_of_the_config_repr():
                                             ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
                                             ("::", False), ("192.168.1.4", False), ("box.lan", False)])
 def test_non_loopback_hosts_are_recognised(host, loopback):
-    from gemma_edge.cli.serve import is_loopback
+    from gemma_edge.cli.common import is_loopback
 
     assert is_loopback(host) is loopback
 
