@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gemma_edge.cli.common import friendly_errors
+from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
 
 
 @click.command()
@@ -22,6 +22,7 @@ from gemma_edge.cli.common import friendly_errors
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Also write OUTPUT.json, OUTPUT.md and (with matplotlib) OUTPUT.png.")
 @friendly_errors
+@rpc_options
 def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, repeat, as_json, output):
     """Prefill and decode speed, time to first token and RSS of gemma-edge next to a raw llama.cpp
     loop on the same GGUF, threads, context and batch size (median and min–max over the runs).
@@ -38,11 +39,13 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
     if prompt_tokens + gen_tokens >= n_ctx:
         raise GemmaEdgeError(f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) must be below "
                              f"--ctx-size ({n_ctx})")
-    model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size)
+    model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size, **rpc_settings())
     settings = BenchSettings(threads=model.engine.n_threads, n_ctx=model.n_ctx,
                              n_batch=model.engine.llm.n_batch, prompt_tokens=prompt_tokens,
                              gen_tokens=gen_tokens, repeat=repeat)
     report = bench_model(model, settings)
+    if model.engine.placement is not None:
+        report["placement"] = model.engine.placement.as_dict()
     table = markdown_table(report)
     if output is not None:
         title = f"{model.facts.name} · {settings.threads} threads · {prompt_tokens}+{gen_tokens} tokens"

@@ -5,12 +5,13 @@ import json
 
 import click
 
-from gemma_edge.cli.common import friendly_errors
+from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
 
 
 @click.command()
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@rpc_options
 @friendly_errors
 def info(model, as_json):
     """What a model is: generation, turn format, size, quantization, context, special tokens.
@@ -27,6 +28,11 @@ def info(model, as_json):
         facts["registry"] = {"name": entry.name, "size_class": entry.raw.get("size_class"),
                              "license": entry.raw.get("license"), "capabilities": entry.capabilities}
         facts["format"] = entry.raw.get("format") or facts["format"]
+    rpc = rpc_settings()
+    if rpc:  # where the layers would go across the workers (nothing is loaded)
+        from gemma_edge.rpc import place_layers
+
+        facts["placement"] = place_layers(rpc["rpc"], facts["layers"], rpc.get("split")).as_dict()
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return

@@ -71,3 +71,17 @@ def test_rpc_doctor_measures_each_link(workers):
         assert link["rtt_ms"] > 0 and link["upload_mb_s"] > 0 and link["download_mb_s"] > 0
         assert link["network_ms_per_token"] > 0 and link["placement_decode_tokens_per_s"] > 0
     assert all(link["layers"] > 0 for link in links)
+
+
+def test_info_and_doctor_report_the_placement_and_links(embedded_model_path, workers):
+    from gemma_edge.rpc import plan
+
+    endpoints = ",".join(workers.endpoints)
+    info = gemma_edge("info", str(embedded_model_path), "--rpc", endpoints, "--split", "1,1,2", "--json", timeout=120)
+    assert info.returncode == 0, info.stderr
+    facts = json.loads(info.stdout)
+    names = ["local CPU", *(f"{e} (RPC{i})" for i, e in enumerate(workers.endpoints))]
+    assert facts["placement"] == plan(facts["layers"], names, [1.0, 1.0, 2.0]).as_dict()
+    doctor = gemma_edge("doctor", "--rpc", endpoints, "--json", timeout=120)
+    assert doctor.returncode == 0, doctor.stderr
+    assert [link["endpoint"] for link in json.loads(doctor.stdout)] == workers.endpoints
