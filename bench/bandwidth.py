@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from bench import common
-from gemma_edge.bench import BenchSettings, bench_model
+from gemma_edge.bench import BenchSettings, bench_model, pyplot
 
 NAME = "bandwidth"
 
@@ -83,12 +83,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     models = report["models"]
     labels = [f"{m['model']}\n{m['quantization']}" for m in models]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT, spread
+from gemma_edge.bench import PROMPT_TEXT, pyplot, spread
 
 NAME = "kv_reuse"
 QUESTIONS = [
@@ -100,12 +100,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     turns = [r["turn"] for r in report["per_turn"]]
     fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import BenchSettings, bench_model
+from gemma_edge.bench import BenchSettings, bench_model, pyplot
 
 NAME = "threads_quants"
 TYPES = ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
@@ -101,12 +101,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     panels = 2 if report["quantizations"] else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.4), squeeze=False)

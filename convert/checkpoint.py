@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from convert.generations.base import RowView
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 INDEX_NAME = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -46,21 +48,13 @@ class CheckpointError(ValueError):
     """The checkpoint directory is unusable (missing or malformed files); the message says which."""
 
 
-class SafetensorsTensor:
+class SafetensorsTensor(RowView):
     """One tensor inside a safetensors file, readable by rows as float32 (a ``TensorSource``)."""
 
     def __init__(self, path: Path, name: str, dtype: str, shape: tuple[int, ...], offset: int, nbytes: int):
         self.path, self.name, self.dtype = path, name, dtype
         self.shape = shape
         self.offset, self.nbytes = offset, nbytes
-
-    @property
-    def rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
-
-    @property
-    def cols(self) -> int:
-        return self.shape[-1] if self.shape else 1
 
     def read(self, start: int, stop: int) -> np.ndarray:
         storage = _DTYPES[self.dtype]

@@ -291,14 +291,18 @@ def _cell(s: dict) -> str:
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
+def pyplot():
+    """matplotlib's pyplot on a file-only backend, or None when the optional `plot` extra is missing."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    return plt
+
+
 def plot_bars(report: dict, path: Path, title: str) -> Path | None:
     """A PNG bar chart of prefill and decode medians with min–max whiskers; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     sides = list(report["sides"])
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))

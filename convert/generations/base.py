@@ -169,38 +169,36 @@ class TensorSource(Protocol):
         ...
 
 
-class ArraySource:
+class RowView:
+    """`rows` and `cols` of a tensor seen as 2-D (rows = product of all leading axes), from `shape`."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+    @property
+    def cols(self) -> int:
+        return self.shape[-1] if self.shape else 1
+
+
+class ArraySource(RowView):
     """A tensor computed in memory (generated tensors such as Gemma 4's ``rope_freqs``)."""
 
     def __init__(self, array: np.ndarray):
         self.array = np.ascontiguousarray(array, dtype=np.float32)
         self.shape = tuple(self.array.shape)
 
-    @property
-    def rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
-
-    @property
-    def cols(self) -> int:
-        return self.shape[-1] if self.shape else 1
-
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.array.reshape(self.rows, self.cols)[start:stop]
 
 
-class ZerosSource:
+class ZerosSource(RowView):
     """An all-zero tensor (padding rows, placeholder tensors the runtime requires but never reads)."""
 
     def __init__(self, shape: Sequence[int]):
         self.shape = tuple(int(n) for n in shape)
-
-    @property
-    def rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
-
-    @property
-    def cols(self) -> int:
-        return self.shape[-1] if self.shape else 1
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return np.zeros((stop - start, self.cols), dtype=np.float32)
