@@ -293,8 +293,12 @@ def _cell(s: dict) -> str:
 
 def pyplot():
     """matplotlib's pyplot on a file-only backend, or None when the optional `plot` extra is missing."""
-    plt = pyplot()
-    if plt is None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
         return None
     return plt
 
