@@ -4,10 +4,7 @@ in media placeholders: Gemma 3 prints `<start_of_image>` for an image; Gemma 3n 
 `<image_soft_token>` and `<audio_soft_token>`."""
 from __future__ import annotations
 
-from functools import partial
-
 from gemma_edge.formats import start_of_turn
-from gemma_edge.formats.base import TurnFormat
 
 GEMMA3 = start_of_turn.StartOfTurnTable(
     folds_system=True, content_lists=True, media_markers={"image": "<start_of_image>"})
@@ -16,16 +13,4 @@ GEMMA3N = start_of_turn.StartOfTurnTable(
     media_markers={"image": "<image_soft_token>", "audio": "<audio_soft_token>"})
 
 
-def _format(name: str, table: start_of_turn.StartOfTurnTable) -> TurnFormat:
-    return TurnFormat(
-        name=name,
-        end_of_turn=start_of_turn.END,
-        supports_thinking=False,
-        supports_tools=False,
-        supports_system=False,
-        render=partial(start_of_turn.render, table),
-        media=tuple(table.media_markers),
-    )
-
-
-FORMATS = (_format("gemma3", GEMMA3), _format("gemma3n", GEMMA3N))
+FORMATS = (start_of_turn.turn_format("gemma3", GEMMA3), start_of_turn.turn_format("gemma3n", GEMMA3N))

@@ -11,9 +11,10 @@ the conversation repaired first (see `_repair` and formats/README.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Mapping, Sequence
 
-from gemma_edge.formats.base import BOS, Request, SegmentWriter, TemplateError, part_type, role_of
+from gemma_edge.formats.base import BOS, Request, SegmentWriter, TemplateError, TurnFormat, part_type, role_of
 from gemma_edge.formats.jinja_values import trim
 
 START, END = "<start_of_turn>", "<end_of_turn>"
@@ -186,3 +187,16 @@ def _lenient_content(table: StartOfTurnTable, content: Any) -> list:
         parts = _parts(table, content)
         return parts if table.content_lists else [(_flat_text(content), False)]
     return [(trim(content), False)]
+
+
+def turn_format(name: str, table: "StartOfTurnTable") -> TurnFormat:
+    """A public format of this family: no native system role, thinking or tools; `table` decides the rest."""
+    return TurnFormat(
+        name=name,
+        end_of_turn=END,
+        supports_thinking=False,
+        supports_tools=False,
+        supports_system=False,
+        render=partial(render, table),
+        media=tuple(table.media_markers),
+    )
