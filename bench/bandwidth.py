@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from bench import common
-from gemma_edge.bench import BenchSettings, bench_model, pyplot
+from gemma_edge.bench import BenchSettings, bench_model, pyplot, save_figure
 
 NAME = "bandwidth"
 
@@ -96,10 +96,7 @@ def plot(report: dict, path):
     ax.set_xticks(x, labels)
     ax.set_ylabel("decode tokens/s")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

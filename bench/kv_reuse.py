@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT, pyplot, spread
+from gemma_edge.bench import PROMPT_TEXT, pyplot, save_figure, spread
 
 NAME = "kv_reuse"
 QUESTIONS = [
@@ -112,10 +112,7 @@ def plot(report: dict, path):
     ax.set_ylabel("time to first token (s)")
     ax.set_ylim(bottom=0)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

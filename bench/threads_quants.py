@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import BenchSettings, bench_model, pyplot
+from gemma_edge.bench import BenchSettings, bench_model, pyplot, save_figure
 
 NAME = "threads_quants"
 TYPES = ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]
@@ -123,10 +123,7 @@ def plot(report: dict, path):
             ax.annotate(q["type"].upper(), (q["size_mb"], q["llama.cpp"]["decode_tokens_per_s"]), fontsize=7)
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel("decode tokens/s")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

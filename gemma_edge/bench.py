@@ -303,6 +303,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG and release a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_bars(report: dict, path: Path, title: str) -> Path | None:
     """A PNG bar chart of prefill and decode medians with min–max whiskers; None without matplotlib."""
     plt = pyplot()
@@ -317,11 +327,8 @@ def plot_bars(report: dict, path: Path, title: str) -> Path | None:
         ax.bar(sides, medians, yerr=errors, capsize=4, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(sides)])
         ax.set_title(f"{label} (tokens/s)")
     fig.suptitle(title)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_results(directory: Path, name: str, report: dict, markdown: str) -> dict[str, Path]:
