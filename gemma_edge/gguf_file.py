@@ -170,6 +170,16 @@ class GGUFFile:
             return list(struct.unpack(f"<{ref.count}{fmt[1]}", cur.take(struct.calcsize(fmt) * ref.count)))
         return [self._read_value(cur, ref.item_type) for _ in range(ref.count)]
 
+    def string_at(self, key: str, index: int) -> str | None:
+        """One element of a string array (e.g. a token's text) without decoding the elements before it."""
+        ref = self.metadata.get(key)
+        if not isinstance(ref, ArrayRef) or ref.item_type != _STRING or not 0 <= index < ref.count:
+            return None
+        cur = _Cursor(self._map, self.path)
+        cur.pos = ref.start
+        cur.skip_strings(index)
+        return cur.string()
+
     def array_length(self, key: str) -> int:
         ref = self.metadata.get(key)
         return ref.count if isinstance(ref, ArrayRef) else 0

@@ -91,13 +91,12 @@ def read_model_facts(path: str | Path) -> ModelFacts:
             raise InvalidModelError(
                 f"{gguf.path}: architecture '{gguf.architecture or '?'}' is not a Gemma model "
                 f"(gemma-edge runs: {supported})")
-        tokens = gguf.array("tokenizer.ggml.tokens")
-        if not tokens:
+        if not gguf.array_length("tokenizer.ggml.tokens"):
             raise InvalidModelError(f"{gguf.path}: GGUF has no tokenizer vocabulary")
 
         def token(key: str) -> str:
             idx = gguf.get(key)
-            return tokens[idx] if isinstance(idx, int) and 0 <= idx < len(tokens) else ""
+            return (gguf.string_at("tokenizer.ggml.tokens", idx) or "") if isinstance(idx, int) else ""
 
         template = gguf.get("tokenizer.chat_template")
         name = str(gguf.get("general.name") or gguf.path.stem)
