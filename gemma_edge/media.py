@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import io
 import os
@@ -263,12 +262,11 @@ def _fetch(url: str, limits: Limits) -> bytes:
 
 # --- images ---------------------------------------------------------------------------------------
 
-@functools.cache
 def _bomb_warning_is_an_error() -> None:
     """Pillow only warns for images between MAX_IMAGE_PIXELS and twice that; make it an error.
 
-    The filter is process-wide: warnings.catch_warnings is not thread-safe, and the server decodes
-    in worker threads. Installed once, on the first image decoded.
+    The filter is process-wide (warnings.catch_warnings is not thread-safe, and the server decodes
+    in worker threads); adding it again only moves it to the front, so a reset cannot lose it.
     """
     from PIL import Image
 
