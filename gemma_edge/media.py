@@ -6,7 +6,8 @@ RGB888 rows (EXIF orientation applied and transparency composited onto white, as
 (WAV, MP3 or FLAC, recognised by the magic bytes mtmd's decoder checks) for mtmd to decode.
 
 Where a part may come from: a local path, raw bytes, a `data:` URL (strict base64), a `file://`
-URL, or — only with `allow_remote=True` — an http(s) URL fetched with a size and time limit.
+URL, or — only with `allow_remote=True` — an http(s) URL fetched with a size and time limit. A part
+that already carries a decoded `Media` under "media" (the CLI and server validate early) is used as is.
 Every failure is a `MediaError`: one line naming the source and the reason.
 """
 from __future__ import annotations
@@ -91,6 +92,11 @@ def load_media(part: Mapping, *, allow_remote: bool = False, limits: Limits | No
     if kind is None:
         raise MediaError(f"unknown media part type {part.get('type')!r} (expected one of "
                          f"{', '.join(KIND_OF_PART)})")
+    decoded = part.get("media")
+    if decoded is not None:  # validated already (CLI, server): used as is
+        if not isinstance(decoded, Media) or decoded.kind != kind:
+            raise MediaError(f"{part['type']} part: 'media' must be a decoded {kind}")
+        return decoded
     label, payload = _part_bytes(part, kind, allow_remote, limits)
     return decode(payload, kind, label, limits)
 

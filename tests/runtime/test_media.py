@@ -354,3 +354,13 @@ def test_openai_input_audio_parts():
     assert load_media({"type": "audio", "url": url}).data == data
     with pytest.raises(MediaError, match="expected audio/"):
         load_media({"type": "audio", "url": url.replace("audio/wav", "image/png")})
+
+
+def test_a_part_carrying_decoded_media_is_used_as_is(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_bytes(encode(pattern(), "PNG"))
+    media = load_file(path, "image")
+    assert load_media({"type": "image", "path": str(path), "media": media}) is media
+    assert load_media({"type": "image_url", "media": media}) is media
+    with pytest.raises(MediaError, match="'media' must be a decoded audio"):
+        load_media({"type": "audio", "media": media})
