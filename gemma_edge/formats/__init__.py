@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from gemma_edge.formats import classic, functiongemma, gemma3, gemma4
-from gemma_edge.formats.base import Request, Segment, SegmentWriter, TemplateError, TurnFormat
+from gemma_edge.formats.base import (
+    MediaExpansion, Request, Segment, SegmentWriter, TemplateError, TurnFormat, expand_media,
+)
 
 __all__ = [
-    "FORMAT_NAMES", "Segment", "TemplateError", "TurnFormat", "get_format", "render_prompt",
-    "render_segments",
+    "FORMAT_NAMES", "MediaExpansion", "Segment", "TemplateError", "TurnFormat", "expand_media", "get_format",
+    "render_prompt", "render_segments",
 ]
 
 _FORMATS: dict[str, TurnFormat] = {f.name: f for f in (*classic.FORMATS, *gemma3.FORMATS, *gemma4.FORMATS, *functiongemma.FORMATS)}
@@ -56,5 +58,6 @@ def render_segments(
     enable_thinking: bool = False, add_generation_prompt: bool = True, strict: bool = False, **kwargs: Any,
 ) -> list[Segment]:
     """`render_prompt` cut into segments: markers (special=True, one control token each) and
-    text runs (special=False) whose texts concatenate to the prompt."""
+    text runs (special=False) whose texts concatenate to the prompt. A media placeholder is a
+    marker carrying its content part (`Segment.part`); `expand_media` gives the model's view."""
     return _render(messages, format, tools, enable_thinking, add_generation_prompt, strict, kwargs).segments()

@@ -16,10 +16,32 @@ BOS = "<bos>"
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A piece of a rendered prompt. `special=True` only for markers the renderer emitted
-    (each is exactly one control token); everything else, including user text, is `special=False`."""
+    (each is exactly one control token); everything else, including user text, is `special=False`.
+    A media placeholder is a marker that also carries `part`, the content part it stands for (so
+    the k-th placeholder is tied to its part, not found by counting)."""
 
     text: str
     special: bool
+    part: Any = field(default=None, compare=False)
+
+    @property
+    def is_media(self) -> bool:
+        return self.part is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaExpansion:
+    """How the model sees one media placeholder, as transformers' processor expands it: `before`,
+    the `begin` marker, one position per embedding (the processor writes `soft_token` there), the
+    `end` marker, `after`. `begin`/`end` are what llama.cpp's mtmd puts around the same projector's
+    embeddings (img_beg/img_end, aud_beg/aud_end). `before`/`after` are text: they join the
+    neighbouring text before tokenization, as the processor tokenizes its expanded string."""
+
+    begin: str
+    end: str
+    soft_token: str
+    before: str = ""
+    after: str = ""
 
 
 class TemplateError(Exception):
@@ -50,11 +72,12 @@ class TurnFormat:
     supports_system: bool     # the template has a native system role (not folded into a user turn)
     render: Callable[[Request, "SegmentWriter"], None] = field(repr=False, compare=False)
     media: tuple[str, ...] = ()  # content-part types the format has a placeholder for
-    stop_markers: tuple[str, ...] = ()  # besides end_of_turn: where generation must stop (the
-    # marker that opens a tool result, which the model writes after its calls)
     # Markers after which the runtime, not the model, continues: generation stops there too
     # (Gemma 4's <|tool_response>: the model has called a tool and waits for its result).
     stop_markers: tuple[str, ...] = ()
+    # part type -> how its placeholder expands for the model; a placeholder without an entry
+    # (Gemma 4's video) renders but cannot be given to the model
+    media_expansion: Mapping[str, MediaExpansion] = field(default_factory=dict)
 
 
 class SegmentWriter:
@@ -63,37 +86,70 @@ class SegmentWriter:
     __slots__ = ("_pieces",)
 
     def __init__(self) -> None:
-        self._pieces: list[tuple[str, bool]] = []
+        self._pieces: list[tuple[str, bool, Any]] = []
 
     def text(self, text: str) -> None:
         if text:
-            self._pieces.append((text, False))
+            self._pieces.append((text, False, None))
 
     def mark(self, marker: str) -> None:
-        self._pieces.append((marker, True))
+        self._pieces.append((marker, True, None))
+
+    def media(self, marker: str, part: Mapping[str, Any]) -> None:
+        """The placeholder `marker` the template prints for the content part `part`."""
+        self._pieces.append((marker, True, part))
 
     def extend(self, other: "SegmentWriter") -> None:
         self._pieces.extend(other._pieces)
 
     def string(self) -> str:
-        return "".join([piece for piece, _ in self._pieces])
+        return "".join([piece for piece, _, _ in self._pieces])
 
     def segments(self) -> list[Segment]:
         """Markers one per segment; adjacent text joined, so a text run tokenizes as one piece
         exactly like the whole prompt would between two control tokens."""
         out: list[Segment] = []
         run: list[str] = []
-        for piece, special in self._pieces:
+        for piece, special, part in self._pieces:
             if special:
                 if run:
                     out.append(Segment("".join(run), False))
                     run = []
-                out.append(Segment(piece, True))
+                out.append(Segment(piece, True, part))
             else:
                 run.append(piece)
         if run:
             out.append(Segment("".join(run), False))
         return out
+
+
+def expand_media(segments: Sequence[Segment], expansion: Mapping[str, MediaExpansion]) -> list[Segment]:
+    """The prompt as the model sees it: each media placeholder replaced by its expansion's text and
+    markers around one media segment (still carrying its part), adjacent text joined into one run.
+    Raises KeyError for a placeholder whose part type has no expansion."""
+    out: list[Segment] = []
+
+    def text(value: str) -> None:
+        if not value:
+            return
+        if out and not out[-1].special:
+            out[-1] = Segment(out[-1].text + value, False)
+        else:
+            out.append(Segment(value, False))
+
+    for segment in segments:
+        if segment.is_media:
+            rule = expansion[part_type(segment.part)]
+            text(rule.before)
+            out.append(Segment(rule.begin, True))
+            out.append(segment)
+            out.append(Segment(rule.end, True))
+            text(rule.after)
+        elif segment.special:
+            out.append(segment)
+        else:
+            text(segment.text)
+    return out
 
 
 # OpenAI content-part types and the Gemma-template type they stand for.

@@ -24,7 +24,7 @@ TABLE = ToolTurnTable(
     turn="<start_of_turn>", end_turn="<end_of_turn>", system_role="developer",
     tool="<start_function_declaration>", end_tool="<end_function_declaration>",
     tool_call="<start_function_call>", end_tool_call="<end_function_call>",
-    notation=NOTATION, media_markers={}, thinking=False, named_tool_content=True,
+    notation=NOTATION, media_markers={}, media_expansion={}, thinking=False, named_tool_content=True,
     empty_thought_when_not_thinking=False)
 
 FORMATS = (turn_format("functiongemma", TABLE),)

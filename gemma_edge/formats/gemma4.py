@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from gemma_edge.formats import gemma4_values as values
 from gemma_edge.formats.base import (
-    BOS, Request, SegmentWriter, TemplateError, TurnFormat, part_type,
+    BOS, MediaExpansion, Request, SegmentWriter, TemplateError, TurnFormat, part_type,
 )
 from gemma_edge.formats.jinja_values import UNDEFINED, is_sequence, item, printed
 
@@ -45,12 +45,20 @@ class ToolTurnTable:
     end_tool_call: str
     notation: values.Notation           # string quotes, tool-response tokens, declaration spacing
     media_markers: Mapping[str, str]
+    media_expansion: Mapping[str, MediaExpansion]  # how the model sees a placeholder
     thinking: bool                      # <|think|>, thought channels, strip_thinking of model text
     named_tool_content: bool            # a tool message's content may be {name, response} or a list of them
     empty_thought_when_not_thinking: bool  # large models: generation prompt closes an empty thought
 
 
 GEMMA4_MEDIA = {"image": "<|image|>", "audio": "<|audio|>", "video": "<|video|>"}
+# transformers' Gemma4Processor: "<|image>" + N x "<|image|>" + "<image|>" (audio likewise), nothing
+# around; llama.cpp's mtmd uses the same begin/end markers for gemma4v and gemma4a. Video (frames
+# with timestamps) has no expansion: it cannot reach the model.
+GEMMA4_EXPANSION = {
+    "image": MediaExpansion(begin="<|image>", end="<image|>", soft_token="<|image|>"),
+    "audio": MediaExpansion(begin="<|audio>", end="<audio|>", soft_token="<|audio|>"),
+}
 
 
 def render(table: ToolTurnTable, request: Request, out: SegmentWriter) -> None:
@@ -237,7 +245,7 @@ def _tool_message(out: SegmentWriter, tool_calls: Sequence[Any], follower: Mappi
         for part in body:
             marker = table.media_markers.get(part_type(part))
             if marker:
-                out.mark(marker)
+                out.media(marker, part)
     else:
         values.tool_response(out, name, body, table.notation)
 
@@ -264,7 +272,7 @@ def _content(out: SegmentWriter, content: Any, table: ToolTurnTable, model: bool
             out.text(text)
             has_content = has_content or bool(text.strip())
         elif kind in table.media_markers:
-            out.mark(table.media_markers[kind])
+            out.media(table.media_markers[kind], part)
             has_content = True
     return has_content
 
@@ -347,7 +355,7 @@ def _table(empty_thought_when_not_thinking: bool) -> ToolTurnTable:
     return ToolTurnTable(
         turn="<|turn>", end_turn="<turn|>", system_role="system", tool="<|tool>", end_tool="<tool|>",
         tool_call="<|tool_call>", end_tool_call="<tool_call|>", notation=values.GEMMA4,
-        media_markers=GEMMA4_MEDIA, thinking=True, named_tool_content=False,
+        media_markers=GEMMA4_MEDIA, media_expansion=GEMMA4_EXPANSION, thinking=True, named_tool_content=False,
         empty_thought_when_not_thinking=empty_thought_when_not_thinking)
 
 
@@ -360,6 +368,7 @@ def turn_format(name: str, table: ToolTurnTable) -> TurnFormat:
         supports_system=True,
         render=partial(render, table),
         media=tuple(table.media_markers),
+        media_expansion=table.media_expansion,
         stop_markers=(table.notation.response_open,),
     )
 

@@ -10,11 +10,11 @@ the conversation repaired first (see `_repair` and formats/README.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping, Sequence
 
-from gemma_edge.formats.base import BOS, Request, SegmentWriter, TemplateError, TurnFormat, part_type, role_of
+from gemma_edge.formats.base import BOS, MediaExpansion, Request, SegmentWriter, TemplateError, TurnFormat, part_type, role_of
 from gemma_edge.formats.jinja_values import trim
 
 START, END = "<start_of_turn>", "<end_of_turn>"
@@ -30,12 +30,13 @@ class StartOfTurnTable:
     folds_system: bool                 # leading system message -> prefix of first user turn
     content_lists: bool                # content may be a list of parts (else: string only)
     media_markers: Mapping[str, str]   # part type -> marker the template prints for it
+    media_expansion: Mapping[str, MediaExpansion] = field(default_factory=dict)  # how the model sees it
 
 
 @dataclass(slots=True)
 class _Turn:
     role: str
-    body: list  # (text, special) pieces
+    body: list  # (text, None) or (media placeholder, its content part)
 
 
 def render(table: StartOfTurnTable, request: Request, out: SegmentWriter) -> None:
@@ -49,8 +50,8 @@ def render(table: StartOfTurnTable, request: Request, out: SegmentWriter) -> Non
     for turn in turns:
         out.mark(START)
         out.text(turn.role + "\n")
-        for piece, special in turn.body:
-            out.mark(piece) if special else out.text(piece)
+        for piece, part in turn.body:
+            out.media(piece, part) if part is not None else out.text(piece)
         out.mark(END)
         out.text("\n")
     if request.add_generation_prompt:
@@ -74,7 +75,7 @@ def _parse(table: StartOfTurnTable, messages: Sequence[Mapping[str, Any]]) -> li
         if (message.get("role") == "user") != (index % 2 == 0):
             raise TemplateError(ALTERNATE)
         role = role_of(message)
-        body = [(prefix, False)] if index == 0 and prefix else []
+        body = [(prefix, None)] if index == 0 and prefix else []
         body.extend(_content(table, message.get("content", MISSING)))
         turns.append(_Turn("model" if role == "assistant" else role, body))
     return turns
@@ -108,7 +109,7 @@ def _content(table: StartOfTurnTable, content: Any) -> list:
     if content is MISSING:
         return []
     if isinstance(content, str):
-        return [(content.strip(), False)]
+        return [(content.strip(), None)]
     if table.content_lists:
         if isinstance(content, Mapping):
             return []  # Jinja iterates a mapping's keys, which are not parts
@@ -118,7 +119,7 @@ def _content(table: StartOfTurnTable, content: Any) -> list:
     if content is None or isinstance(content, (list, tuple, Mapping)):
         # Gemma 1/2 would print Python's repr of the value; we refuse instead (see README).
         raise TemplateError(INVALID_CONTENT)
-    return [(trim(content), False)]
+    return [(trim(content), None)]
 
 
 def _parts(table: StartOfTurnTable, parts: Sequence[Any]) -> list:
@@ -126,9 +127,9 @@ def _parts(table: StartOfTurnTable, parts: Sequence[Any]) -> list:
     for part in parts:
         kind = part_type(part)
         if kind == "text":
-            body.append((trim(part.get("text", "")), False))
+            body.append((trim(part.get("text", "")), None))
         elif kind in table.media_markers:
-            body.append((table.media_markers[kind], True))
+            body.append((table.media_markers[kind], part))
     return body
 
 
@@ -160,7 +161,7 @@ def _repair(table: StartOfTurnTable, messages: Sequence[Mapping[str, Any]]) -> l
         if turns and turns[-1].role == role:
             previous = turns[-1].body
             if body and any(piece for piece, _ in previous):
-                previous.append(("\n\n", False))
+                previous.append(("\n\n", None))
             previous.extend(body)
         else:
             turns.append(_Turn(role, body))
@@ -168,7 +169,7 @@ def _repair(table: StartOfTurnTable, messages: Sequence[Mapping[str, Any]]) -> l
         if not turns or turns[0].role == "model":
             turns.insert(0, _Turn("user", []))
         if system_texts:
-            turns[0].body.insert(0, ("\n\n".join(system_texts) + "\n\n", False))
+            turns[0].body.insert(0, ("\n\n".join(system_texts) + "\n\n", None))
     return turns
 
 
@@ -185,8 +186,8 @@ def _lenient_content(table: StartOfTurnTable, content: Any) -> list:
         return []
     if isinstance(content, (list, tuple)):
         parts = _parts(table, content)
-        return parts if table.content_lists else [(_flat_text(content), False)]
-    return [(trim(content), False)]
+        return parts if table.content_lists else [(_flat_text(content), None)]
+    return [(trim(content), None)]
 
 
 def turn_format(name: str, table: "StartOfTurnTable") -> TurnFormat:
@@ -199,4 +200,5 @@ def turn_format(name: str, table: "StartOfTurnTable") -> TurnFormat:
         supports_system=False,
         render=partial(render, table),
         media=tuple(table.media_markers),
+        media_expansion=table.media_expansion,
     )
