@@ -2,6 +2,9 @@
 
 * ``config.json`` → the raw config with ``text_config`` merged over the top level (text keys win) and
   ``architectures[0]``; generation defaults are applied later by the generation (``Generation.hparams``).
+  The raw config is kept too: the mmproj reads ``vision_config`` / ``audio_config`` from it.
+* Multimodal tensors (vision/audio towers, projectors) are kept apart from the text tensors: the text
+  GGUF leaves them out, the mmproj (``convert/mmproj/``) converts them.
 * ``*.safetensors`` (single file or sharded through ``model.safetensors.index.json``): headers are parsed
   and validated here — dtype known, shape consistent with the byte range, byte range inside the file,
   ranges not overlapping — so a lying header is refused before anything is written.
@@ -84,14 +87,22 @@ class Checkpoint:
     config: dict[str, Any]  # text_config merged over the top level
     architecture: str | None
     tensors: dict[str, SafetensorsTensor]  # normalised name → tensor
-    dropped: list[str] = field(default_factory=list)  # multimodal tensors left out of the text GGUF
+    # multimodal tensors (vision/audio towers, projectors): left out of the text GGUF, read by the mmproj
+    multimodal: dict[str, SafetensorsTensor] = field(default_factory=dict)
+    raw_config: dict[str, Any] = field(default_factory=dict)  # config.json as written (sub-configs kept)
+
+    @property
+    def dropped(self) -> list[str]:
+        """Normalised names of the multimodal tensors the text GGUF leaves out."""
+        return list(self.multimodal)
 
     @property
     def storage_dtypes(self) -> set[str]:
         return {t.dtype for t in self.tensors.values()}
 
 
-def read_config(directory: Path) -> tuple[dict[str, Any], str | None]:
+def read_config(directory: Path) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """(text_config merged over the top level, ``architectures[0]``, the raw config)."""
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory} has no config.json")
@@ -104,7 +115,7 @@ def read_config(directory: Path) -> tuple[dict[str, Any], str | None]:
     architectures = raw.get("architectures") or [None]
     merged = {k: v for k, v in raw.items() if k not in ("text_config", "vision_config", "audio_config")}
     merged.update(raw.get("text_config") or {})
-    return merged, architectures[0]
+    return merged, architectures[0], raw
 
 
 def safetensors_files(directory: Path) -> list[Path]:
@@ -190,18 +201,20 @@ def open_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory")
-    config, architecture = read_config(directory)
+    config, architecture, raw_config = read_config(directory)
     tensors: dict[str, SafetensorsTensor] = {}
-    dropped: list[str] = []
+    multimodal: dict[str, SafetensorsTensor] = {}
     for path in safetensors_files(directory):
         for tensor in read_safetensors_header(path):
             name = normalise_name(tensor.name)
             if name is None:
                 continue
             if is_multimodal(name):
-                dropped.append(name)
+                if name in multimodal:
+                    raise CheckpointError(f"tensor {name!r} appears twice in the checkpoint")
+                multimodal[name] = tensor
                 continue
             if name in tensors:
                 raise CheckpointError(f"tensor {name!r} appears twice in the checkpoint")
             tensors[name] = tensor
-    return Checkpoint(directory, config, architecture, tensors, dropped)
+    return Checkpoint(directory, config, architecture, tensors, multimodal, raw_config)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_VERSION
+from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 
 from convert.checkpoint import Checkpoint
 from convert.generations import generation_for
 from convert.generations.base import (
-    ConcatSource, Field, Generation, HParams, PlannedTensor, TensorRule, TensorSource, UnsupportedCheckpoint,
+    ConcatSource, Field, Generation, HParams, PlannedTensor, TensorRule, TensorSource, Transform, UnsupportedCheckpoint,
     ZerosSource, string, u32,
 )
 from convert.storage import OutputType, encode, encoded_nbytes, storage_type
@@ -137,22 +137,23 @@ def fit_rows(source: TensorSource, n_rows: int) -> TensorSource:
 
 def _to_write(planned: PlannedTensor, output: OutputType) -> TensorToWrite:
     qtype = storage_type(planned.name, planned.shape, planned.keep_f32, output)
-    return TensorToWrite(
-        name=planned.name,
-        shape=planned.shape,
-        qtype=qtype,
-        nbytes=encoded_nbytes(planned.shape, qtype),
-        chunks=lambda: _encoded_chunks(planned, qtype),
-    )
+    return tensor_to_write(planned.name, planned.source, planned.transform, qtype)
 
 
-def _encoded_chunks(planned: PlannedTensor, qtype) -> Iterator[np.ndarray]:
-    source = planned.source
+def tensor_to_write(name: str, source: TensorSource, transform: Transform | None,
+                    qtype: GGMLQuantizationType) -> TensorToWrite:
+    """A tensor whose bytes are produced lazily, a few rows at a time, when the writer asks."""
+    shape = tuple(source.shape)
+    return TensorToWrite(name=name, shape=shape, qtype=qtype, nbytes=encoded_nbytes(shape, qtype),
+                         chunks=lambda: _encoded_chunks(source, transform, qtype))
+
+
+def _encoded_chunks(source: TensorSource, transform: Transform | None, qtype) -> Iterator[np.ndarray]:
     step = max(1, CHUNK_BYTES // (4 * max(1, source.cols)))
     for start in range(0, source.rows, step):
         rows = source.read(start, min(start + step, source.rows))
-        if planned.transform is not None:
-            rows = planned.transform(rows).astype(np.float32, copy=False)
+        if transform is not None:
+            rows = transform(rows).astype(np.float32, copy=False)
         yield encode(rows, qtype)
 
 
