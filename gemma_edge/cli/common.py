@@ -135,10 +135,11 @@ def sampling_overrides(kw: dict) -> dict:
     return {dst: kw[src] for src, dst in keys.items() if kw.get(src) is not None}
 
 
-def load_model(model_name, ctx_size, threads):
+def load_model(model_name, ctx_size, threads, mmproj=None):
     from gemma_edge.api import load
 
-    model = load(model_name, n_ctx=ctx_size, n_threads=threads, **rpc_settings())
+    projector = {"mmproj": mmproj} if mmproj else {}
+    model = load(model_name, n_ctx=ctx_size, n_threads=threads, **projector, **rpc_settings())
     if model.engine.placement is not None:
         click.echo("placement: " + "; ".join(
             f"{d['device']} layers {d['first_layer']}-{d['last_layer']}" + (" + output" if d["output_layer"] else "")

@@ -8,6 +8,8 @@ import click
 
 from gemma_edge.cli.common import (Printer, UserError, friendly_errors, generation_options, load_model,
                                    model_options, sampling_overrides)
+from gemma_edge.cli.media import Attachments, media_options, media_parts, require_support, user_content
+from gemma_edge.errors import GemmaEdgeError
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -35,23 +37,31 @@ def _generation_kwargs(kw: dict) -> dict:
               help='Print one JSON object: {"content", "thinking", "tool_calls", "finish_reason", "usage", '
                    '"timings", "errors"} (schema: docs/run-json.schema.json).')
 @click.option("--system", "-s", default=None, help="A system prompt.")
+@media_options
 @friendly_errors
-def run(prompt, model_name, ctx_size, threads, raw, as_json, system, **kw):
+def run(prompt, model_name, ctx_size, threads, raw, as_json, system, images, audios, mmproj, allow_remote, **kw):
     """Answer one PROMPT and exit (`-` or a pipe: read it from standard input).
 
     \b
       gemma-edge run "Name three primes" --temperature 0
       echo "Summarise: ..." | gemma-edge run --json
       gemma-edge run --raw "Once upon a time" -n 64
+      gemma-edge run -m gemma-3-4b-it --image photo.jpg "What is in this picture?"
+      gemma-edge run -m gemma-3n-e2b-it --audio note.wav "Transcribe this."
     """
+    if raw and (images or audios):
+        raise UserError("--image/--audio need a chat turn; they cannot be combined with --raw")
     text = _read_prompt(prompt)
-    model = load_model(model_name, ctx_size, threads)
+    parts = media_parts(images, audios, allow_remote=allow_remote)  # bad files fail before the model loads
+    model = load_model(model_name, ctx_size, threads, mmproj)
+    require_support(model, parts)
     if raw:
         if system:
             raise UserError("--system has no effect with --raw")
         stream = model.stream(text, raw=True, **_generation_kwargs(kw))
     else:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        messages = (([{"role": "system", "content": system}] if system else [])
+                    + [{"role": "user", "content": user_content(parts, text)}])
         stream = model.stream(messages, **_generation_kwargs(kw))
     if as_json:
         response = stream.consume()
@@ -67,32 +77,45 @@ def run(prompt, model_name, ctx_size, threads, raw, as_json, system, **kw):
     click.echo("")
 
 
-CHAT_HELP = """commands: /reset  /system TEXT  /save FILE  /load FILE  /help  /exit   (Ctrl-C stops a reply, Ctrl-D quits)"""
+CHAT_HELP = ("commands: /reset  /system TEXT  /image FILE  /audio FILE  /save FILE  /load FILE  /help  /exit   "
+             "(Ctrl-C stops a reply, Ctrl-D quits)")
 
 
 @click.command()
 @model_options
 @generation_options
 @click.option("--system", "-s", default=None, help="System prompt for the conversation.")
+@media_options
 @friendly_errors
-def chat(model_name, ctx_size, threads, system, **kw):
+def chat(model_name, ctx_size, threads, system, images, audios, mmproj, allow_remote, **kw):
     """Talk with a model; replies stream as they are generated.
 
     Each turn reuses the KV cache, so only the new message is processed. When the conversation
     outgrows the context, the oldest turns are dropped (never the system prompt) and you are told.
     With piped standard input, each line is one user message (for scripting).
+    --image/--audio attach to the first message.
 
     \b
     Inside the chat:
       /reset          forget the conversation (keeps the system prompt)
       /system TEXT    set the system prompt
+      /image FILE     attach an image to your next message (/audio FILE: a sound clip)
       /save FILE      save the conversation as JSON;  /load FILE  loads one
       /exit           quit (or Ctrl-D); Ctrl-C stops the current reply
+    \b
+    Example:
+      gemma-edge chat -m gemma-3-4b-it --image receipt.png
+      > What is the total on this receipt?
+      > /image second.png
+      > And on this one?
     """
     from gemma_edge.api import warn_base_model
     from gemma_edge.chat import Chat
 
-    model = load_model(model_name, ctx_size, threads)
+    first = media_parts(images, audios, allow_remote=allow_remote)  # bad files fail before the model loads
+    model = load_model(model_name, ctx_size, threads, mmproj)
+    require_support(model, first)
+    attachments = Attachments(model, first, allow_remote=allow_remote)
     notice = lambda text: click.echo(f"note: {text}", err=True)  # noqa: E731
     session = Chat(model, system=system, on_notice=notice, enable_thinking=kw["think"],
                    max_tokens=kw["max_tokens"], **sampling_overrides(kw))
@@ -103,19 +126,22 @@ def chat(model_name, ctx_size, threads, system, **kw):
     budget = kw["thinking_budget"]
     for line in _input_lines(interactive):
         if line.startswith("/"):
-            if _command(session, line):
+            if _command(session, attachments, line):
                 return
             continue
         if not line.strip():
             continue
         printer = Printer()
+        parts = attachments.take()
         try:
-            for event in session.stream(line, thinking_budget=budget):
+            for event in session.stream(user_content(parts, line), thinking_budget=budget):
                 printer.event(event)
         except KeyboardInterrupt:
-            # Stop this reply, keep the program: the unanswered message leaves the history.
+            # Stop this reply, keep the program: the unanswered message leaves the history, its
+            # attachments wait for the next one.
             if session.messages and session.messages[-1].get("role") == "user":
                 session.messages.pop()
+            attachments.put_back(parts)
             click.echo("\n(stopped)", err=True)
             continue
         click.echo("")
@@ -136,10 +162,8 @@ def _input_lines(interactive: bool):
             click.echo("\n(/exit or Ctrl-D to quit)", err=True)
 
 
-def _command(session, line: str) -> bool:
+def _command(session, attachments: Attachments, line: str) -> bool:
     """Run a /command; True means quit."""
-    from gemma_edge.errors import GemmaEdgeError
-
     name, _, arg = line.partition(" ")
     arg = arg.strip()
     if name in ("/exit", "/quit"):
@@ -147,7 +171,16 @@ def _command(session, line: str) -> bool:
     if name == "/reset":
         session.reset()
         session.model.engine.reset()
+        attachments.clear()
         click.echo("(conversation reset)", err=True)
+    elif name in ("/image", "/audio"):
+        if not arg:
+            click.echo(f"usage: {name} FILE", err=True)
+            return False
+        try:
+            click.echo(attachments.attach(name[1:], arg), err=True)
+        except GemmaEdgeError as e:
+            click.echo(f"error: {e}", err=True)
     elif name == "/system":
         session.system = arg or None
         click.echo("(system prompt set)" if arg else "(system prompt cleared)", err=True)
