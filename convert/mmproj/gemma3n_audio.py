@@ -1,0 +1,35 @@
+"""Gemma 3n's audio tower (USM conformer + ``embed_audio``): not supported yet by llama.cpp 0.3.36.
+
+llama.cpp knows the projector type ``gemma3na`` by name only (``clip-impl.h``), and its reference
+converter writes the tower's ``a.*`` tensors, but its mtmd cannot run them:
+
+* ``clip.cpp``'s hyper-parameter loader has no case for ``gemma3na``: an mmproj whose audio projector
+  is ``gemma3na`` fails to load ("unknown vision projector type gemma3na");
+* in a Gemma 3n mmproj (vision ``gemma3nv`` + audio ``gemma3na``) ``clip_init`` skips the audio tower
+  on purpose ("we don't support audio for Gemma 3N, but GGUF contains audio tensors");
+* there is no graph builder for it (``models/conformer.cpp`` is LFM2's FastConformer: relative-position
+  biases u/v, batch norm, 8x conv sub-sampling; Gemma 3n's USM conformer has chunked local attention
+  with per-dimension query scales and logit soft-capping, group-normed 2-D sub-sampling, a light conv
+  block with RMSNorms and the ``embed_audio`` soft-embedding projection), and ``mtmd.cpp`` has no audio
+  preprocessor (Gemma 3n's log-mel front end) for it.
+
+The encoder therefore claims the tower's tensors (so a Gemma 3n checkpoint converts, its vision tower
+included) and contributes a one-line note instead of tensors.
+"""
+from __future__ import annotations
+
+from convert.mmproj.base import AUDIO, Encoder
+
+GEMMA3N_AUDIO = Encoder(
+    name="Gemma 3n audio (USM conformer)",
+    hf_architectures=("Gemma3nForConditionalGeneration",),
+    modality=AUDIO,
+    config_key="audio_config",
+    owns=r"(audio_tower|embed_audio)\.",
+    projector_type="gemma3na",
+    unsupported=(
+        "llama.cpp 0.3.36's mtmd cannot run it: clip.cpp has no loader or graph for projector type gemma3na "
+        "(its conformer.cpp is LFM2's) and skips the audio tower of a Gemma 3n mmproj, and mtmd.cpp has no "
+        "audio preprocessing for it"
+    ),
+)

@@ -1,0 +1,112 @@
+"""Gemma 3n audio → mmproj: "not supported yet", and proof that the reason holds for the llama.cpp we ship.
+
+* The tiny checkpoint (tests/convert/tiny_gemma3n_audio.py: transformers' Gemma3nAudioEncoder and
+  audio embedder next to the tiny Gemma 3n text model, under Gemma3nForConditionalGeneration's names)
+  plans no mmproj but one note naming the reason, and its text part still converts.
+* Every audio tensor transformers writes is claimed by the audio encoder and by no other Gemma 3n
+  encoder (so a checkpoint with both towers converts its vision half without tripping over audio).
+* The reason is real: an mmproj whose audio projector is ``gemma3na`` (the keys llama.cpp's own
+  converter writes for this tower) is refused by the installed mtmd at the projector type. When a
+  llama.cpp upgrade runs it, this test fails, and the encoder should be written.
+"""
+from __future__ import annotations
+
+import ctypes
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from convert.api import convert_checkpoint
+from convert.checkpoint import open_checkpoint
+from convert.mmproj import encoders
+from convert.mmproj.gemma3n_audio import GEMMA3N_AUDIO
+from convert.mmproj.pipeline import mm_name, plan_mmproj
+from convert.storage import NATIVE_TYPES
+from tests.convert.mtmd_embed import MtmdError, _mtmd_context
+from tests.convert.tiny_gemma3n_audio import AUDIO_CONFIG, gemma3n_audio_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir() -> Path:
+    return gemma3n_audio_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def text_gguf(checkpoint_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gemma3n-audio") / "text.gguf"
+    convert_checkpoint(checkpoint_dir, out, "f32")
+    return out
+
+
+def test_audio_tower_is_a_note_not_an_mmproj(checkpoint_dir: Path, text_gguf: Path) -> None:
+    checkpoint = open_checkpoint(checkpoint_dir)
+    plan = plan_mmproj(checkpoint, {"hidden_size": checkpoint.config["hidden_size"]}, NATIVE_TYPES["f32"])
+    assert plan.empty and not plan.tensors
+    assert plan.notes == [f"Gemma 3n audio (USM conformer): not supported yet: {GEMMA3N_AUDIO.unsupported}"]
+    assert "gemma3na" in plan.notes[0] and "\n" not in plan.notes[0]
+    assert text_gguf.stat().st_size > 0
+
+
+def test_every_audio_tensor_belongs_to_the_audio_encoder_alone(checkpoint_dir: Path) -> None:
+    checkpoint = open_checkpoint(checkpoint_dir)
+    family = [e for e in encoders() if checkpoint.architecture in e.hf_architectures]
+    audio = [mm_name(name) for name in checkpoint.multimodal]
+    # the whole tower: sub-sampling (2 convs, 2 norms, projection), 22 tensors per conformer block, embedder
+    assert len(audio) == 5 + 22 * AUDIO_CONFIG["conf_num_hidden_layers"] + 4
+    for name in audio:
+        assert [e.name for e in family if e.owns_tensor(name)] == [GEMMA3N_AUDIO.name], name
+    assert not any(GEMMA3N_AUDIO.owns_tensor(mm_name(name)) for name in checkpoint.tensors)
+
+
+def write_gemma3na_mmproj(path: Path, hidden_size: int, n_embd_text: int) -> Path:
+    """The clip keys llama.cpp's converter writes for Gemma 3n's audio half (Gemma3nVisionAudioModel),
+    with the tiny tower's sizes; no tensors (the loader stops before reading any)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_bool("clip.has_audio_encoder", True)
+    writer.add_string("clip.audio.projector_type", GEMMA3N_AUDIO.projector_type)
+    writer.add_uint32("clip.audio.num_mel_bins", 128)
+    writer.add_uint32("clip.audio.embedding_length", hidden_size)
+    writer.add_uint32("clip.audio.feed_forward_length", 4 * hidden_size)
+    writer.add_uint32("clip.audio.block_count", AUDIO_CONFIG["conf_num_hidden_layers"])
+    writer.add_uint32("clip.audio.attention.head_count", AUDIO_CONFIG["conf_num_attention_heads"])
+    writer.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
+    writer.add_uint32("clip.audio.projection_dim", n_embd_text)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@contextmanager
+def mtmd_log():
+    """mtmd's and llama.cpp's log lines while the block runs (restored to llama-cpp-python's logger after)."""
+    import llama_cpp
+    import llama_cpp._logger as llama_logger
+    from llama_cpp import mtmd_cpp
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level, text, user_data):
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    for set_log in (mtmd_cpp.mtmd_log_set, llama_cpp.llama_log_set):
+        set_log(collect, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        for set_log in (mtmd_cpp.mtmd_log_set, llama_cpp.llama_log_set):
+            set_log(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def test_installed_mtmd_refuses_the_gemma3na_projector(checkpoint_dir: Path, text_gguf: Path, tmp_path: Path) -> None:
+    config = open_checkpoint(checkpoint_dir).config
+    mmproj = write_gemma3na_mmproj(tmp_path / "mmproj.gguf", AUDIO_CONFIG["hidden_size"], config["hidden_size"])
+    with mtmd_log() as lines, pytest.raises(MtmdError, match="could not load"):
+        with _mtmd_context(text_gguf, mmproj, threads=1):
+            pass
+    assert any("unknown vision projector type gemma3na" in line for line in lines), "".join(lines)
