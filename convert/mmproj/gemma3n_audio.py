@@ -13,6 +13,14 @@ converter writes the tower's ``a.*`` tensors, but its mtmd cannot run them:
   block with RMSNorms and the ``embed_audio`` soft-embedding projection), and ``mtmd.cpp`` has no audio
   preprocessor (Gemma 3n's log-mel front end) for it.
 
+Writing the tower under Gemma 4's ``gemma4a`` type instead (its graph has the same chunked attention:
+chunk 12, 12 past frames, soft-cap 50, per-dimension query scale) would load but compute something
+else: gemma4a's sub-sampling normalises each frame over channels (LayerNorm) with symmetric time
+padding, Gemma 3n's normalises cumulatively over time (CumulativeGroupNorm, eps 1e-3) with (0, 2) time
+padding; gemma4a has no final 4x time reduction (``conf_reduction_factor``); and mtmd's gemma4a front
+end (20 ms window, 0-8 kHz mel bands, no pre-emphasis, mel floor 1e-3) is not Gemma3nAudioFeatureExtractor
+(32 ms frames, 125-7600 Hz bands, pre-emphasis 0.97, mel floor 1e-5).
+
 The encoder therefore claims the tower's tensors (so a Gemma 3n checkpoint converts, its vision tower
 included) and contributes a one-line note instead of tensors.
 """
