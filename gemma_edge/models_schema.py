@@ -56,6 +56,20 @@ _SOURCE = {
     ]
 }
 
+# The multimodal projector GGUF of a model that sees or hears: a hub file (fetched by `pull` beside the
+# model), or, for a capable model whose projector no public source names, the reason why there is none.
+_PROJECTOR_FILE = _closed(
+    {
+        "repo": {"type": "string", "pattern": _HF_REPO},
+        "file": {"type": "string", "pattern": _GGUF_FILE},
+        "revision": {"type": "string", "pattern": _COMMIT},
+        "file_size": _nullable({"type": "integer", "minimum": 1}),
+        "sha256": _nullable({"type": "string", "pattern": _SHA256}),
+    },
+    optional=("revision", "file_size"),
+)
+_NO_PROJECTOR_FILE = _closed({"unavailable": _NON_EMPTY})
+
 _MODEL = _closed({
     "name": {"type": "string", "pattern": _NAME},
     "description": _NON_EMPTY,
@@ -78,11 +92,7 @@ _MODEL = _closed({
         "min_p": {"type": "number", "minimum": 0, "maximum": 1},
         "repeat_penalty": {"type": "number", "exclusiveMinimum": 0},
     }),
-    "mmproj": _nullable(_closed({
-        "repo": {"type": "string", "pattern": _HF_REPO},
-        "file": {"type": "string", "pattern": _GGUF_FILE},
-        "sha256": _nullable({"type": "string", "pattern": _SHA256}),
-    })),
+    "mmproj": _nullable({"oneOf": [_PROJECTOR_FILE, _NO_PROJECTOR_FILE]}),
 })
 
 MODELS_SCHEMA: dict = {

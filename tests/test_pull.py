@@ -271,12 +271,12 @@ def test_remove_deletes_the_downloaded_file(hub):
     hub()
     path = pull(NAME, progress=False)
     blob = path.resolve()
-    assert remove(NAME) == path
+    assert remove(NAME) == [path]
     assert not path.exists() and not blob.exists()
     assert not is_downloaded(load_registry().get(NAME))
     with pytest.raises(ModelNotFoundError, match=f"gemma-edge pull {NAME}"):
         resolve(NAME)
-    assert remove(NAME) is None
+    assert remove(NAME) == []
 
 
 # --- the CLI ------------------------------------------------------------------------------------

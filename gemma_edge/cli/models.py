@@ -1,4 +1,4 @@
-"""`info`, `list`, `pull`, `rm`: what models there are and where they live."""
+"""`info`, `list`, `pull`, `rm`: what models there are and where they live (with their projectors)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,10 @@ from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
 @rpc_options
 @friendly_errors
 def info(model, as_json):
-    """What a model is: generation, turn format, size, quantization, context, special tokens.
+    """What a model is: generation, turn format, size, quantization, context, special tokens, and
+    which inputs it takes (text, and image/audio when its projector is here).
 
-    MODEL is a registry name or a .gguf path (default: the embedded model). Reads the GGUF header
+    MODEL is a registry name or a .gguf path (default: the embedded model). Reads the GGUF headers
     only: nothing is loaded.
     """
     from gemma_edge.model import read_model_facts
@@ -28,6 +29,9 @@ def info(model, as_json):
         facts["registry"] = {"name": entry.name, "size_class": entry.raw.get("size_class"),
                              "license": entry.raw.get("license"), "capabilities": entry.capabilities}
         facts["format"] = entry.raw.get("format") or facts["format"]
+    projector, note = _projector_of(path, entry)
+    facts["input"] = ", ".join(["text", *_projector_inputs(projector)])
+    facts["mmproj"] = str(projector) if projector else note
     rpc = rpc_settings()
     if rpc:  # where the layers would go across the workers (nothing is loaded)
         from gemma_edge.rpc import place_layers
@@ -64,36 +68,99 @@ def list_models(downloaded):
         size = entry.raw.get("file_size")
         rows.append((("*" if entry.name == registry.default else " ") + entry.name, entry.raw.get("format", ""),
                      entry.raw.get("quantization") or "", f"{size / 1e9:.2f} GB" if size else "?", caps,
-                     "yes" if here else "no"))
-    header = (" NAME", "FORMAT", "QUANT", "SIZE", "CAPABILITIES", "LOCAL")
+                     "yes" if here else "no", _projector_column(entry)))
+    header = (" NAME", "FORMAT", "QUANT", "SIZE", "CAPABILITIES", "LOCAL", "MMPROJ")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    click.echo("\n* default model. `gemma-edge pull NAME` downloads one.", err=True)
+    click.echo("\n* default model. MMPROJ: is the projector that lets a model see/hear here (- text-only, "
+               "none: no projector file known). `gemma-edge pull NAME` downloads a model and its projector.",
+               err=True)
 
 
 @click.command()
 @click.argument("name")
+@click.option("--no-mmproj", "skip_mmproj", is_flag=True,
+              help="Do not download the projector (image/audio input then does not work).")
 @friendly_errors
-def pull(name):
-    """Download a registry model from Hugging Face into huggingface-hub's cache.
+def pull(name, skip_mmproj):
+    """Download a registry model and its projector from Hugging Face into huggingface-hub's cache.
 
-    Checks free disk space first, resumes an interrupted download, verifies the sha256 from
-    models.yaml, and works offline when the file is already cached. Gated repositories need a
-    token (`hf auth login` or HF_TOKEN) and the licence accepted on the model's page.
+    Checks free disk space first, resumes an interrupted download, verifies the sha256s from
+    models.yaml, and works offline when the files are already cached. A model that sees images or
+    hears audio also gets its multimodal projector (mmproj) unless --no-mmproj. Gated repositories
+    need a token (`hf auth login` or HF_TOKEN) and the licence accepted on the model's page.
+    Prints the model's path; the projector's goes to stderr.
     """
-    from gemma_edge.registry import pull as do_pull
+    from gemma_edge.registry import load_registry, pull as do_pull
 
-    path = do_pull(name)
+    registry = load_registry()
+    entry = registry.get(name)
+    path = do_pull(name, registry=registry, mmproj=not skip_mmproj)
     click.echo(str(path))
+    if entry.media:
+        projector, note = _projector_of(path, entry)
+        if skip_mmproj and projector is None:
+            note = "skipped (--no-mmproj)"
+        click.echo(f"mmproj: {projector or note}", err=True)
 
 
 @click.command()
 @click.argument("name")
 @friendly_errors
 def rm(name):
-    """Delete a downloaded (or converted) model from the local cache."""
-    from gemma_edge.registry import remove
+    """Delete a downloaded (or converted) model and its projector from the local cache."""
+    from gemma_edge.registry import kept_projector, load_registry, mmproj_path, remove
 
-    removed = remove(name)
-    click.echo(f"removed {removed}" if removed else f"{name} is not downloaded; nothing to remove", err=True)
+    registry = load_registry()
+    entry = registry.get(name)
+    sharing = kept_projector(entry, registry)
+    shared = mmproj_path(entry) if sharing else None
+    removed = remove(name, registry=registry)
+    for path in removed:
+        click.echo(f"removed {path}", err=True)
+    if shared:
+        click.echo(f"kept {shared}: the projector of {', '.join(sharing)} too", err=True)
+    if not removed:
+        click.echo(f"{name} is not downloaded; nothing to remove", err=True)
+
+
+def _projector_of(model_path, entry):
+    """(the projector file for this model or None, why there is none): the registry's, else the one
+    `gemma-edge convert` writes beside a model given by path."""
+    from gemma_edge.registry import mmproj_path, projector_beside
+
+    beside = projector_beside(model_path)
+    found = (mmproj_path(entry) if entry is not None else None) or (beside if beside.is_file() else None)
+    if found is not None:
+        return found, ""
+    if entry is None:
+        return None, f"none ({beside.name} not found beside the model)"
+    if not entry.media:
+        return None, "none (text-only model)"
+    if entry.projector_unavailable:
+        return None, f"none: {entry.projector_unavailable}"
+    if entry.projector_file is not None:
+        return None, f"not downloaded: `gemma-edge pull {entry.name}`"
+    return None, f"not found beside the model ({beside.name}; `gemma-edge convert` writes it)"
+
+
+def _projector_column(entry) -> str:
+    from gemma_edge.registry import mmproj_path
+
+    if not entry.media:
+        return "-"
+    if entry.projector_unavailable:
+        return "none"
+    return "yes" if mmproj_path(entry) else "no"
+
+
+def _projector_inputs(projector) -> list[str]:
+    """The media a projector GGUF encodes, from its header (clip.has_vision/audio_encoder)."""
+    if projector is None:
+        return []
+    from gemma_edge.gguf_file import GGUFFile
+
+    meta = GGUFFile(projector).metadata
+    return [kind for kind, key in (("image", "clip.has_vision_encoder"), ("audio", "clip.has_audio_encoder"))
+            if meta.get(key)]
