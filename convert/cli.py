@@ -6,6 +6,7 @@ nothing on disk.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -51,30 +52,54 @@ def _run(action):
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="GGUF file to write.")
 @click.option("--type", "type_name", default="f16", show_default=True,
               help="f32, f16, bf16, q8_0 (written directly) or any llama.cpp file type (q4_k_m, q6_k, iq4_nl, ...).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--mmproj/--no-mmproj", "mmproj", default=None,
+              help="The image/audio encoder file mmproj-<output stem>.gguf, written next to the output. "
+                   "Default: written when the checkpoint has a vision/audio tower llama.cpp supports, "
+                   "otherwise a note says why not. --mmproj: fail instead. --no-mmproj: text GGUF only.")
+@click.option("--mmproj-type", type=click.Choice(["f32", "f16", "bf16", "q8_0"], case_sensitive=False),
+              help="Storage type of the mmproj's weights (llama.cpp's encoders take no k-quants). "
+                   "Default: f32 when --type is f32, else f16. 1-D, norm and position tensors stay F32 as llama.cpp needs.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--threads", default=0, show_default=True, help="Quantizer threads (0 = all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def convert_command(hf_dir: Path, output: Path, type_name: str, force: bool, threads: int, quiet: bool) -> None:
-    """Convert a Hugging Face Gemma checkpoint directory to a GGUF file."""
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def convert_command(hf_dir: Path, output: Path, type_name: str, mmproj: bool | None, mmproj_type: str | None,
+                    force: bool, threads: int, quiet: bool, as_json: bool) -> None:
+    """Convert a Hugging Face Gemma checkpoint directory to a GGUF file (and its mmproj, see --mmproj)."""
     def action():
         from convert.api import convert_checkpoint
 
+        options = dict(mmproj=mmproj, mmproj_type=mmproj_type)
         if quiet:
-            summary = convert_checkpoint(hf_dir, output, type_name, force, threads)
+            summary = convert_checkpoint(hf_dir, output, type_name, force, threads, **options)
         else:
             with _Progress() as progress:
                 summary = convert_checkpoint(hf_dir, output, type_name, force, threads,
-                                             on_tensor=progress.advance, on_plan=progress.start)
-        if not quiet:
+                                             on_tensor=progress.advance, on_plan=progress.start, **options)
+        if as_json:
+            click.echo(json.dumps(_summary_json(output, type_name, summary), indent=2))
+        elif not quiet:
             click.echo(
                 f"wrote {output} ({type_name.lower()}): {summary.tensors} tensors, {summary.bytes / 1e6:.1f} MB, "
                 f"{summary.seconds:.1f} s, peak memory {summary.peak_rss_mb:.0f} MB",
                 err=True,
             )
+            if summary.mmproj is not None:
+                click.echo(f"wrote {summary.mmproj}: {summary.mmproj_tensors} tensors, "
+                           f"{summary.mmproj_bytes / 1e6:.1f} MB", err=True)
             for note in summary.notes:
                 click.echo(f"note: {note}", err=True)
 
     _run(action)
+
+
+def _summary_json(output: Path, type_name: str, summary) -> dict:
+    return {
+        "output": str(output), "type": type_name.lower(), "tensors": summary.tensors, "bytes": summary.bytes,
+        "mmproj": None if summary.mmproj is None else str(summary.mmproj),
+        "mmproj_tensors": summary.mmproj_tensors, "mmproj_bytes": summary.mmproj_bytes,
+        "seconds": round(summary.seconds, 3), "peak_rss_mb": round(summary.peak_rss_mb, 1), "notes": summary.notes,
+    }
 
 
 class _Progress:

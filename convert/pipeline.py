@@ -45,6 +45,9 @@ class Summary:
     seconds: float
     peak_rss_mb: float
     notes: list[str]
+    mmproj: Path | None = None  # the mmproj GGUF written next to the text GGUF, if any
+    mmproj_tensors: int = 0
+    mmproj_bytes: int = 0
 
 
 def plan_conversion(checkpoint: Checkpoint, output: OutputType, name: str | None = None) -> Plan:
