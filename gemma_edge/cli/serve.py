@@ -25,24 +25,37 @@ from gemma_edge.cli.common import UserError, is_loopback, friendly_errors, load_
               help="Seconds a request may take, queueing included.")
 @click.option("--max-queue", type=click.IntRange(min=0), default=64, show_default=True,
               help="Requests that may wait for the model; more get 503.")
-@click.option("--max-body-size", type=click.IntRange(min=1024), default=2 << 20, show_default=True,
-              help="Largest request body in bytes; larger gets 413.")
+@click.option("--max-body-size", type=click.IntRange(min=1024), default=None, metavar="BYTES",
+              help="Largest request body in bytes; larger gets 413. Default: 2 MiB, plus room for one 20 MB "
+                   "image as base64 when the model has a projector.")
+@click.option("--mmproj", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The model's projector GGUF, for image_url/input_audio parts. Default: the registry's, or "
+                   "mmproj-<model>.gguf beside the model file.")
+@click.option("--allow-remote-images", "allow_remote", is_flag=True,
+              help="Let image_url parts be http(s) URLs the server fetches (size- and time-limited). Off by "
+                   "default: only data: URLs.")
 @click.option("--max-tokens-limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Cap every request's max_tokens at N (finish_reason tells when it was hit).")
 @click.option("--no-prompt-cache", is_flag=True,
               help="Evaluate every prompt from scratch instead of reusing the KV cache of the previous request.")
 @friendly_errors
 def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_hosts, cors_origins, timeout_s,
-          max_queue, max_body_size, max_tokens_limit, no_prompt_cache):
+          max_queue, max_body_size, mmproj, allow_remote, max_tokens_limit, no_prompt_cache):
     """Serve MODEL over an OpenAI-compatible HTTP API (default: 127.0.0.1:8080).
 
     Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
-    GET /openapi.json.
+    GET /openapi.json. With a projector (mmproj), chat messages may carry images as image_url
+    parts with data: URLs, and audio as input_audio parts.
 
     \b
       gemma-edge serve gemma-3-1b-it
       curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
         -d '{"model": "gemma", "messages": [{"role": "user", "content": "Hi"}]}'
+    \b
+      gemma-edge serve gemma-3-4b-it      # then, in Python with the openai package:
+      client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": [
+          {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0..."}},
+          {"type": "text", "text": "What is in this picture?"}]}])
     """
     try:
         from gemma_edge.server import ServerConfig, create_app
@@ -60,7 +73,13 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
         sock = bind_socket(host, port)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
-    model = load_model(model_arg or model_name, ctx_size, threads)
+    from gemma_edge.media import Limits
+    from gemma_edge.server.media import default_body_limit
+
+    media_limits = Limits.from_env()
+    model = load_model(model_arg or model_name, ctx_size, threads, mmproj)
+    takes_media = model.engine.supports("image") or model.engine.supports("audio")
+    body_limit = max_body_size or default_body_limit(takes_media, media_limits)
     try:
         package_version = version("gemma-edge")
     except PackageNotFoundError:
@@ -68,7 +87,8 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
     config = ServerConfig(
         model_id=model.entry.name if model.entry else model.facts.path.stem, bind_host=host.strip("[]"),
         allow_hosts=tuple(allow_hosts), api_key=api_key, cors_origins=tuple(cors_origins), timeout_s=timeout_s,
-        max_waiting=max_queue, max_body_bytes=max_body_size, max_tokens_limit=max_tokens_limit,
-        prompt_cache=not no_prompt_cache, version=package_version)
+        max_waiting=max_queue, max_body_bytes=body_limit, max_tokens_limit=max_tokens_limit,
+        prompt_cache=not no_prompt_cache, version=package_version, allow_remote_media=allow_remote,
+        media_limits=media_limits)
     app = create_app(model, config)
     serve_app(app, sock, model_id=config.model_id, max_connections=max_queue + 64)

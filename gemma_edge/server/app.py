@@ -9,7 +9,7 @@ import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -20,13 +20,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
+from gemma_edge.media import Limits
 from gemma_edge.server import mapping, schema
+from gemma_edge.server.media import decode_media, has_media
 from gemma_edge.server.errors import RequestError, error_body
 from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
 from gemma_edge.server.security import ApiKey, HostAllowlist, allowed_hosts
 
 log = logging.getLogger("gemma_edge.server")
 MAX_NESTING = 64
+MEDIA_DECODERS = 2  # requests whose images/audio are decoded at the same time
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class ServerConfig:
     max_tokens_limit: int | None = None
     prompt_cache: bool = True
     version: str = "0"
+    allow_remote_media: bool = False       # image_url parts may be http(s) URLs the server fetches
+    media_limits: Limits = field(default_factory=Limits)
 
     def __repr__(self) -> str:
         return f"ServerConfig(model_id={self.model_id!r}, bind_host={self.bind_host!r}, api_key={'set' if self.api_key else None})"
@@ -82,6 +87,7 @@ class Server:
         self.model, self.config = model, config
         self.scheduler = Scheduler(config.max_waiting)
         self.created = int(time.time())
+        self.decoding = asyncio.Semaphore(MEDIA_DECODERS)
 
     # -- endpoints ------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
@@ -89,6 +95,8 @@ class Server:
         schema.validate(body, schema.CHAT_REQUEST)
         wanted = mapping.chat_request(body, default_max_tokens=self.config.default_max_tokens,
                                       max_tokens_limit=self.config.max_tokens_limit)
+        if has_media(wanted.prompt):
+            wanted.prompt = await self._decode_media(wanted.prompt)
         return await self._respond(request, wanted, chat=True)
 
     async def completions(self, request: Request) -> Response:
@@ -108,6 +116,14 @@ class Server:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(schema.openapi_document(self.config.version))
+
+    async def _decode_media(self, messages: list[dict]) -> list[dict]:
+        """Images and audio decoded in a worker thread (a 20 MB image must not stall the event loop),
+        a few requests at a time so concurrent uploads cannot pile up decoded pixels."""
+        async with self.decoding:
+            return await asyncio.to_thread(decode_media, messages, supports=self.model.engine.supports,
+                                           allow_remote=self.config.allow_remote_media,
+                                           limits=self.config.media_limits)
 
     # -- generation -----------------------------------------------------------------------------
     def _start(self, wanted: mapping.GenerationRequest) -> Callable:

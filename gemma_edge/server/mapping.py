@@ -2,7 +2,8 @@
 
 Pure functions: no model, no I/O. Requests reaching here already match `schema.CHAT_REQUEST` or
 `schema.COMPLETION_REQUEST`; what a schema cannot say (role-dependent rules, tool-call arguments
-that must be JSON objects, media not supported yet) is checked here.
+that must be JSON objects, the sources media may come from) is checked here. Media parts come out as
+gemma-edge parts still to be decoded (`server.media` does that off the event loop).
 """
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ from typing import Any
 
 from gemma_edge.server.errors import RequestError
 
-MEDIA_PARTS = {"image_url": "image", "image": "image", "input_audio": "audio", "audio": "audio",
-               "video_url": "video", "video": "video", "file": "file"}
+# Content-part types the server does not take, and what to send instead. (gemma-edge's own "image" and
+# "audio" parts may name local files: a client must not make the server read them.)
+REFUSED_PARTS = {"image": "send images as image_url parts with a data: URL",
+                 "audio": "send audio as input_audio parts",
+                 "video_url": "video input is not supported yet", "video": "video input is not supported yet",
+                 "file": "file input is not supported yet"}
+IMAGE_URL_SCHEMES = ("data:", "http://", "https://")
+AUDIO_FORMATS = ("wav", "mp3", "flac")
 # reasoning_effort values that turn thinking off; every other value turns it on
 NO_THINKING_EFFORTS = ("none", "minimal")
 # JSON Schema keywords whose numbers become grammar repetitions: bounded so a request cannot make
@@ -138,16 +145,44 @@ def _content(content: str | list, where: str) -> str | list[dict]:
     parts = []
     for j, part in enumerate(content):
         kind = part["type"]
-        if kind in MEDIA_PARTS:
-            raise RequestError(f"{where}[{j}]: {MEDIA_PARTS[kind]} input is not supported yet (text only)",
+        if kind in REFUSED_PARTS:
+            raise RequestError(f"{where}[{j}]: {kind} parts are not accepted ({REFUSED_PARTS[kind]})",
                                param=f"{where}[{j}]", code="unsupported_content")
-        if kind != "text":
-            raise RequestError(f"{where}[{j}].type: unknown content part type {kind!r} (expected 'text')",
-                               param=f"{where}[{j}].type")
-        if not isinstance(part.get("text"), str):
-            raise RequestError(f"{where}[{j}].text: a text part needs a string 'text'", param=f"{where}[{j}].text")
-        parts.append({"type": "text", "text": part["text"]})
+        if kind not in CONTENT_PARTS:
+            raise RequestError(f"{where}[{j}].type: unknown content part type {kind!r} (expected one of "
+                               f"{', '.join(CONTENT_PARTS)})", param=f"{where}[{j}].type")
+        parts.append(CONTENT_PARTS[kind](part, f"{where}[{j}]"))
     return parts
+
+
+def _text_part(part: dict, where: str) -> dict:
+    if not isinstance(part.get("text"), str):
+        raise RequestError(f"{where}.text: a text part needs a string 'text'", param=f"{where}.text")
+    return {"type": "text", "text": part["text"]}
+
+
+def _image_url_part(part: dict, where: str) -> dict:
+    """OpenAI's {"image_url": {"url", "detail"?}} (or the bare URL string some clients send)."""
+    ref = part.get("image_url")
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise RequestError(f"{where}.image_url.url: an image_url part needs a URL string", param=f"{where}.image_url")
+    if not url.lower().startswith(IMAGE_URL_SCHEMES):
+        raise RequestError(f"{where}.image_url.url: only data: URLs (and http(s) when the server allows remote "
+                           "images) are accepted; the server never reads its own files for a client",
+                           param=f"{where}.image_url", code="invalid_media")
+    return {"type": "image", "url": url}
+
+
+def _input_audio_part(part: dict, where: str) -> dict:
+    audio = part.get("input_audio")
+    if not (isinstance(audio, dict) and isinstance(audio.get("data"), str) and audio.get("format") in AUDIO_FORMATS):
+        raise RequestError(f"{where}.input_audio: needs 'data' (base64) and 'format' (one of "
+                           f"{', '.join(AUDIO_FORMATS)})", param=f"{where}.input_audio", code="invalid_media")
+    return {"type": "input_audio", "input_audio": {"data": audio["data"], "format": audio["format"]}}
+
+
+CONTENT_PARTS = {"text": _text_part, "image_url": _image_url_part, "input_audio": _input_audio_part}
 
 
 def _incoming_call(call: dict, where: str) -> dict:

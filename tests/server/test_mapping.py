@@ -50,8 +50,8 @@ def test_tool_call_arguments_must_be_a_json_object(arguments):
     assert e.value.status == 400 and e.value.param == "messages[0].tool_calls[0].function.arguments"
 
 
-@pytest.mark.parametrize("kind", ["image_url", "input_audio", "file"])
-def test_media_parts_are_refused_as_not_supported_yet(kind):
+@pytest.mark.parametrize("kind", ["file", "video_url"])
+def test_file_and_video_parts_are_refused_as_not_supported_yet(kind):
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
                                                       {"type": kind, kind: {"url": "data:,"}}]}]}
     with pytest.raises(RequestError) as e:

@@ -106,7 +106,7 @@ def test_json_schema_response_format_is_enforced(client):
     ([{"role": "wizard", "content": "hi"}], "messages[0].role"),
     ([{"role": "user", "content": "word " * 3000}], "context_length_exceeded"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}],
-     "not supported yet"),
+     "no projector loaded"),
 ])
 def test_bad_requests_are_400_through_the_client(client, messages, code_or_text):
     with pytest.raises(openai.BadRequestError) as e:
