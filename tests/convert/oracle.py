@@ -6,7 +6,7 @@ and GGUF-vs-GGUF comparison. Import from tests of any generation.
 * ``llama_logits(gguf_path, ids)`` — llama.cpp through llama-cpp-python with ``logits_all=True``.
 * ``compare_logits(reference, candidate)`` → :class:`Metrics`: max |Δ|, mean |Δ|, minimum per-position
   cosine, and argmax agreement at *decisive* positions (reference top-2 margin ≥ 0.05).
-* ``reference_convert(model_dir, out, outtype)`` — llama.cpp's own ``convert_hf_to_gguf.py`` from the
+* ``reference_convert(model_dir, out, outtype, mmproj=False)`` — llama.cpp's own ``convert_hf_to_gguf.py`` from the
   llama-cpp-python 0.3.36 sdist (``pip download`` once into the test cache), run with this venv's python
   (it needs torch; the converter under test does not).
 * ``gguf_differences(a, b, allowed)`` — tensor names/types/shapes/bytes and metadata (value types and
@@ -132,11 +132,13 @@ def reference_converter_dir() -> Path:
     return llama_dir
 
 
-def reference_convert(model_dir: Path, out: Path, outtype: str) -> Path:
-    """Run llama.cpp's ``convert_hf_to_gguf.py`` (its bundled gguf-py) with this interpreter."""
+def reference_convert(model_dir: Path, out: Path, outtype: str, mmproj: bool = False) -> Path:
+    """Run llama.cpp's ``convert_hf_to_gguf.py`` (its bundled gguf-py) with this interpreter;
+    ``mmproj=True`` writes the checkpoint's mmproj instead of the text model (``--mmproj``)."""
     script = reference_converter_dir() / "convert_hf_to_gguf.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(model_dir), "--outfile", str(out), "--outtype", outtype],
+        [sys.executable, str(script), str(model_dir), *(["--mmproj"] if mmproj else []), "--outfile", str(out),
+         "--outtype", outtype],
         capture_output=True, text=True,
     )
     if result.returncode != 0:
