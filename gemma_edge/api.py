@@ -5,6 +5,10 @@
     print(model.generate("Write a haiku about snow", temperature=0))
     for event in model.stream("Tell me a story"):
         print(event.get("text", ""), end="")
+
+    vision = gemma_edge.load("gemma-3-4b")          # its projector (mmproj) is found too
+    vision.chat([{"role": "user", "content": [{"type": "image", "path": "cat.png"},
+                                              {"type": "text", "text": "What is this?"}]}])
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from gemma_edge.engine import Engine, Generation
-from gemma_edge.errors import GemmaEdgeError
+from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.registry import ModelEntry, resolve
 from gemma_edge.response import Response
@@ -85,9 +89,11 @@ class Model:
 
     def __init__(self, path: Path, entry: ModelEntry | None = None, *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_batch: int = 512, format: str | None = None,
-                 rpc: Sequence[str] | None = None, split: Sequence[float] | None = None):
+                 rpc: Sequence[str] | None = None, split: Sequence[float] | None = None,
+                 mmproj: str | Path | None = None):
         """`rpc`/`split`: spread the layers over RPC workers (see Engine; a lost worker aborts this
-        process, gemma_edge.rpc.SupervisedEngine is the crash-safe way)."""
+        process, gemma_edge.rpc.SupervisedEngine is the crash-safe way). `mmproj`: the projector file
+        for image/audio input (`load` finds it; here it is taken as given)."""
         facts = read_model_facts(path)
         self.entry = entry
         self.format = format or (entry.raw.get("format") if entry else None) or facts.format
@@ -96,7 +102,9 @@ class Model:
 
         turn_format = get_format(self.format)
         self.engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                             stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split)
+                             stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
+                             mmproj=mmproj)
+        self.turn_format = turn_format
         self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
         self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
         caps = entry.capabilities if entry else {}
@@ -117,11 +125,49 @@ class Model:
         return render_segments(messages, format=self.format, tools=tools, enable_thinking=enable_thinking,
                                add_generation_prompt=add_generation_prompt, **template_vars)
 
-    def tokenize_messages(self, messages, **kw) -> tuple[list[int], str]:
-        """Token ids of the rendered prompt, and the prompt's tail (for the output parser)."""
+    def tokenize_messages(self, messages, **kw) -> tuple[list, str]:
+        """The rendered prompt's items (token ids, and a media chunk per image/audio part), and the
+        prompt's tail (for the output parser)."""
+        kinds = self._media_kinds(messages)
         segments = self.render(messages, **kw)
         tail = "".join(s.text for s in segments[-4:])[-256:]
-        return self.engine.tokenize(segments), tail
+        if not kinds:
+            return self.engine.tokenize(segments), tail
+        from gemma_edge.formats import expand_media
+
+        expanded = expand_media(segments, self.turn_format.media_expansion)
+        return self.engine.tokenize(expanded, media=self._media_item), tail
+
+    def _media_kinds(self, messages) -> set[str]:
+        """The media kinds the messages carry; a clear MediaError for one this model cannot take."""
+        from gemma_edge.formats.base import part_type
+
+        kinds = {part_type(part) for message in messages if isinstance(message, dict)
+                 and isinstance(message.get("content"), (list, tuple)) for part in message["content"]}
+        kinds &= MEDIA_KINDS
+        for kind in sorted(kinds):
+            problem = self._media_problem(kind)
+            if problem:
+                from gemma_edge.media import MediaError
+
+                raise MediaError(problem)
+        return kinds
+
+    def _media_problem(self, kind: str) -> str | None:
+        if kind not in self.turn_format.media_expansion:
+            return (f"{self.facts.name} ({self.format} format) cannot take {kind} input"
+                    + (": not supported yet (llama.cpp cannot encode it)" if kind in self.turn_format.media else ""))
+        if self.engine.projector is None:
+            return (f"{self.facts.name} has no {ENCODERS[kind]} projector: load it with mmproj=PATH (or put "
+                    f"mmproj-{self.facts.path.stem}.gguf beside the model)")
+        if not self.engine.supports(kind):
+            return f"this model's projector has no {kind} encoder ({self.engine.projector.path.name})"
+        return None
+
+    def _media_item(self, part):
+        from gemma_edge.media import load_media
+
+        return self.engine.media_chunk(load_media(part))
 
     def tokenize_raw(self, text: str) -> list[int]:
         from gemma_edge.formats import Segment
@@ -172,7 +218,7 @@ class Model:
         return ThinkingBudget(open_id, close_id, budget, starts_inside)
 
     def close(self) -> None:
-        self.engine.llm.close()
+        self.engine.close()
 
 
 def _tool_schemas(tools) -> list[dict] | None:
@@ -183,11 +229,39 @@ def _tool_schemas(tools) -> list[dict] | None:
     return normalize_tools(tools)[0]
 
 
-def load(name_or_path: str | Path | None = None, **options) -> Model:
+MEDIA_KINDS = {"image", "audio", "video"}
+ENCODERS = {"image": "vision", "audio": "audio", "video": "video"}
+
+
+def load(name_or_path: str | Path | None = None, *, mmproj: str | Path | bool | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
-    n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model)."""
+    n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model).
+    `mmproj`: the projector for image/audio input; by default the registry entry's, else
+    mmproj-<model stem>.gguf beside the model (none: text only); False loads none."""
     path, entry = resolve(name_or_path)
-    return Model(path, entry, **options)
+    return Model(path, entry, mmproj=find_projector(path, entry, mmproj, auto=not options.get("rpc")), **options)
+
+
+def find_projector(model_path: Path, entry: ModelEntry | None, explicit: str | Path | bool | None,
+                   auto: bool = True) -> Path | None:
+    """The projector file to load: `explicit` (must exist), else — when `auto` — the registry's,
+    else the one beside the model; None when there is none (or `explicit` is False)."""
+    if explicit is False:
+        return None
+    if explicit is not None and explicit is not True:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ModelNotFoundError(f"{path}: no such projector (mmproj) file")
+        return path
+    if not auto:
+        return None
+    from gemma_edge.registry import mmproj_path, projector_beside
+
+    found = mmproj_path(entry) if entry is not None else None
+    if found is None:
+        beside = projector_beside(model_path)
+        found = beside if beside.is_file() else None
+    return found
 
 
 def warn_base_model(model: Model, stream=sys.stderr) -> None:

@@ -6,26 +6,28 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from gemma_edge.api import _tool_schemas
+from gemma_edge.engine import prompt_positions
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.response import Response
 
 
 def fit_history(model, messages: list[dict], reserve: int, **render) -> tuple[list[dict], int]:
     """Drop the oldest exchanges (never the system message, never the newest turn) until the prompt
-    plus `reserve` tokens for the reply fits the context. Returns the kept messages and how many
-    were dropped."""
+    plus `reserve` tokens for the reply fits the context (an image or audio clip counts the positions
+    its embeddings fill). Returns the kept messages and how many were dropped."""
     system = [m for m in messages[:1] if m.get("role") in ("system", "developer")]
     rest = messages[len(system):]
     dropped = 0
     while True:
         tokens, _ = model.tokenize_messages(system + rest, **render)
-        if len(tokens) + reserve <= model.n_ctx:
+        length = prompt_positions(tokens)
+        if length + reserve <= model.n_ctx:
             return system + rest, dropped
         # The oldest exchange: the first message and everything up to the next user message.
         cut = next((i for i in range(1, len(rest)) if rest[i].get("role") == "user"), None)
         if cut is None:
             raise ContextOverflowError(
-                f"the latest message alone is {len(tokens)} tokens; with {reserve} reserved for the reply it does "
+                f"the latest message alone is {length} tokens; with {reserve} reserved for the reply it does "
                 f"not fit the {model.n_ctx}-token context (raise --ctx-size or shorten it)")
         rest = rest[cut:]
         dropped += cut
@@ -133,7 +135,10 @@ class Chat:
         return self.last_response
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"messages": self.messages}, ensure_ascii=False, indent=2) + "\n",
+        """The messages as JSON; media parts keep where they came from (path, URL), raw bytes become a
+        data: URL, a decoded image or audio held in memory is not written."""
+        messages = [_saveable(m) for m in self.messages]
+        Path(path).write_text(json.dumps({"messages": messages}, ensure_ascii=False, indent=2) + "\n",
                               encoding="utf-8")
 
     def load(self, path: str | Path) -> None:
@@ -147,6 +152,22 @@ class Chat:
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise GemmaEdgeError(f"{path} is not a saved chat (expected a list of messages with roles)")
         self.messages = messages
+
+
+def _saveable(message: dict) -> dict:
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    return {**message, "content": [_saveable_part(p) if isinstance(p, dict) else p for p in content]}
+
+
+def _saveable_part(part: dict) -> dict:
+    part = {k: v for k, v in part.items() if k != "media"}
+    if isinstance(part.get("bytes"), (bytes, bytearray)):
+        import base64
+
+        part["url"] = "data:application/octet-stream;base64," + base64.b64encode(part.pop("bytes")).decode()
+    return part
 
 
 def _callables(tools) -> dict:

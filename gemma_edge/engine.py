@@ -9,13 +9,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InsufficientMemoryError, InvalidModelError
 from gemma_edge.hardware import available_memory
 from gemma_edge.llama import llama_cpp
 from gemma_edge.model import ModelFacts, read_model_facts
+from gemma_edge.projector import MediaChunk
 from gemma_edge.sampling import Sampling
+
+PromptItem = Union[int, MediaChunk]  # a token id, or one media input's chunk (many positions)
 
 DEFAULT_CONTEXT = 4096
 # Compute buffers, logits and the runtime itself, on top of weights and KV cache (measured on the
@@ -44,7 +47,7 @@ class Generation:
     """One generation, iterated for its text deltas (special tokens' text kept). After iteration:
     the finish reason, token counts and timings."""
     engine: "Engine"
-    prompt_tokens: list[int]
+    prompt_tokens: list[PromptItem]
     sampling: Sampling
     max_tokens: int
     grammar: str | None = None
@@ -62,9 +65,10 @@ class Generation:
 
     @property
     def usage(self) -> dict:
-        return {"prompt_tokens": len(self.prompt_tokens), "prompt_tokens_evaluated": self.prompt_evaluated,
-                "completion_tokens": len(self.tokens),
-                "total_tokens": len(self.prompt_tokens) + len(self.tokens)}
+        """Counts in positions: a media chunk counts as the positions it fills."""
+        prompt = prompt_positions(self.prompt_tokens)
+        return {"prompt_tokens": prompt, "prompt_tokens_evaluated": self.prompt_evaluated,
+                "completion_tokens": len(self.tokens), "total_tokens": prompt + len(self.tokens)}
 
 
 def silence_llama_logs(lc) -> None:
@@ -90,15 +94,32 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def check_fits(facts: ModelFacts, n_ctx: int) -> None:
-    """Refuse before loading when weights + KV cache + runtime do not fit in the RAM available."""
+def prompt_positions(items: Sequence[PromptItem]) -> int:
+    """How many context positions a prompt fills (a token is one, a media chunk its n_pos)."""
+    return sum(item.n_pos if isinstance(item, MediaChunk) else 1 for item in items)
+
+
+def position_identities(items: Sequence[PromptItem]) -> list:
+    """What sits at each position, for KV-cache reuse: the token id, or (media digest, i)."""
+    out: list = []
+    for item in items:
+        if isinstance(item, MediaChunk):
+            out.extend(item.positions())
+        else:
+            out.append(item)
+    return out
+
+
+def check_fits(facts: ModelFacts, n_ctx: int, projector_bytes: int = 0) -> None:
+    """Refuse before loading when weights (and projector) + KV cache + runtime do not fit in the RAM available."""
     kv = facts.kv_bytes_per_token * n_ctx
-    needed = facts.weights_bytes + kv + RUNTIME_OVERHEAD
+    needed = facts.weights_bytes + projector_bytes + kv + RUNTIME_OVERHEAD
     available = available_memory()
     if needed > available:
         gb = 1 << 30
+        projector = f" + projector {projector_bytes / gb:.1f} GB" if projector_bytes else ""
         raise InsufficientMemoryError(
-            f"{facts.path.name} needs about {needed / gb:.1f} GB (weights {facts.weights_bytes / gb:.1f} GB + "
+            f"{facts.path.name} needs about {needed / gb:.1f} GB (weights {facts.weights_bytes / gb:.1f} GB{projector} + "
             f"KV cache {kv / gb:.1f} GB for a {n_ctx}-token context) but only {available / gb:.1f} GB is "
             f"available: use a smaller quantization (e.g. Q4_K_M or Q4_0), a smaller model, or a smaller --ctx-size")
 
@@ -108,9 +129,11 @@ class Engine:
 
     def __init__(self, path: str | Path, *, facts: ModelFacts | None = None, n_ctx: int | None = None,
                  n_threads: int | None = None, n_batch: int = 512, stop_markers: Sequence[str] = (),
-                 verbose: bool = False, rpc: Sequence[str] | None = None, split: Sequence[float] | None = None):
+                 verbose: bool = False, rpc: Sequence[str] | None = None, split: Sequence[float] | None = None,
+                 mmproj: str | Path | None = None):
         """`rpc`: RPC workers (host:port) to split the layers across, in proportion to free memory or to
-        `split` (this machine first). A lost worker aborts this process: see gemma_edge.rpc.SupervisedEngine."""
+        `split` (this machine first). A lost worker aborts this process: see gemma_edge.rpc.SupervisedEngine.
+        `mmproj`: the model's multimodal projector (images/audio through llama.cpp's mtmd)."""
         self.facts = facts or read_model_facts(path)
         if n_ctx is None or n_threads is None:
             # What `gemma-edge doctor` recommends for this machine and model (cores, RAM).
@@ -126,20 +149,40 @@ class Engine:
             raise GemmaEdgeError(f"context size {n_ctx} is larger than the model's {self.facts.context_length} tokens")
         lc = llama_cpp()
         silence_llama_logs(lc)
+        projector_file = None
+        n_ubatch = 512  # llama.cpp's default
+        if mmproj is not None:
+            if rpc:
+                raise GemmaEdgeError("images and audio cannot be combined with --rpc yet (the projector runs "
+                                     "on this machine only); run without --rpc for media input")
+            from gemma_edge.projector import read_projector_file
+
+            projector_file = read_projector_file(mmproj)
+            # llama.cpp must decode a non-causal image in one ubatch (it aborts otherwise)
+            n_batch = max(n_batch, projector_file.non_causal_positions)
+            n_ubatch = max(n_ubatch, projector_file.non_causal_positions)
         self.placement = None
         if rpc:  # the weights are spread over the workers: a whole-model fit check would be wrong
             from gemma_edge.rpc import place_layers
 
             self.placement = place_layers(rpc, self.facts.n_layers, split)
         else:
-            check_fits(self.facts, n_ctx)
+            check_fits(self.facts, n_ctx, projector_file.size if projector_file else 0)
         self.n_threads = int(n_threads)
+        self.n_ubatch = min(n_ubatch, n_batch, n_ctx)
         try:
             self.llm = lc.Llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                                n_threads=self.n_threads, n_threads_batch=self.n_threads, use_mmap=True,
-                                verbose=verbose, **(self.placement.llama_options() if self.placement else {}))
+                                n_ubatch=self.n_ubatch, n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                                use_mmap=True, verbose=verbose,
+                                **(self.placement.llama_options() if self.placement else {}))
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
+        self.projector = None
+        if projector_file is not None:
+            from gemma_edge.projector import Projector
+
+            self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
+        self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
         from gemma_edge.tokens import SegmentTokenizer
 
         self.tokenizer = SegmentTokenizer(self.llm)
@@ -157,46 +200,109 @@ class Engine:
         ids = self.llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
         return ids[0] if len(ids) == 1 else None
 
+    # -- media --------------------------------------------------------------------------------
+    def supports(self, kind: str) -> bool:
+        """Can this engine take `kind` ("image" or "audio") input?"""
+        return self.projector is not None and self.projector.supports(kind)
+
+    def media_chunk(self, media) -> MediaChunk:
+        """The prompt item of a `gemma_edge.media.Media` (the projector must support its kind)."""
+        if self.projector is None:
+            raise GemmaEdgeError(f"{self.facts.name} was loaded without a projector (mmproj): it takes no "
+                                 f"{media.kind} input")
+        return self.projector.chunk(media)
+
     # -- tokenization -------------------------------------------------------------------------
-    def tokenize(self, segments) -> list[int]:
-        return self.tokenizer.tokenize(segments)
+    def tokenize(self, segments, media=None) -> list[PromptItem]:
+        """Token ids of segments; with `media(part) -> MediaChunk`, media segments become chunks."""
+        return self.tokenizer.tokenize(segments, media)
 
     def detokenize(self, tokens: Sequence[int], special: bool = True) -> str:
         return self.llm.detokenize(list(tokens), special=special).decode("utf-8", errors="replace")
 
     @property
-    def cached_tokens(self) -> list[int]:
-        """Tokens whose keys/values are in the KV cache now."""
-        return self.llm._input_ids.tolist()
+    def cached_tokens(self) -> list:
+        """What the KV cache holds now, one entry per position: the token id, or (media digest, i)."""
+        cached = self.llm._input_ids.tolist()
+        for start, chunk in self._media_spans:
+            cached[start:start + chunk.n_pos] = chunk.positions()
+        return cached
 
     def reset(self) -> None:
         with self.lock:
             self.llm.reset()
             self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            self._media_spans = []
+
+    def close(self) -> None:
+        with self.lock:
+            self._media_spans = []
+            if self.projector is not None:
+                self.projector.close()
+            self.llm.close()
 
     # -- generation ---------------------------------------------------------------------------
-    def generate(self, prompt_tokens: Sequence[int], sampling: Sampling, *, max_tokens: int = 512,
+    def generate(self, prompt_tokens: Sequence[PromptItem], sampling: Sampling, *, max_tokens: int = 512,
                  grammar: str | None = None,
                  intervene: Callable[[list[int]], list[int] | None] | None = None) -> Generation:
-        """A lazy generation. `intervene(generated_ids)` may return tokens to force in next (e.g. a
-        thinking budget closing the thought channel)."""
+        """A lazy generation of a prompt of token ids and media chunks. `intervene(generated_ids)` may
+        return tokens to force in next (e.g. a thinking budget closing the thought channel)."""
         prompt_tokens = list(prompt_tokens)
-        if len(prompt_tokens) >= self.n_ctx:
+        n_prompt = prompt_positions(prompt_tokens)
+        if n_prompt >= self.n_ctx:
             raise ContextOverflowError(
-                f"prompt is {len(prompt_tokens)} tokens but the context holds {self.n_ctx} "
+                f"prompt is {n_prompt} tokens but the context holds {self.n_ctx} "
                 f"(model maximum {self.facts.context_length}); shorten it or raise --ctx-size")
+        if not prompt_tokens or isinstance(prompt_tokens[-1], MediaChunk):
+            raise GemmaEdgeError("a prompt must end with text (its last token gives the next-token logits)")
         return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene)
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Evaluate what the KV cache lacks of `tokens`; returns how many tokens were evaluated."""
+    def _prefill(self, items: list[PromptItem]) -> int:
+        """Evaluate what the KV cache lacks of the prompt; returns how many positions were evaluated.
+        Reuse stops at the first position that differs, and never inside a media chunk."""
         llm = self.llm
-        keep = min(common_prefix(llm._input_ids, tokens), len(tokens) - 1)  # the last prompt token is always evaluated: it gives the logits
+        wanted = position_identities(items)
+        # the last prompt token is always evaluated: it gives the logits
+        keep = min(common_prefix(self.cached_tokens, wanted), len(wanted) - 1)
+        start = 0
+        for item in items:  # move `keep` back to the start of a media chunk it falls inside
+            size = item.n_pos if isinstance(item, MediaChunk) else 1
+            if start + size > keep:
+                if start < keep:
+                    keep = start
+                break
+            start += size
         if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             keep = 0
             self.reset()
         llm.n_tokens = keep
-        llm.eval(tokens[keep:])
-        return len(tokens) - keep
+        self._media_spans = [(s, c) for s, c in self._media_spans if s + c.n_pos <= keep]
+        position, text = 0, []
+        for item in items:
+            if position >= keep:
+                if isinstance(item, MediaChunk):
+                    if text:
+                        llm.eval(text)
+                        text = []
+                    self._eval_media(item)
+                else:
+                    text.append(item)
+            position += item.n_pos if isinstance(item, MediaChunk) else 1
+        llm.eval(text)
+        return len(wanted) - keep
+
+    def _eval_media(self, chunk: MediaChunk) -> None:
+        llm = self.llm
+        if chunk.non_causal and chunk.n_tokens > self.n_ubatch:
+            raise ContextOverflowError(
+                f"this {chunk.kind} takes {chunk.n_tokens} positions, attended to all at once, but the batch holds "
+                f"{self.n_ubatch} (the context is {self.n_ctx} tokens); raise --ctx-size")
+        start = llm.n_tokens
+        llm._ctx.kv_cache_seq_rm(-1, start, -1)
+        end = self.projector.eval(chunk, llm._ctx.ctx, start, llm.n_batch)
+        llm.input_ids[start:end] = -1  # not a token: cached_tokens reads the span's identities instead
+        llm.n_tokens = end
+        self._media_spans.append((start, chunk))
 
     def _sampler(self, gen: Generation):
         lc = llama_cpp()

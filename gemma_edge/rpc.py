@@ -356,6 +356,10 @@ class SupervisedEngine:
         """Generate in the child. If the child dies before any output while every worker answers again
         (a worker restarted since the last request: the child's connection to it was stale), start a
         fresh child and retry once; otherwise raise RpcError."""
+        from gemma_edge.projector import MediaChunk
+
+        if any(isinstance(token, MediaChunk) for token in prompt_tokens):
+            raise RpcError("images and audio are not supported with --rpc yet; run without --rpc for media input")
         for attempt in (1, 2):
             self.start()
             self._conn.send(("generate", list(prompt_tokens), sampling, max_tokens, logits))

@@ -4,7 +4,9 @@ Turning special-token parsing off is not enough: llama.cpp still matches USER_DE
 in plain text (Gemma 3's `<start_of_image>`, Gemma 4's `<|channel>`, `<|tool_call>`, `<|"|>` …).
 So text is cut inside every occurrence of such a token's string before it reaches llama.cpp,
 and each piece is tokenized with special parsing off (which already keeps CONTROL tokens out).
-Markers the renderer emitted (`Segment.special`) are looked up directly: one id each.
+Markers the renderer emitted (`Segment.special`) are looked up directly: one id each. A media
+segment (`Segment.part`) becomes whatever the caller's `media(part)` returns (the engine's chunk of
+embedding positions); without `media` it is its placeholder marker, as the template printed it.
 
 Whitespace-only USER_DEFINED tokens (Gemma 3's "\\n", "\\n\\n", runs of spaces or tabs) are
 ordinary text pieces that every Gemma tokenizer produces from plain text; they carry no control
@@ -14,7 +16,7 @@ a one-character token be: neither Gemma vocabulary has one).
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import llama_cpp
 
@@ -65,12 +67,15 @@ class SegmentTokenizer:
         ids += self._tokenize(text[start:], special=False)
         return ids
 
-    def tokenize(self, segments: Iterable[Segment]) -> list[int]:
-        """Whole prompt: markers as their control token, text through `tokenize_text`."""
-        ids: list[int] = []
+    def tokenize(self, segments: Iterable[Segment], media: Callable[[Mapping], Any] | None = None) -> list:
+        """Whole prompt: markers as their control token, text through `tokenize_text`, media
+        segments through `media` (when given)."""
+        ids: list = []
         protected = self.protected
         for segment in segments:
-            if segment.special:
+            if media is not None and segment.is_media:
+                ids.append(media(segment.part))
+            elif segment.special:
                 token = protected.get(segment.text)
                 ids += [token] if token is not None else self._tokenize(segment.text, special=True)
             else:
