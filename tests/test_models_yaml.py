@@ -142,6 +142,14 @@ MUTATIONS = [
     (("models", 0, "mmproj"), {"repo": "a/b", "file": "mmproj.gguf", "sha256": None}, True),
     (("models", 0, "mmproj"), {"repo": "a/b", "file": "mmproj.gguf"}, False),
     (("models", 0, "mmproj"), {"repo": "a/b", "file": "mmproj.gguf", "sha256": "0" * 63}, False),
+    (("models", 0, "mmproj"), {"repo": "a/b", "file": "mmproj.gguf", "sha256": None, "file_size": 10,
+                               "revision": "0" * 40}, True),
+    (("models", 0, "mmproj"), {"repo": "a/b", "file": "mmproj.gguf", "sha256": None, "revision": "main"}, False),
+    (("models", 0, "mmproj"), {"repo": "a/b", "file": "mmproj.gguf", "sha256": None, "file_size": 0}, False),
+    (("models", 0, "mmproj"), {"unavailable": "no public source names one"}, True),
+    (("models", 0, "mmproj"), {"unavailable": ""}, False),
+    (("models", 0, "mmproj"), {"unavailable": "why", "repo": "a/b"}, False),
+    (("models", 0, "mmproj"), "mmproj.gguf", False),
     (("models",), [], False),
     (("default",), 7, False),
     (("extra",), 1, False),
@@ -227,8 +235,55 @@ def test_every_generation_and_format_is_present(models):
     assert {m["format"] for m in models} == set(FORMATS)
 
 
-def test_projectors_only_for_models_that_see_images(models):
-    assert [m["name"] for m in models if m["mmproj"] and not m["capabilities"]["vision"]] == []
+def sees_or_hears(model: dict) -> bool:
+    return model["capabilities"]["vision"] or model["capabilities"]["audio"]
+
+
+def test_projectors_only_for_models_that_see_or_hear(models):
+    assert [m["name"] for m in models if m["mmproj"] and not sees_or_hears(m)] == []
+
+
+def test_every_model_that_sees_or_hears_has_a_projector_or_says_why_not(models):
+    """A projector file to pull, or the reason none is listed (a converted model gets its projector
+    from `gemma-edge convert`)."""
+    wrong = [m["name"] for m in models if sees_or_hears(m) and "convert" not in m["source"]
+             and not (m["mmproj"] and ("file" in m["mmproj"] or m["mmproj"].get("unavailable", "").strip()))]
+    assert wrong == []
+    reasons = [m["mmproj"]["unavailable"] for m in models if m["mmproj"] and "unavailable" in m["mmproj"]]
+    assert all(len(reason.split()) >= 5 for reason in reasons), reasons  # a reason, not a placeholder
+
+
+def test_projector_files_are_projectors_and_agree_where_shared(models):
+    """Every listed projector is an mmproj GGUF other than the model's own file; entries that share
+    a projector file describe it the same way (one file, one digest)."""
+    listed = [(m["name"], m["mmproj"]) for m in models if m["mmproj"] and "file" in m["mmproj"]]
+    assert listed
+    by_file: dict[tuple, set] = {}
+    for name, mmproj in listed:
+        model = next(m for m in models if m["name"] == name)
+        assert "mmproj" in mmproj["file"].lower(), name
+        assert (mmproj["repo"], mmproj["file"]) != (model["source"].get("repo"), model["source"].get("file")), name
+        assert mmproj["sha256"] is None or mmproj["sha256"] != model["sha256"], name
+        key = (mmproj["repo"], mmproj["file"], mmproj.get("revision"))
+        by_file.setdefault(key, set()).add((mmproj["sha256"], mmproj.get("file_size")))
+    assert [key for key, described in by_file.items() if len(described) > 1] == []
+
+
+def test_registry_entries_expose_the_projector(models):
+    """What the runtime reads (registry.ModelEntry) is what the file says."""
+    from gemma_edge.registry import ModelEntry
+
+    for m in models:
+        entry = ModelEntry(m["name"], m)
+        projector = entry.projector_file
+        listed = m["mmproj"] if m["mmproj"] and "file" in m["mmproj"] else None
+        assert (projector is None) == (listed is None)
+        if listed:
+            assert (projector.repo, projector.file, projector.sha256, projector.size, projector.revision) == (
+                listed["repo"], listed["file"], listed["sha256"], listed.get("file_size"), listed.get("revision"))
+        assert (entry.projector_unavailable is not None) == bool(m["mmproj"] and "unavailable" in m["mmproj"])
+        assert set(entry.media) == {kind for kind, flag in (("image", "vision"), ("audio", "audio"))
+                                    if m["capabilities"][flag]}
 
 
 def test_quantization_matches_the_file(models):

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from gemma_edge.cli import main
 from gemma_edge.errors import DownloadError, ModelNotFoundError
-from gemma_edge.registry import is_downloaded, load_registry, pull, remove, resolve, sha256_file
+from gemma_edge.registry import (ProjectorDownloadError, is_downloaded, load_registry, mmproj_path, projector_beside,
+                                 pull, remove, resolve, sha256_file)
 from tests.hub_server import HubFile, HubServer
 
 REPO_ID = "test-org/gemma-3-1b-it-GGUF"
@@ -355,3 +356,292 @@ def test_cli_pull_list_rm_as_real_subprocesses(hub):
     unknown = subprocess.run([sys.executable, "-m", "gemma_edge", "pull", "gemma-3-1b-it-tset"],
                            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "Traceback" not in unknown.stderr
+
+
+# --- projectors (mmproj) ------------------------------------------------------------------------
+
+MMPROJ_REPO = "test-org/mmproj-GGUF"  # the projector may live in another repo than the model
+MMPROJ_FILE = "mmproj-gemma-3-4b-it-f16.gguf"
+PROJECTOR = payload(48 << 10, seed=10)
+VISION = {"thinking": False, "tools": False, "vision": True, "audio": False}
+
+
+def vision_entry(content: bytes = GOOD, projector: bytes = PROJECTOR, *, repo: str = MMPROJ_REPO, **mmproj) -> dict:
+    """A vision model whose projector models.yaml lists, checksum taken from `projector`."""
+    import hashlib
+
+    listed = {"repo": repo, "file": MMPROJ_FILE, "file_size": len(projector),
+              "sha256": hashlib.sha256(projector).hexdigest(), **mmproj}
+    return registry_entry(content, capabilities=VISION, mmproj=listed)
+
+
+@pytest.fixture
+def vision_hub(hub, monkeypatch):
+    """A hub serving the model (REPO_ID) and its projector (MMPROJ_REPO, or REPO_ID when same_repo)."""
+    def start(projector: bytes | HubFile = PROJECTOR, *, same_repo: bool = False, **mmproj) -> HubServer:
+        repo = REPO_ID if same_repo else MMPROJ_REPO
+        files = {REPO_ID: {FILENAME: GOOD}}
+        files.setdefault(repo, {})[MMPROJ_FILE] = projector
+        server = HubServer(files).start()
+        hub_servers.append(server)
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        write_registry(vision_entry(repo=repo, **mmproj))
+        return server
+
+    hub_servers: list[HubServer] = []
+    yield start
+    for server in hub_servers:
+        server.stop()
+
+
+def blob_contents() -> list[bytes]:
+    return sorted(p.read_bytes() for p in hub_blobs())
+
+
+@pytest.mark.parametrize("same_repo", [False, True], ids=["projector-in-another-repo", "projector-beside-model"])
+def test_pull_fetches_and_verifies_the_projector(vision_hub, same_repo):
+    server = vision_hub(same_repo=same_repo)
+    model = pull(NAME, progress=False)
+    projector = mmproj_path(NAME)
+    assert model.read_bytes() == GOOD and projector.read_bytes() == PROJECTOR
+    assert Path(os.environ["HF_HUB_CACHE"]) in projector.parents  # the same cache, the same code path
+    assert projector.name == MMPROJ_FILE
+    assert mmproj_path(load_registry().get(NAME)) == projector  # by name or by entry
+    projector_repo = REPO_ID if same_repo else MMPROJ_REPO
+    assert f"/{projector_repo}/resolve/main/{MMPROJ_FILE}" in [r.path for r in server.file_requests("HEAD")]
+    assert len(server.file_requests("GET")) == 2  # one body each
+    assert_plain_http_file_protocol(server)
+    server.stop()  # found offline afterwards, and pulled again from the cache
+    assert mmproj_path(NAME) == projector and pull(NAME, progress=False) == model
+
+
+def test_pinned_projector_revision(vision_hub):
+    server = vision_hub(same_repo=True)
+    commit = server.repos[REPO_ID].commit
+    write_registry(vision_entry(repo=REPO_ID, revision=commit))
+    pull(NAME, progress=False)
+    assert mmproj_path(NAME).parent.name == commit
+    assert f"/{REPO_ID}/resolve/{commit}/{MMPROJ_FILE}" in [r.path for r in server.file_requests("HEAD")]
+
+
+@pytest.mark.parametrize("served", ["corrupted-in-transit", "replaced-upstream"])
+def test_projector_sha256_mismatch_removes_only_the_projector(vision_hub, served):
+    if served == "corrupted-in-transit":
+        server = vision_hub(HubFile(PROJECTOR, corrupt=True))
+    else:
+        server = vision_hub(payload(len(PROJECTOR), seed=11))
+    with pytest.raises(ProjectorDownloadError) as caught:
+        pull(NAME, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{NAME}: the model is downloaded (")
+    assert f"{MMPROJ_REPO}/{MMPROJ_FILE}: sha256 does not match models.yaml; the file was removed" in message
+    assert [r for r in server.file_requests("GET") if MMPROJ_FILE in r.path], "the projector was never downloaded"
+    model, _ = resolve(NAME)  # the model stays, verified
+    assert sha256_file(model) == registry_entry(GOOD)["sha256"] and str(model) in message
+    assert mmproj_path(NAME) is None
+    assert blob_contents() == [GOOD]  # nothing of the projector is left, not even a partial file
+    assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob(f"{MMPROJ_FILE}*"))
+    assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob("*.incomplete"))
+
+
+def test_projector_missing_on_the_hub_is_one_line_and_keeps_the_model(vision_hub):
+    server = vision_hub()
+    server.repos[MMPROJ_REPO].files.pop(MMPROJ_FILE)
+    result = invoke("pull", NAME)
+    assert_one_line_error(result, f"{NAME}: the model is downloaded", f"{MMPROJ_REPO} has no file {MMPROJ_FILE}")
+    assert resolve(NAME)[0].read_bytes() == GOOD
+    assert mmproj_path(NAME) is None
+
+
+def test_no_mmproj_skips_the_projector_and_a_later_pull_fetches_it(vision_hub):
+    server = vision_hub()
+    skipped = invoke("pull", NAME, "--no-mmproj")
+    assert skipped.exit_code == 0, skipped.stderr
+    assert Path(skipped.stdout.strip()).read_bytes() == GOOD
+    assert "mmproj: skipped (--no-mmproj)" in skipped.stderr
+    assert not [r for r in server.file_requests() if MMPROJ_FILE in r.path]
+    assert mmproj_path(NAME) is None
+
+    pulled = invoke("pull", NAME)
+    assert pulled.exit_code == 0, pulled.stderr
+    projector = mmproj_path(NAME)
+    assert projector.read_bytes() == PROJECTOR
+    assert f"mmproj: {projector}" in pulled.stderr
+    assert len([r for r in server.file_requests("GET") if FILENAME in r.path]) == 1  # the model came once
+
+
+def test_free_disk_counts_the_projector(vision_hub, isolated):
+    free = shutil.disk_usage(isolated).free
+    server = vision_hub()
+    write_registry(vision_entry(file_size=free))  # model + projector > free, the model alone would fit
+    assert load_registry().get(NAME).projector_file.size == free and len(GOOD) < free
+    with pytest.raises(DownloadError, match="not enough disk space"):
+        pull(NAME, progress=False)
+    assert server.requests == []
+
+
+@pytest.mark.slow
+def test_interrupted_projector_download_resumes(hub, monkeypatch):
+    from huggingface_hub import constants
+
+    projector = payload(constants.DOWNLOAD_CHUNK_SIZE + (1 << 20), seed=12)
+    cut = constants.DOWNLOAD_CHUNK_SIZE + (200 << 10)
+    server = HubServer({REPO_ID: {FILENAME: GOOD}, MMPROJ_REPO: {MMPROJ_FILE: HubFile(projector, cut_after=cut)}})
+    server.start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        write_registry(vision_entry(projector=projector))
+        pull(NAME, progress=False)
+        assert mmproj_path(NAME).read_bytes() == projector
+        first, second = [r for r in server.file_requests("GET") if MMPROJ_FILE in r.path]
+        assert (first.status, first.body_bytes) == (200, cut) and second.status == 206
+        assert second.body_bytes == len(projector) - int(second.headers["range"][len("bytes="):].rstrip("-"))
+    finally:
+        server.stop()
+
+
+def test_rm_removes_the_model_and_its_projector(vision_hub):
+    vision_hub()
+    model = pull(NAME, progress=False)
+    projector = mmproj_path(NAME)
+    blobs = [model.resolve(), projector.resolve()]
+    removed = invoke("rm", NAME)
+    assert removed.exit_code == 0, removed.stderr
+    assert removed.stderr.splitlines() == [f"removed {model}", f"removed {projector}"]
+    assert not any(p.exists() for p in [model, projector, *blobs])
+    assert hub_blobs() == [] and mmproj_path(NAME) is None
+    assert remove(NAME) == []
+
+
+def test_rm_keeps_a_projector_another_downloaded_model_uses(vision_hub):
+    vision_hub()
+    other = {**vision_entry(), "name": "gemma-3-4b-it-q4_0-test", "source": {"repo": REPO_ID, "file": "other.gguf"},
+             "sha256": None, "file_size": None}
+    server = HubServer({REPO_ID: {FILENAME: GOOD, "other.gguf": payload(1000, seed=13)},
+                        MMPROJ_REPO: {MMPROJ_FILE: PROJECTOR}}).start()
+    try:
+        os.environ["HF_ENDPOINT"] = server.endpoint
+        write_registry(vision_entry(), other)
+        pull(NAME, progress=False)
+        pull(other["name"], progress=False)
+    finally:
+        server.stop()
+    projector = mmproj_path(NAME)
+    assert mmproj_path(other["name"]) == projector
+    kept = invoke("rm", NAME)
+    assert kept.exit_code == 0 and f"kept {projector}: the projector of {other['name']} too" in kept.stderr
+    assert projector.read_bytes() == PROJECTOR
+    assert remove(other["name"])[1:] == [projector]  # the last user takes it along
+    assert not projector.exists()
+
+
+def test_mmproj_path_resolution(vision_hub, isolated):
+    vision_hub()
+    write_registry(vision_entry(), registry_entry(GOOD, name="text-only-test"),
+                   registry_entry(GOOD, name="no-projector-test", capabilities=VISION,
+                                  mmproj={"unavailable": "no public source names one"}),
+                   registry_entry(GOOD, name="converted-test", capabilities=VISION,
+                                  source={"convert": {"repo": "google/gemma-3-4b-it", "type": "q4_k_m"}}))
+    registry = load_registry()
+    assert mmproj_path(NAME) is None  # listed, not downloaded yet
+    assert mmproj_path("text-only-test") is None
+    assert mmproj_path("no-projector-test") is None
+    assert registry.get("no-projector-test").projector_unavailable == "no public source names one"
+    assert registry.get("text-only-test").projector_unavailable is None
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        mmproj_path("no-such-model")
+
+    # a converted model: `gemma-edge convert` writes mmproj-<stem>.gguf beside the text GGUF
+    converted = isolated / "gemma-edge" / "models" / "converted-test.gguf"
+    with pytest.raises(ModelNotFoundError, match="it writes the projector mmproj-converted-test.gguf beside it"):
+        pull("converted-test")
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(GOOD)
+    assert pull("converted-test") == converted and mmproj_path("converted-test") is None
+    beside = converted.with_name("mmproj-converted-test.gguf")
+    beside.write_bytes(PROJECTOR)
+    assert mmproj_path("converted-test") == beside == projector_beside(converted)
+    assert remove("converted-test") == [converted, beside]
+    assert not beside.exists()
+
+
+def write_projector_gguf(path: Path, *, vision: bool, audio: bool) -> None:
+    """A real (tensor-less) mmproj GGUF header, as clip.cpp reads it, written by gguf-py."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_bool("clip.has_vision_encoder", vision)
+    writer.add_bool("clip.has_audio_encoder", audio)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_list_shows_what_can_see_and_whether_its_projector_is_here(vision_hub):
+    vision_hub()
+    write_registry(vision_entry(), registry_entry(GOOD, name="text-only-test", source={"repo": REPO_ID, "file":
+                                                                                       "absent.gguf"}),
+                   registry_entry(GOOD, name="no-projector-test", capabilities=VISION,
+                                  source={"repo": REPO_ID, "file": "absent.gguf"},
+                                  mmproj={"unavailable": "no public source names one"}))
+
+    def row(name):
+        listed = invoke("list")
+        assert listed.exit_code == 0, listed.stderr
+        header, *rows = listed.stdout.splitlines()
+        assert header.split()[-2:] == ["LOCAL", "MMPROJ"]
+        return next(r.split() for r in rows if r.strip().lstrip("*").split()[0] == name)
+
+    assert row(NAME)[-3:] == ["vision", "no", "no"]
+    assert row("text-only-test")[-2:] == ["no", "-"]
+    assert row("no-projector-test")[-2:] == ["no", "none"]
+    invoke("pull", NAME, "--no-mmproj")
+    assert row(NAME)[-2:] == ["yes", "no"]
+    invoke("pull", NAME)
+    assert row(NAME)[-2:] == ["yes", "yes"]
+
+
+def test_info_shows_the_projector_and_the_inputs_it_gives(embedded_model_path, isolated):
+    """A real model GGUF (the embedded 270M) with a real projector header beside it, as `convert`
+    lays them out, and a registry model converted the same way."""
+    model = isolated / "model.gguf"
+    model.symlink_to(embedded_model_path)
+
+    def info(target):
+        result = invoke("info", str(target), "--json")
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    facts = info(model)
+    assert (facts["input"], facts["mmproj"]) == ("text", "none (mmproj-model.gguf not found beside the model)")
+    write_projector_gguf(model.with_name("mmproj-model.gguf"), vision=True, audio=True)
+    facts = info(model)
+    assert (facts["input"], facts["mmproj"]) == ("text, image, audio", str(model.with_name("mmproj-model.gguf")))
+
+    write_registry(registry_entry(GOOD, name="converted-test", capabilities=VISION,
+                                  source={"convert": {"repo": "google/gemma-3-4b-it", "type": "q4_k_m"}}))
+    converted = isolated / "gemma-edge" / "models" / "converted-test.gguf"
+    converted.parent.mkdir(parents=True)
+    converted.symlink_to(embedded_model_path)
+    assert info("converted-test")["mmproj"].startswith("not found beside the model (mmproj-converted-test.gguf")
+    write_projector_gguf(projector_beside(converted), vision=True, audio=False)
+    facts = info("converted-test")
+    assert (facts["input"], facts["mmproj"]) == ("text, image", str(projector_beside(converted)))
+    assert facts["registry"]["capabilities"]["vision"] is True
+    lines = invoke("info", "converted-test").stdout.splitlines()
+    assert [line.split() for line in lines if line.startswith(("input ", "mmproj "))] == [
+        ["input", "text,", "image"], ["mmproj", str(projector_beside(converted))]]
+
+
+def test_cli_pull_shows_the_projector_progress_as_a_real_subprocess(vision_hub):
+    vision_hub()
+    executable = Path(sys.executable).with_name("gemma-edge")
+    pulled = subprocess.run([str(executable), "pull", NAME], capture_output=True, text=True, timeout=60,
+                            cwd=REPO_ROOT, env={**os.environ, "TQDM_POSITION": "-1"})
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{FILENAME}: 100%" in pulled.stderr and f"{MMPROJ_FILE}: 100%" in pulled.stderr
+    model = Path(pulled.stdout.strip())  # stdout: the model's path only, for scripts
+    assert model.read_bytes() == GOOD
+    assert pulled.stderr.rstrip().splitlines()[-1] == f"mmproj: {mmproj_path(NAME)}"
