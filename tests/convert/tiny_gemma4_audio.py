@@ -5,8 +5,9 @@ The text part is tiny_gemma4's "e2b" recipe (per-layer embeddings, KV sharing, d
 512-token prefix of the real Gemma 4 vocabulary; the audio tower is Gemma4AudioConfig scaled down but
 with the real front end: 128 mel bins (so the first subsampling conv has 128 channels, as transformers
 sizes its input projection from `subsampling_conv_channels[0] // 4`) and the runtime's fixed chunked
-attention (chunk 12, 12 past frames), softcap 50, conv kernel 5. A small vision tower rides along
-because real E2B/E4B checkpoints have one (the mmproj holds both encoders).
+attention (chunk 12, 12 past frames), softcap 50, conv kernel 5. tiny_gemma4_vision's vision tower rides
+along (with its clip bounds and standardisation), because real E2B/E4B checkpoints have both towers and
+their mmproj holds both encoders.
 
 Weights follow tiny_gemma4.perturb_; in addition every ClippableLinear of the audio tower gets finite,
 seeded clip bounds tight enough to bite (real checkpoints carry finite bounds; the defaults, ±inf,
@@ -31,16 +32,12 @@ from tests.convert.tiny_gemma4 import (
     BUILDER_VERSION, RECIPES, TINY_VOCAB_SIZE, perturb_, read_real_vocab, real_vocab_gguf, save_checkpoint,
     write_tokenizer_files,
 )
+from tests.convert.tiny_gemma4_vision import IMAGE_PROCESSOR, VISION_CONFIG, set_vision_buffers_
 
 SAMPLE_RATE = 16_000
 AUDIO_CONFIG = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, subsampling_conv_channels=[128, 8],
     output_proj_dims=48,
-)
-# The smallest vision tower transformers builds (the mmproj's gemma4v half is helper B's subject).
-VISION_CONFIG = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-    head_dim=16, patch_size=4, pooling_kernel_size=2, position_embedding_size=64,
 )
 # (input bound, output bound) ranges of the seeded clip values, in units of the typical activation.
 CLIP_INPUT_RANGE = (0.5, 1.5)
@@ -86,20 +83,14 @@ def build_model(spec: dict, n_vocab: int):
     torch.manual_seed(spec["seed"])
     model = Gemma4ForConditionalGeneration(config).eval()
     perturb_(model, spec["seed"])
+    set_vision_buffers_(model, spec["seed"])
     audio_weights_(model, spec["seed"])
     return model
 
 
-# The image processor section of the official processor_config.json (transformers' defaults, JSON-ready).
-IMAGE_PROCESSOR = {"image_processor_type": "Gemma4ImageProcessor", "do_convert_rgb": True, "do_resize": True,
-                   "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": False,
-                   "image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0], "patch_size": 16,
-                   "max_soft_tokens": 280, "pooling_kernel_size": 3}
-
-
 def write_processor_config(out: Path) -> None:
-    """processor_config.json with the audio feature extractor's and the image processor's settings, as the
-    official Gemma 4 repositories ship them (transformers' defaults)."""
+    """processor_config.json with the audio feature extractor's settings (transformers' defaults) and
+    tiny_gemma4_vision's image processor section, as the official Gemma 4 repositories ship them."""
     from transformers import Gemma4AudioFeatureExtractor
 
     feature_extractor = Gemma4AudioFeatureExtractor().to_dict()
@@ -107,7 +98,7 @@ def write_processor_config(out: Path) -> None:
     feature_extractor.pop("window", None)
     feature_extractor["mel_floor"] = float(feature_extractor["mel_floor"])
     config = {"processor_class": "Gemma4Processor", "feature_extractor": feature_extractor,
-              "image_processor": IMAGE_PROCESSOR}
+              "image_processor": IMAGE_PROCESSOR, "image_seq_length": IMAGE_PROCESSOR["max_soft_tokens"]}
     (out / "processor_config.json").write_text(json.dumps(config, indent=2))
 
 
