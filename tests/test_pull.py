@@ -573,6 +573,10 @@ def write_projector_gguf(path: Path, *, vision: bool, audio: bool) -> None:
     writer = gguf.GGUFWriter(str(path), "clip")
     writer.add_bool("clip.has_vision_encoder", vision)
     writer.add_bool("clip.has_audio_encoder", audio)
+    if vision:
+        writer.add_string("clip.vision.projector_type", "gemma4v")
+    if audio:
+        writer.add_string("clip.audio.projector_type", "gemma4a")
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -616,6 +620,9 @@ def test_info_shows_the_projector_and_the_inputs_it_gives(embedded_model_path, i
 
     facts = info(model)
     assert (facts["input"], facts["mmproj"]) == ("text", "none (mmproj-model.gguf not found beside the model)")
+    model.with_name("mmproj-model.gguf").write_bytes(PROJECTOR)  # not a GGUF: info still answers
+    facts = info(model)
+    assert facts["input"] == "text" and facts["mmproj"].startswith(f"{model.with_name('mmproj-model.gguf')} (unusable:")
     write_projector_gguf(model.with_name("mmproj-model.gguf"), vision=True, audio=True)
     facts = info(model)
     assert (facts["input"], facts["mmproj"]) == ("text, image, audio", str(model.with_name("mmproj-model.gguf")))

@@ -30,8 +30,9 @@ def info(model, as_json):
                              "license": entry.raw.get("license"), "capabilities": entry.capabilities}
         facts["format"] = entry.raw.get("format") or facts["format"]
     projector, note = _projector_of(path, entry)
-    facts["input"] = ", ".join(["text", *_projector_inputs(projector)])
-    facts["mmproj"] = str(projector) if projector else note
+    inputs, problem = _projector_inputs(projector)
+    facts["input"] = ", ".join(["text", *inputs])
+    facts["mmproj"] = f"{projector}{problem}" if projector else note
     rpc = rpc_settings()
     if rpc:  # where the layers would go across the workers (nothing is loaded)
         from gemma_edge.rpc import place_layers
@@ -155,12 +156,14 @@ def _projector_column(entry) -> str:
     return "yes" if mmproj_path(entry) else "no"
 
 
-def _projector_inputs(projector) -> list[str]:
-    """The media a projector GGUF encodes, from its header (clip.has_vision/audio_encoder)."""
+def _projector_inputs(projector) -> tuple[list[str], str]:
+    """(the media a projector GGUF encodes, from its header; why none, for a file that is no projector)."""
     if projector is None:
-        return []
-    from gemma_edge.gguf_file import GGUFFile
+        return [], ""
+    from gemma_edge.projector import ProjectorError, read_projector_file
 
-    meta = GGUFFile(projector).metadata
-    return [kind for kind, key in (("image", "clip.has_vision_encoder"), ("audio", "clip.has_audio_encoder"))
-            if meta.get(key)]
+    try:
+        header = read_projector_file(projector)
+    except ProjectorError as e:
+        return [], f" (unusable: {e})"
+    return [kind for kind, encoder in (("image", header.vision_type), ("audio", header.audio_type)) if encoder], ""
