@@ -138,8 +138,7 @@ def sampling_overrides(kw: dict) -> dict:
 def load_model(model_name, ctx_size, threads, mmproj=None):
     from gemma_edge.api import load
 
-    projector = {"mmproj": mmproj} if mmproj else {}
-    model = load(model_name, n_ctx=ctx_size, n_threads=threads, **projector, **rpc_settings())
+    model = load(model_name, n_ctx=ctx_size, n_threads=threads, mmproj=mmproj, **rpc_settings())
     if model.engine.placement is not None:
         click.echo("placement: " + "; ".join(
             f"{d['device']} layers {d['first_layer']}-{d['last_layer']}" + (" + output" if d["output_layer"] else "")

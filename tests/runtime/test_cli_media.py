@@ -86,3 +86,110 @@ def test_chat_media_commands_on_a_text_only_model_report_and_carry_on(files, emb
     for kind in ("image", "audio"):
         assert sum(line.startswith("error: ") and f"cannot take {kind} input (give --mmproj FILE" in line
                    for line in lines) == 1, lines
+
+
+# --- on a tiny Gemma 3 text GGUF + mmproj pair written by our converter ------------------------------
+
+@pytest.fixture(scope="module")
+def pair():
+    from tests.runtime.vision_pair import gemma3_vision_pair
+
+    return gemma3_vision_pair()
+
+
+@pytest.fixture(scope="module")
+def pair_model(pair):
+    from gemma_edge.api import load
+
+    return load(str(pair), n_ctx=256)
+
+
+def run_json(*args):
+    import json
+
+    result = invoke("run", *args, "--json", "-t", "0", "-n", "6", "--ctx-size", "256")
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+def test_run_image_answers_like_the_api_and_validates(pair, pair_model, tmp_path):
+    import json
+
+    import jsonschema
+
+    from tests.runtime.test_cli import SCHEMA
+    from tests.runtime.vision_pair import MM_TOKENS_PER_IMAGE, write_image
+
+    image = write_image(tmp_path / "a.png")
+    doc = run_json("Describe this.", "-m", str(pair), "--image", str(image))
+    jsonschema.validate(doc, SCHEMA)
+    pair_model.engine.reset()
+    expected = pair_model.generate([{"role": "user", "content": [{"type": "image", "path": str(image)},
+                                                                 {"type": "text", "text": "Describe this."}]}],
+                                   temperature=0, max_tokens=6)
+    assert doc["content"] == expected.content
+    assert doc["usage"]["prompt_tokens"] == expected.usage["prompt_tokens"]
+    text_only = run_json("Describe this.", "-m", str(pair))["usage"]["prompt_tokens"]
+    one = doc["usage"]["prompt_tokens"]
+    two = run_json("Describe this.", "-m", str(pair), "--image", str(image), "--image", str(image))
+    # each image adds its 16 positions and its two markers (plus the blank lines around them)
+    assert one - text_only >= MM_TOKENS_PER_IMAGE + 2
+    assert two["usage"]["prompt_tokens"] - one >= MM_TOKENS_PER_IMAGE + 2
+    assert json.dumps(two)  # still one JSON object
+
+
+def test_explicit_mmproj_and_none_beside_the_model(pair, tmp_path):
+    from tests.runtime.vision_pair import write_image
+
+    alone = tmp_path / "alone.gguf"
+    alone.symlink_to(pair)
+    image = write_image(tmp_path / "a.png")
+    one_error_line(invoke("run", "hi", "-m", str(alone), "--image", str(image), "--ctx-size", "256"),
+                   "has no projector loaded")
+    projector = pair.with_name(f"mmproj-{pair.stem}.gguf")
+    with_flag = run_json("hi", "-m", str(alone), "--image", str(image), "--mmproj", str(projector))
+    assert with_flag == {**with_flag, "content": run_json("hi", "-m", str(pair), "--image", str(image))["content"]}
+    one_error_line(invoke("run", "hi", "-m", str(pair), "--mmproj", str(tmp_path / "none.gguf")),
+                   "no such projector")
+
+
+def test_audio_on_a_vision_only_projector_is_one_line(pair, files):
+    one_error_line(invoke("run", "hi", "-m", str(pair), "--audio", str(files["sound"]), "--ctx-size", "256"),
+                   "projector has no audio encoder")
+
+
+def test_chat_image_commands_attach_to_the_next_message(pair, tmp_path, files):
+    import json
+
+    from tests.runtime.vision_pair import write_image
+
+    first, second = write_image(tmp_path / "first.png", 1), write_image(tmp_path / "second.png", 2)
+    saved = tmp_path / "chat.json"
+    script = "\n".join(["What is this?", f"/image {files['missing']}", f"/image {second}", "/audio x.wav",
+                        "And this?", "No image now.", f"/save {saved}", "/exit", ""])
+    result = invoke("chat", "-m", str(pair), "--image", str(first), "-t", "0", "-n", "4", "--ctx-size", "256",
+                    input=script)
+    assert result.exit_code == 0, (result.output, result.exception)
+    lines = result.stderr.splitlines()
+    assert "(image second.png, 64x64 attached to your next message)" in lines
+    assert f"error: {files['missing']}: no such file" in lines
+    assert any(line.startswith("error: ") and "no audio encoder" in line for line in lines)
+    users = [m["content"] for m in json.loads(saved.read_text())["messages"] if m["role"] == "user"]
+    assert users == [
+        [{"type": "image", "path": str(first)}, {"type": "text", "text": "What is this?"}],
+        [{"type": "image", "path": str(second)}, {"type": "text", "text": "And this?"}],
+        "No image now."]
+
+
+def test_run_image_in_a_real_subprocess(pair, tmp_path, files):
+    from tests.runtime.test_cli import run_subprocess
+    from tests.runtime.vision_pair import write_image
+
+    image = write_image(tmp_path / "x.png")
+    good = run_subprocess("run", "-m", str(pair), "--image", str(image), "Describe.", "-t", "0", "-n", "4",
+                          "--ctx-size", "256")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.endswith("\n") and "Traceback" not in good.stderr
+    bad = run_subprocess("run", "-m", str(pair), "--image", str(files["text"]), "Describe.")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"gemma-edge: error: {files['text']}: not an image in a supported format (PNG, JPEG, WEBP, GIF, BMP)"]
