@@ -74,8 +74,8 @@ def list_models(downloaded):
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    click.echo("\n* default model. MMPROJ: is the projector that lets a model see/hear here (- text-only, "
-               "none: no projector file known). `gemma-edge pull NAME` downloads a model and its projector.",
+    click.echo("\n* default model. MMPROJ: is the projector a model needs to see/hear downloaded (- text-only, "
+               "none: no projector file known).\n`gemma-edge pull NAME` downloads a model and its projector.",
                err=True)
 
 
