@@ -147,7 +147,8 @@ def _publish(pairs: list[tuple[Path, Path]]) -> None:
     done: list[Path] = []
     try:
         for staged, final in pairs:
-            os.replace(staged, final)
+            with _errors_name(final):
+                os.replace(staged, final)
             done.append(final)
     except BaseException:
         for final in done:

@@ -17,7 +17,7 @@ from tests.convert.tiny_gemma3_vision import (
     IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, MM_TOKENS_PER_IMAGE, legacy_layout, rename_tensors, tiny_gemma3_vision,
 )
 
-MIN_COSINE = {"f32": 0.999, "f16": 0.99}
+MIN_COSINE = {"f32": 0.999, "f16": 0.99, "bf16": 0.99, "q8_0": 0.99}  # the issue sets F32 and F16
 
 # Every deliberate difference from llama.cpp's reference converter, with its reason:
 # * F32 files: mm.input_projection.weight is F32 (the reference forces F16 in every file type, to dodge a
@@ -64,13 +64,13 @@ def hf_features(model_dir: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def converted(model_dir: Path, tmp_path_factory):
-    """type → (text GGUF, mmproj GGUF) written by our converter (the mmproj takes the text type)."""
+    """type → (text GGUF, mmproj GGUF) written by our converter, both files of that type."""
     from convert.api import convert_checkpoint
 
     out = {}
     for type_name in MIN_COSINE:
         path = tmp_path_factory.mktemp(type_name) / "tiny.gguf"
-        summary = convert_checkpoint(model_dir, path, type_name)
+        summary = convert_checkpoint(model_dir, path, type_name, mmproj_type=type_name)
         assert summary.mmproj == path.with_name("mmproj-tiny.gguf") and summary.mmproj.is_file()
         out[type_name] = (path, summary.mmproj)
     return out
@@ -87,7 +87,7 @@ def test_mtmd_embeddings_match_transformers(converted, hf_features: np.ndarray, 
     ours = image_embeddings(text, mmproj, synthetic_image())
     assert ours.shape == hf_features.shape == (MM_TOKENS_PER_IMAGE, 64)
     per_token = cosines(hf_features, ours)
-    print(f"{type_name}: min cosine {per_token.min():.6f}, max |Δ| {np.abs(hf_features - ours).max():.2e}")
+    print(f"{type_name}: min cosine {per_token.min():.7f}, max |Δ| {np.abs(hf_features - ours).max():.2e}")
     assert per_token.min() >= MIN_COSINE[type_name], per_token
 
 
@@ -103,7 +103,7 @@ def test_metadata_carries_the_checkpoint_facts(converted) -> None:
     assert np.allclose(fields["clip.vision.image_std"][1], IMAGE_STD)
 
 
-@pytest.mark.parametrize("type_name", list(MIN_COSINE))
+@pytest.mark.parametrize("type_name", ["f32", "f16"])
 def test_same_file_as_the_reference_converter(model_dir: Path, tmp_path: Path, type_name: str) -> None:
     from convert.api import convert_checkpoint
 
