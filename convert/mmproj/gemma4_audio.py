@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 
 from convert.mmproj.base import (
-    AUDIO, Encoder, EncoderConfig, EncoderRule, Field, TensorSource, UnsupportedConfig, exact_rule, f32, keep_f32,
-    squeeze, u32,
+    AUDIO, Encoder, EncoderConfig, EncoderRule, Field, UnsupportedConfig, exact_rule, f32, keep_f32, squeeze, u32,
 )
 
 # transformers 5.23 Gemma4AudioConfig defaults of every field read here (official configs omit defaults).
@@ -155,11 +154,6 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x.astype(np.float64)).astype(np.float32)
 
 
-def depthwise_kernel(source: TensorSource) -> TensorSource:
-    """np(C, 1, K) → np(C, K), i.e. ggml {K, C}: the kernel layout ggml_ssm_conv reads."""
-    return squeeze(source)
-
-
 LAYER = r"audio_tower\.layers\.(?P<bid>\d+)\."
 BLOCK = "a.blk.{bid}."
 CLIP_BOUNDS = ("input_min", "input_max", "output_min", "output_max")
@@ -198,7 +192,8 @@ TENSORS: tuple[EncoderRule, ...] = (
     *(_layer_rule(f"{module}.weight", f"{stem}.weight") for module, stem in NORMS.items()),
     _layer_rule("self_attn.relative_k_proj.weight", "attn_k_rel.weight"),
     _layer_rule("self_attn.per_dim_scale", "per_dim_scale.weight", transform=softplus),
-    _layer_rule("lconv1d.depthwise_conv1d.weight", "conv_dw.weight", reshape=depthwise_kernel, storage=keep_f32),
+    # np(C, 1, K) → np(C, K), i.e. ggml {K, C}: the kernel layout ggml_ssm_conv reads (F32 only)
+    _layer_rule("lconv1d.depthwise_conv1d.weight", "conv_dw.weight", reshape=squeeze, storage=keep_f32),
     exact_rule("audio_tower.output_proj.weight", "a.pre_encode.out.weight"),
     exact_rule("audio_tower.output_proj.bias", "a.pre_encode.out.bias"),
     exact_rule("embed_audio.embedding_projection.weight", "mm.a.input_projection.weight"),

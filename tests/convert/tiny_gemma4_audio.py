@@ -34,6 +34,7 @@ from tests.convert.tiny_gemma4 import (
 )
 from tests.convert.tiny_gemma4_vision import IMAGE_PROCESSOR, VISION_CONFIG, set_vision_buffers_
 
+AUDIO_BUILDER_VERSION = 2  # bump when audio_weights_ or the processor config change
 SAMPLE_RATE = 16_000
 AUDIO_CONFIG = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, subsampling_conv_channels=[128, 8],
@@ -45,7 +46,8 @@ CLIP_OUTPUT_RANGE = (0.2, 0.8)
 
 
 def recipe(dtype: str = "float32", seed: int = 0) -> dict:
-    return {"builder": BUILDER_VERSION, "kind": "e2b+audio", "audio_weights": 2, "vocab": "tiny", "dtype": dtype, "seed": seed,
+    return {"builder": BUILDER_VERSION, "audio_builder": AUDIO_BUILDER_VERSION, "kind": "e2b+audio", "vocab": "tiny",
+            "dtype": dtype, "seed": seed,
             "text": copy.deepcopy(RECIPES["e2b"]), "audio": AUDIO_CONFIG, "vision": VISION_CONFIG,
             "clip": [CLIP_INPUT_RANGE, CLIP_OUTPUT_RANGE], "processor": IMAGE_PROCESSOR}
 
