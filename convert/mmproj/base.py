@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -189,7 +189,7 @@ class Encoder:
     config_key: str  # "vision_config" / "audio_config"
     owns: str
     projector_type: str = ""
-    defaults: Mapping[str, Any] = ()  # type: ignore[assignment]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     metadata: Callable[[EncoderConfig], list[Field]] = _no_metadata
     tensors: tuple[EncoderRule, ...] = ()
     extra_tensors: Callable[[EncoderConfig, Mapping[str, TensorSource]], list[EncoderTensor]] = _no_extra_tensors

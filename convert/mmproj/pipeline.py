@@ -99,6 +99,11 @@ def plan_mmproj(checkpoint: Checkpoint, text_hparams: Mapping[str, Any], output:
         return MmprojPlan([], [], [], notes)
 
     owned = _assign_tensors(checkpoint, architecture, [e for e, _, _ in active], check_all=not unclaimed_towers)
+    notes += [f"{e.name}: the checkpoint has no weights for it (a text-only export?)" for e, _, _ in active
+              if not owned[e.name]]
+    active = [item for item in active if owned[item[0].name]]
+    if not active:
+        return MmprojPlan([], [], [], notes)
     fields = [
         string("general.type", "mmproj"),
         string("general.name", name or checkpoint.directory.name),

@@ -136,3 +136,16 @@ def test_existing_mmproj_needs_force(model: Path, out_dir: Path) -> None:
     result = run_convert(model, out_dir / "m.gguf", "--quiet")
     assert result.exit_code == 2 and "mmproj-m.gguf exists" in result.stderr
     assert listing(out_dir) == ["mmproj-m.gguf"] and (out_dir / "mmproj-m.gguf").read_bytes() == b"keep me"
+
+
+def test_config_with_a_tower_but_no_tower_weights_still_converts(model: Path, out_dir: Path) -> None:
+    """A text-only export that kept the multimodal config.json: the text GGUF and one note."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(model / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if not k.startswith(("vision_tower.", "multi_modal_projector."))},
+              model / "model.safetensors")
+    result = run_convert(model, out_dir / "m.gguf")
+    assert result.exit_code == 0, result.stderr
+    assert listing(out_dir) == ["m.gguf"]
+    assert "note: Gemma 3 vision (SigLIP): the checkpoint has no weights for it" in result.stderr
