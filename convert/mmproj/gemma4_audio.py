@@ -47,8 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "hidden_size": 1024, "num_hidden_layers": 12, "num_attention_heads": 8, "hidden_act": "silu",
     "subsampling_conv_channels": [128, 32], "conv_kernel_size": 5, "residual_weight": 0.5,
     "attention_chunk_size": 12, "attention_context_left": 13, "attention_context_right": 0,
-    "attention_logit_cap": 50.0, "rms_norm_eps": 1e-6, "gradient_clipping": 1e10, "output_proj_dims": 1536,
-    "use_clipped_linears": True,
+    "attention_logit_cap": 50.0, "rms_norm_eps": 1e-6, "gradient_clipping": 1e10,
 }
 
 # audio_config field → (the value gemma4a.cpp / clip.cpp hard-code, what the runtime does with it)
