@@ -18,8 +18,10 @@ encoder, as llama.cpp expects. An encoder module (``convert/mmproj/<name>.py``) 
    (e.g. ``"llama.cpp 0.3.36's mtmd has no ... graph"``). Such an encoder still claims its tensors
    (``owns``) but contributes nothing: the text GGUF is written and the summary prints one line
    ``"<name>: not supported yet: <reason>"``. ``metadata`` may also raise :class:`UnsupportedConfig`
-   for a config the runtime cannot run as intended (same one-line note; a GGUF that loads and computes
-   something else is worse than none).
+   for a config the runtime cannot run as intended (note ``"<name>: not supported: <message>"``; a GGUF
+   that loads and computes something else is worse than none). A sub-config no encoder module claims,
+   and an encoder whose tensors the checkpoint lacks (text-only exports), are notes too. With
+   ``--mmproj`` (``mmproj=True``) any of these fails the conversion instead.
 
 3. **Hyper-parameters.** ``defaults`` — the transformers sub-config class defaults for every field
    read (official configs omit default values). The pipeline passes an :class:`EncoderConfig`:
@@ -38,7 +40,11 @@ encoder, as llama.cpp expects. An encoder module (``convert/mmproj/<name>.py``) 
 
 4. **Tensors.** ``owns`` — a regex ``re.match``-ed against the checkpoint's multimodal tensor names
    (``language_model.`` and one leading ``model.`` removed, so the legacy ``vision_tower.*`` and the
-   v5 ``model.vision_tower.*`` layouts look the same): which tensors are this encoder's. ``tensors``
+   v5 ``model.vision_tower.*`` layouts look the same): which tensors are this encoder's. A multimodal
+   tensor that no encoder of the architecture owns is refused — unless a tower of the checkpoint has
+   no encoder module, which is then presumed to own it. Note that transformers 5 *saves* some towers
+   under other names than it loads (Gemma 3: ``vision_tower.encoder.*``, without ``vision_model.``):
+   match every layout real checkpoints have. ``tensors``
    — a tuple of :class:`EncoderRule`; every owned tensor must ``fullmatch`` exactly one rule's ``hf``
    (else the conversion fails naming it: nothing is passed through or dropped silently). ``gguf=None``
    drops on purpose (or marks an input consumed by ``extra_tensors``). Named group ``bid`` is the block
