@@ -1,8 +1,10 @@
 """Gemma 3 vision (SigLIP encoder + average-pool / RMSNorm / linear projector) → mmproj projector type
 ``gemma3`` (converter-spec.md §11; runtime: llama.cpp ``tools/mtmd/models/siglip.cpp``).
 
-Both layouts are read: legacy ``vision_tower.vision_model.*`` / ``multi_modal_projector.*`` and the v5
-``model.``-prefixed one (the pipeline strips ``model.``).
+Every tensor layout is read: legacy ``vision_tower.vision_model.*`` / ``multi_modal_projector.*``,
+the ``model.``-prefixed one (the pipeline strips ``model.``), and ``vision_tower.*`` without
+``vision_model.``, which is how transformers 5 saves the tower. mtmd resizes any image to
+``image_size`` × ``image_size`` (bilinear) before the encoder, as Gemma 3's image processor does.
 """
 from __future__ import annotations
 
