@@ -6,8 +6,10 @@ every ClippableLinear, standardisation on — next to a dense (31B-like) or an E
 embeddings) text model. The oracle image is at the native size of both preprocessors (84×120 → 7×10 =
 70 soft tokens, the processor's max_soft_tokens and mtmd's gemma4v minimum), so neither resizes and the
 two sides see the same pixels: the per-token cosine is ~0.999999 in F32 and F16, asserted against the
-acceptance thresholds (0.999 / 0.99). Removing the clip bounds or the standardisation from the file
-drops it below 0.95, so both are exercised.
+acceptance thresholds (0.999 / 0.99). A third checkpoint pools 2×2 instead of the official 3×3 (56×80
+pixels, again 70 tokens), which the file tells the runtime through clip.vision.projector.scale_factor.
+Removing the clip bounds or the standardisation from the file drops the cosine below 0.95, so both are
+exercised.
 
 Deliberate differences from llama.cpp's ``convert_hf_to_gguf.py --mmproj`` (asserted in
 ``test_matches_reference_converter``; everything else — every tensor's name, type, shape and bytes, and
@@ -46,11 +48,13 @@ from convert.storage import NATIVE_TYPES
 from tests.convert.mtmd_embed import image_embeddings
 from tests.convert.oracle import gguf_differences, gguf_fields, reference_convert
 from tests.convert.tiny_gemma4_vision import (
-    IMAGE_SHAPE, N_IMAGE_TOKENS, VISION_CONFIG, gemma4_vision_checkpoint, hf_image_embeddings, hf_pixels, test_image,
+    N_IMAGE_TOKENS, VISION_CONFIG, gemma4_vision_checkpoint, hf_image_embeddings, hf_pixels, test_image,
 )
 
 MIN_COSINE = {"f32": 0.999, "f16": 0.99}
-KINDS = ("dense", "e2b")
+# (text kind, pooling kernel): the official kernel under a dense and an E2B-like text model, and kernel 2
+# (written as clip.vision.projector.scale_factor; the runtime's default is 3)
+CASES = (("dense", 3), ("e2b", 3), ("dense", 2))
 TEXT_HIDDEN = 64  # both tiny text recipes
 
 
@@ -58,9 +62,21 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(scope="module", params=KINDS)
-def checkpoint_dir(request) -> Path:
-    return gemma4_vision_checkpoint(request.param)
+@pytest.fixture(scope="module", params=CASES, ids=[f"{kind}-k{kernel}" for kind, kernel in CASES])
+def case(request) -> tuple[Path, np.ndarray]:
+    """(checkpoint directory, its native oracle image)."""
+    kind, kernel = request.param
+    return gemma4_vision_checkpoint(kind, kernel), test_image(kernel)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(case) -> Path:
+    return case[0]
+
+
+@pytest.fixture(scope="module")
+def image(case) -> np.ndarray:
+    return case[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,29 +92,28 @@ def converted(checkpoint_dir: Path, tmp_path_factory) -> dict[str, tuple[Path, P
 
 
 @pytest.fixture(scope="module")
-def hf_embeddings(checkpoint_dir: Path) -> np.ndarray:
-    return hf_image_embeddings(checkpoint_dir, test_image())
+def hf_embeddings(checkpoint_dir: Path, image: np.ndarray) -> np.ndarray:
+    return hf_image_embeddings(checkpoint_dir, image)
 
 
 # ---------------------------------------------------------------- mtmd vs transformers
 
 
 @pytest.mark.parametrize("mmproj_type", ["f32", "f16"])
-def test_image_embeddings_match_transformers(converted, hf_embeddings, mmproj_type) -> None:
+def test_image_embeddings_match_transformers(converted, image, hf_embeddings, mmproj_type) -> None:
     text, mmproj = converted[mmproj_type]
-    ours = image_embeddings(text, mmproj, test_image())
+    ours = image_embeddings(text, mmproj, image)
     assert ours.shape == hf_embeddings.shape == (N_IMAGE_TOKENS, TEXT_HIDDEN)
     cos = cosines(ours, hf_embeddings)
     assert cos.min() >= MIN_COSINE[mmproj_type], f"min per-token cosine {cos.min():.7f} (mean {cos.mean():.7f})"
 
 
-def test_oracle_image_is_native_for_the_processor(checkpoint_dir) -> None:
+def test_oracle_image_is_native_for_the_processor(checkpoint_dir, image) -> None:
     """The processor neither resizes nor pads the oracle image: its patches are the image's own pixels
     / 255 in (row, column, channel) order, in row-major patch order with (x, y) positions."""
-    image = test_image()
     pixels, positions, n_tokens = hf_pixels(checkpoint_dir, image)
     patch = VISION_CONFIG["patch_size"]
-    rows, cols = IMAGE_SHAPE[0] // patch, IMAGE_SHAPE[1] // patch
+    rows, cols = image.shape[0] // patch, image.shape[1] // patch
     expected = (image.astype(np.float32) / 255).reshape(rows, patch, cols, patch, 3).transpose(0, 2, 1, 3, 4)
     np.testing.assert_allclose(pixels, expected.reshape(rows * cols, -1), atol=1e-6)
     assert positions.tolist() == [[x, y] for y in range(rows) for x in range(cols)]
@@ -106,7 +121,7 @@ def test_oracle_image_is_native_for_the_processor(checkpoint_dir) -> None:
 
 
 @pytest.mark.parametrize("left_out", ["clip bounds", "standardisation"])
-def test_clip_bounds_and_standardisation_are_exercised(checkpoint_dir, converted, hf_embeddings, left_out,
+def test_clip_bounds_and_standardisation_are_exercised(checkpoint_dir, converted, image, hf_embeddings, left_out,
                                                         tmp_path) -> None:
     """The same mmproj without the clip-bound tensors (or v.std_*) computes something else: the oracle
     image really goes through them."""
@@ -118,7 +133,7 @@ def test_clip_bounds_and_standardisation_are_exercised(checkpoint_dir, converted
     assert len(kept) < len(plan.tensors)
     plan.tensors = kept
     write_mmproj(plan, tmp_path / "partial.gguf")
-    ours = image_embeddings(converted["f32"][0], tmp_path / "partial.gguf", test_image())
+    ours = image_embeddings(converted["f32"][0], tmp_path / "partial.gguf", image)
     assert cosines(ours, hf_embeddings).min() < 0.95
 
 
@@ -157,7 +172,8 @@ def encoder_config(vision: dict | None = None, preprocessor: dict | None = None)
     raw = json.loads((gemma4_vision_checkpoint("dense") / "config.json").read_text())
     processor = json.loads((gemma4_vision_checkpoint("dense") / "processor_config.json").read_text())
     pre = {**processor, **processor["image_processor"], **(preprocessor or {})}
-    return EncoderConfig(GEMMA4_VISION.hparams({**raw["vision_config"], **(vision or {})}), raw["text_config"], raw, pre)
+    hp = GEMMA4_VISION.hparams({**raw["vision_config"], **(vision or {})})
+    return EncoderConfig(hp, raw["text_config"], raw, pre)
 
 
 def keys(cfg: EncoderConfig) -> dict[str, object]:
@@ -184,7 +200,8 @@ def test_configs_the_runtime_reads_from_keys(vision, key, value) -> None:
 
 
 def test_normalising_processor_passes_its_mean_and_std() -> None:
-    fields = keys(encoder_config(preprocessor={"do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
+    normalising = {"do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.25] * 3}
+    fields = keys(encoder_config(preprocessor=normalising))
     assert fields["clip.vision.image_mean"] == [0.5] * 3 and fields["clip.vision.image_std"] == [0.25] * 3
 
 

@@ -14,11 +14,12 @@ values.
 The oracle image is already at the encoder's native size on both sides: with patch 4 and kernel 3 a
 soft token covers 12×12 pixels, and an 84×120 (H×W) image is 7×10 = 70 soft tokens — exactly the
 processor's ``max_soft_tokens`` (70, so its aspect-ratio-preserving resize is the identity) and
-llama.cpp's minimum for gemma4v (70 tokens, so its dyn-size resize is the identity too).
+llama.cpp's minimum for gemma4v (70 tokens, so its dyn-size resize is the identity too). A variant
+with pooling kernel 2 (56×80 pixels, same 70 tokens) exercises ``clip.vision.projector.scale_factor``.
 
-* `gemma4_vision_checkpoint(kind)` — the cached checkpoint directory (config, safetensors, tokenizer,
-  processor_config.json with the image processor's settings).
-* `test_image()` — the fixed synthetic RGB uint8 image (H, W, 3).
+* `gemma4_vision_checkpoint(kind, pooling_kernel)` — the cached checkpoint directory (config,
+  safetensors, tokenizer, processor_config.json with the image processor's settings).
+* `test_image(pooling_kernel)` — the fixed synthetic RGB uint8 image at its native size (H, W, 3).
 * `hf_image_embeddings(model_dir, image)` — image processor → vision tower → embed_vision:
   (n_tokens, text hidden size) float32.
 """
@@ -41,27 +42,38 @@ VISION_CONFIG = dict(
     head_dim=16, patch_size=4, pooling_kernel_size=3, position_embedding_size=64,
     use_clipped_linears=True, standardize=True,
 )
-# The image processor section of processor_config.json: transformers' Gemma4ImageProcessor defaults with
-# the tiny tower's patch size and the smallest soft-token budget (JSON-ready).
-IMAGE_PROCESSOR = {"image_processor_type": "Gemma4ImageProcessor", "do_convert_rgb": True, "do_resize": True,
-                   "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": False,
-                   "image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0],
-                   "patch_size": VISION_CONFIG["patch_size"], "max_soft_tokens": 70,
-                   "pooling_kernel_size": VISION_CONFIG["pooling_kernel_size"]}
+OFFICIAL_POOL = VISION_CONFIG["pooling_kernel_size"]
 # The native image: 7 × 10 soft tokens of (patch × kernel)² pixels each.
 SOFT_TOKEN_GRID = (7, 10)  # (rows, columns)
-SOFT_TOKEN_PIXELS = VISION_CONFIG["patch_size"] * VISION_CONFIG["pooling_kernel_size"]
-IMAGE_SHAPE = (SOFT_TOKEN_GRID[0] * SOFT_TOKEN_PIXELS, SOFT_TOKEN_GRID[1] * SOFT_TOKEN_PIXELS, 3)
 N_IMAGE_TOKENS = SOFT_TOKEN_GRID[0] * SOFT_TOKEN_GRID[1]
+
+
+def vision_config(pooling_kernel: int = OFFICIAL_POOL) -> dict:
+    return {**VISION_CONFIG, "pooling_kernel_size": pooling_kernel}
+
+
+def image_processor(pooling_kernel: int = OFFICIAL_POOL) -> dict:
+    """The image processor section of processor_config.json: transformers' Gemma4ImageProcessor defaults
+    with the tiny tower's patch size and kernel and the smallest soft-token budget (JSON-ready)."""
+    return {"image_processor_type": "Gemma4ImageProcessor", "do_convert_rgb": True, "do_resize": True,
+            "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": False,
+            "image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0], "patch_size": VISION_CONFIG["patch_size"],
+            "max_soft_tokens": N_IMAGE_TOKENS, "pooling_kernel_size": pooling_kernel}
+
+
+def image_shape(pooling_kernel: int = OFFICIAL_POOL) -> tuple[int, int, int]:
+    """(H, W, 3) of the native image: SOFT_TOKEN_GRID soft tokens of (patch · kernel)² pixels."""
+    side = VISION_CONFIG["patch_size"] * pooling_kernel
+    return SOFT_TOKEN_GRID[0] * side, SOFT_TOKEN_GRID[1] * side, 3
 # (input bound, output bound) ranges of the seeded clip values, in units of the typical activation.
 CLIP_INPUT_RANGE = (1.5, 3.0)
 CLIP_OUTPUT_RANGE = (0.3, 1.5)
 
 
-def recipe(kind: str = "dense", dtype: str = "float32", seed: int = 0) -> dict:
+def recipe(kind: str = "dense", pooling_kernel: int = OFFICIAL_POOL, dtype: str = "float32", seed: int = 0) -> dict:
     return {"builder": BUILDER_VERSION, "kind": f"{kind}+vision", "vocab": "tiny", "dtype": dtype, "seed": seed,
-            "text": copy.deepcopy(RECIPES[kind]), "vision": VISION_CONFIG,
-            "clip": [CLIP_INPUT_RANGE, CLIP_OUTPUT_RANGE], "processor": IMAGE_PROCESSOR}
+            "text": copy.deepcopy(RECIPES[kind]), "vision": vision_config(pooling_kernel),
+            "clip": [CLIP_INPUT_RANGE, CLIP_OUTPUT_RANGE], "processor": image_processor(pooling_kernel)}
 
 
 def set_vision_buffers_(model, seed: int) -> None:
@@ -102,29 +114,32 @@ def build_model(spec: dict, n_vocab: int):
     return model
 
 
-def write_processor_config(out: Path) -> None:
-    config = {"processor_class": "Gemma4Processor", "image_processor": IMAGE_PROCESSOR,
-              "image_seq_length": IMAGE_PROCESSOR["max_soft_tokens"]}
+def write_processor_config(out: Path, processor: dict) -> None:
+    config = {"processor_class": "Gemma4Processor", "image_processor": processor,
+              "image_seq_length": processor["max_soft_tokens"]}
     (out / "processor_config.json").write_text(json.dumps(config, indent=2))
 
 
-def gemma4_vision_checkpoint(kind: str = "dense", dtype: str = "float32", seed: int = 0) -> Path:
-    """A cached Gemma4ForConditionalGeneration checkpoint: text `kind` ("dense" or "e2b") + tiny vision."""
-    spec = recipe(kind, dtype, seed)
+def gemma4_vision_checkpoint(kind: str = "dense", pooling_kernel: int = OFFICIAL_POOL, dtype: str = "float32",
+                             seed: int = 0) -> Path:
+    """A cached Gemma4ForConditionalGeneration checkpoint: text `kind` ("dense" or "e2b") + tiny vision
+    whose pooler averages `pooling_kernel`² patches (the official 3, or another to exercise the key)."""
+    spec = recipe(kind, pooling_kernel, dtype, seed)
     source = real_vocab_gguf()
 
     def build(out: Path) -> None:
         real = read_real_vocab(source)
         write_tokenizer_files(real, out, TINY_VOCAB_SIZE)
         save_checkpoint(build_model(spec, TINY_VOCAB_SIZE), out, dtype)
-        write_processor_config(out)
+        write_processor_config(out, spec["processor"])
 
-    return cached_dir(f"gemma4-{kind}-vision-{dtype}", spec, build)
+    return cached_dir(f"gemma4-{kind}-vision-k{pooling_kernel}-{dtype}", spec, build)
 
 
-def test_image(seed: int = 0) -> np.ndarray:
-    """IMAGE_SHAPE uint8 RGB: smooth colour gradients (structure across soft tokens) plus seeded noise."""
-    height, width, _ = IMAGE_SHAPE
+def test_image(pooling_kernel: int = OFFICIAL_POOL, seed: int = 0) -> np.ndarray:
+    """The native image (`image_shape`), uint8 RGB: smooth colour gradients (structure across soft tokens)
+    plus seeded noise."""
+    height, width, _ = image_shape(pooling_kernel)
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     base = np.stack([255 * x / (width - 1), 255 * y / (height - 1),
                      127.5 * (1 + np.sin(x / 7.0) * np.cos(y / 5.0))], axis=-1)
