@@ -89,3 +89,26 @@ def test_a_20_mb_image_fits_while_bigger_ones_are_refused(vision_server):
         assert huge.status_code == 413
     except httpx.WriteError:  # the server answered 413 and closed before the whole body was sent
         pass
+
+
+def test_remote_images_only_when_the_server_allows_them(pair):
+    from tests.runtime.test_media import Site
+
+    site = Site()
+    buffer = io.BytesIO()
+    Image.fromarray(seeded(IMAGE_SIZE)).save(buffer, "PNG")
+    site.routes["/cat.png"] = (200, {"Content-Length": str(len(buffer.getvalue()))}, buffer.getvalue(), 0)
+    running = start_server(serve_argv(pair, "--ctx-size", "256", "--no-prompt-cache", "--allow-remote-images"))
+    try:
+        remote = running.post("/v1/chat/completions", json={
+            "messages": image_message(site.url + "/cat.png"), "max_tokens": 2, "temperature": 0})
+        inline = running.post("/v1/chat/completions", json={
+            "messages": image_message(data_url("PNG", seeded(IMAGE_SIZE))), "max_tokens": 2, "temperature": 0})
+        assert remote.status_code == inline.status_code == 200, remote.text
+        assert remote.json()["choices"][0]["message"] == inline.json()["choices"][0]["message"]
+        missing = running.post("/v1/chat/completions", json={"messages": image_message(site.url + "/gone.png")})
+        assert missing.status_code == 400 and "HTTP 404" in missing.json()["error"]["message"]
+    finally:
+        stop_server(running)
+        site.server.shutdown()
+        site.server.server_close()
