@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 
 from convert.generations.base import rope_parameters
 from convert.mmproj.base import (

@@ -6,8 +6,10 @@ every ClippableLinear, standardisation on — next to a dense (31B-like) or an E
 embeddings) text model. The oracle image is at the native size of both preprocessors (84×120 → 7×10 =
 70 soft tokens, the processor's max_soft_tokens and mtmd's gemma4v minimum), so neither resizes and the
 two sides see the same pixels: the per-token cosine is ~0.999999 in F32 and F16, asserted against the
-acceptance thresholds (0.999 / 0.99). A third checkpoint pools 2×2 instead of the official 3×3 (56×80
-pixels, again 70 tokens), which the file tells the runtime through clip.vision.projector.scale_factor.
+acceptance thresholds (0.999 / 0.99). Two more checkpoints have layouts the runtime only runs when the
+file says so: 2×2 pooling instead of the official 3×3 (56×80 pixels, again 70 tokens;
+clip.vision.projector.scale_factor), and grouped KV heads with heads × head_dim != hidden
+(…attention.head_count_kv / head_dim).
 Removing the clip bounds or the standardisation from the file drops the cosine below 0.95, so both are
 exercised.
 
@@ -48,13 +50,20 @@ from convert.storage import NATIVE_TYPES
 from tests.convert.mtmd_embed import image_embeddings
 from tests.convert.oracle import gguf_differences, gguf_fields, reference_convert
 from tests.convert.tiny_gemma4_vision import (
-    N_IMAGE_TOKENS, VISION_CONFIG, gemma4_vision_checkpoint, hf_image_embeddings, hf_pixels, test_image,
+    N_IMAGE_TOKENS, OFFICIAL_POOL, VISION_CONFIG, gemma4_vision_checkpoint, hf_image_embeddings, hf_pixels, test_image,
 )
 
 MIN_COSINE = {"f32": 0.999, "f16": 0.99}
-# (text kind, pooling kernel): the official kernel under a dense and an E2B-like text model, and kernel 2
-# (written as clip.vision.projector.scale_factor; the runtime's default is 3)
-CASES = (("dense", 3), ("e2b", 3), ("dense", 2))
+# (name, text kind, vision overrides): the official layout under a dense and an E2B-like text model, then
+# layouts the file must describe with the keys whose absence means the runtime's default:
+# pooling 2×2 (clip.vision.projector.scale_factor), grouped KV heads (…attention.head_count_kv) and
+# heads × head_dim != hidden (…attention.head_dim)
+CASES = (
+    ("dense", "dense", {}),
+    ("e2b", "e2b", {}),
+    ("pool2", "dense", {"pooling_kernel_size": 2}),
+    ("gqa-head12", "dense", {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12}),
+)
 TEXT_HIDDEN = 64  # both tiny text recipes
 
 
@@ -62,11 +71,11 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{kind}-k{kernel}" for kind, kernel in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[name for name, _, _ in CASES])
 def case(request) -> tuple[Path, np.ndarray]:
     """(checkpoint directory, its native oracle image)."""
-    kind, kernel = request.param
-    return gemma4_vision_checkpoint(kind, kernel), test_image(kernel)
+    _, kind, vision = request.param
+    return gemma4_vision_checkpoint(kind, vision), test_image(vision.get("pooling_kernel_size", OFFICIAL_POOL))
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ processor's ``max_soft_tokens`` (70, so its aspect-ratio-preserving resize is th
 llama.cpp's minimum for gemma4v (70 tokens, so its dyn-size resize is the identity too). A variant
 with pooling kernel 2 (56×80 pixels, same 70 tokens) exercises ``clip.vision.projector.scale_factor``.
 
-* `gemma4_vision_checkpoint(kind, pooling_kernel)` — the cached checkpoint directory (config,
-  safetensors, tokenizer, processor_config.json with the image processor's settings).
+* `gemma4_vision_checkpoint(kind, vision)` — the cached checkpoint directory (config, safetensors,
+  tokenizer, processor_config.json with the image processor's settings); `vision` overrides
+  VISION_CONFIG (other pooling kernels, head layouts).
 * `test_image(pooling_kernel)` — the fixed synthetic RGB uint8 image at its native size (H, W, 3).
 * `hf_image_embeddings(model_dir, image)` — image processor → vision tower → embed_vision:
   (n_tokens, text hidden size) float32.
@@ -48,10 +49,6 @@ SOFT_TOKEN_GRID = (7, 10)  # (rows, columns)
 N_IMAGE_TOKENS = SOFT_TOKEN_GRID[0] * SOFT_TOKEN_GRID[1]
 
 
-def vision_config(pooling_kernel: int = OFFICIAL_POOL) -> dict:
-    return {**VISION_CONFIG, "pooling_kernel_size": pooling_kernel}
-
-
 def image_processor(pooling_kernel: int = OFFICIAL_POOL) -> dict:
     """The image processor section of processor_config.json: transformers' Gemma4ImageProcessor defaults
     with the tiny tower's patch size and kernel and the smallest soft-token budget (JSON-ready)."""
@@ -70,10 +67,11 @@ CLIP_INPUT_RANGE = (1.5, 3.0)
 CLIP_OUTPUT_RANGE = (0.3, 1.5)
 
 
-def recipe(kind: str = "dense", pooling_kernel: int = OFFICIAL_POOL, dtype: str = "float32", seed: int = 0) -> dict:
+def recipe(kind: str = "dense", vision: dict | None = None, dtype: str = "float32", seed: int = 0) -> dict:
+    config = {**VISION_CONFIG, **(vision or {})}
     return {"builder": BUILDER_VERSION, "kind": f"{kind}+vision", "vocab": "tiny", "dtype": dtype, "seed": seed,
-            "text": copy.deepcopy(RECIPES[kind]), "vision": vision_config(pooling_kernel),
-            "clip": [CLIP_INPUT_RANGE, CLIP_OUTPUT_RANGE], "processor": image_processor(pooling_kernel)}
+            "text": copy.deepcopy(RECIPES[kind]), "vision": config, "clip": [CLIP_INPUT_RANGE, CLIP_OUTPUT_RANGE],
+            "processor": image_processor(config["pooling_kernel_size"])}
 
 
 def set_vision_buffers_(model, seed: int) -> None:
@@ -120,11 +118,11 @@ def write_processor_config(out: Path, processor: dict) -> None:
     (out / "processor_config.json").write_text(json.dumps(config, indent=2))
 
 
-def gemma4_vision_checkpoint(kind: str = "dense", pooling_kernel: int = OFFICIAL_POOL, dtype: str = "float32",
+def gemma4_vision_checkpoint(kind: str = "dense", vision: dict | None = None, dtype: str = "float32",
                              seed: int = 0) -> Path:
-    """A cached Gemma4ForConditionalGeneration checkpoint: text `kind` ("dense" or "e2b") + tiny vision
-    whose pooler averages `pooling_kernel`² patches (the official 3, or another to exercise the key)."""
-    spec = recipe(kind, pooling_kernel, dtype, seed)
+    """A cached Gemma4ForConditionalGeneration checkpoint: text `kind` ("dense" or "e2b") + the tiny
+    vision tower, `vision` overriding VISION_CONFIG."""
+    spec = recipe(kind, vision, dtype, seed)
     source = real_vocab_gguf()
 
     def build(out: Path) -> None:
@@ -133,7 +131,7 @@ def gemma4_vision_checkpoint(kind: str = "dense", pooling_kernel: int = OFFICIAL
         save_checkpoint(build_model(spec, TINY_VOCAB_SIZE), out, dtype)
         write_processor_config(out, spec["processor"])
 
-    return cached_dir(f"gemma4-{kind}-vision-k{pooling_kernel}-{dtype}", spec, build)
+    return cached_dir(f"gemma4-{kind}-vision-{dtype}", spec, build)
 
 
 def test_image(pooling_kernel: int = OFFICIAL_POOL, seed: int = 0) -> np.ndarray:
