@@ -58,6 +58,9 @@ def image_processor(pooling_kernel: int = OFFICIAL_POOL) -> dict:
             "max_soft_tokens": N_IMAGE_TOKENS, "pooling_kernel_size": pooling_kernel}
 
 
+IMAGE_PROCESSOR = image_processor()  # the section for VISION_CONFIG as is (tiny_gemma4_audio uses it too)
+
+
 def image_shape(pooling_kernel: int = OFFICIAL_POOL) -> tuple[int, int, int]:
     """(H, W, 3) of the native image: SOFT_TOKEN_GRID soft tokens of (patch · kernel)² pixels."""
     side = VISION_CONFIG["patch_size"] * pooling_kernel
