@@ -92,9 +92,9 @@ def test_chat_media_commands_on_a_text_only_model_report_and_carry_on(files, emb
 
 @pytest.fixture(scope="module")
 def pair():
-    from tests.runtime.vision_pair import gemma3_vision_pair
+    from tests.runtime.tiny_vision import gemma3_vision_pair
 
-    return gemma3_vision_pair()
+    return gemma3_vision_pair()[0]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,8 @@ def test_run_image_answers_like_the_api_and_validates(pair, pair_model, tmp_path
     import jsonschema
 
     from tests.runtime.test_cli import SCHEMA
-    from tests.runtime.vision_pair import MM_TOKENS_PER_IMAGE, write_image
+    from tests.convert.tiny_gemma3_vision import MM_TOKENS_PER_IMAGE
+    from tests.runtime.tiny_vision import write_image
 
     image = write_image(tmp_path / "a.png")
     doc = run_json("Describe this.", "-m", str(pair), "--image", str(image))
@@ -139,7 +140,7 @@ def test_run_image_answers_like_the_api_and_validates(pair, pair_model, tmp_path
 
 
 def test_explicit_mmproj_and_none_beside_the_model(pair, tmp_path):
-    from tests.runtime.vision_pair import write_image
+    from tests.runtime.tiny_vision import write_image
 
     alone = tmp_path / "alone.gguf"
     alone.symlink_to(pair)
@@ -161,7 +162,7 @@ def test_audio_on_a_vision_only_projector_is_one_line(pair, files):
 def test_chat_image_commands_attach_to_the_next_message(pair, tmp_path, files):
     import json
 
-    from tests.runtime.vision_pair import write_image
+    from tests.runtime.tiny_vision import write_image
 
     first, second = write_image(tmp_path / "first.png", 1), write_image(tmp_path / "second.png", 2)
     saved = tmp_path / "chat.json"
@@ -183,7 +184,7 @@ def test_chat_image_commands_attach_to_the_next_message(pair, tmp_path, files):
 
 def test_run_image_in_a_real_subprocess(pair, tmp_path, files):
     from tests.runtime.test_cli import run_subprocess
-    from tests.runtime.vision_pair import write_image
+    from tests.runtime.tiny_vision import write_image
 
     image = write_image(tmp_path / "x.png")
     good = run_subprocess("run", "-m", str(pair), "--image", str(image), "Describe.", "-t", "0", "-n", "4",

@@ -58,13 +58,13 @@ def test_formats_without_an_expansion_for_a_kind():
 # -- prompt items against transformers' processor ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def gemma3_vision(tmp_path_factory):
+def gemma3_vision():
     from gemma_edge.api import Model
     from tests.convert.tiny_gemma3_vision import tiny_gemma3_vision
-    from tests.runtime.tiny_vision import convert_pair
+    from tests.runtime.tiny_vision import gemma3_vision_pair
 
     checkpoint = tiny_gemma3_vision()
-    text, mmproj = convert_pair(checkpoint, tmp_path_factory.mktemp("gemma3-vision"))
+    text, mmproj = gemma3_vision_pair()
     model = Model(text, n_ctx=256, mmproj=mmproj)
     yield checkpoint, model
     model.close()

@@ -15,12 +15,11 @@ DECISIVE_MARGIN = 0.05  # a step is compared only while transformers' top-2 logi
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair():
     from tests.convert.tiny_gemma3_vision import tiny_gemma3_vision
-    from tests.runtime.tiny_vision import convert_pair
+    from tests.runtime.tiny_vision import gemma3_vision_pair
 
-    checkpoint = tiny_gemma3_vision()
-    return (checkpoint, *convert_pair(checkpoint, tmp_path_factory.mktemp("gemma3-vision")))
+    return (tiny_gemma3_vision(), *gemma3_vision_pair())
 
 
 @pytest.fixture(scope="module")

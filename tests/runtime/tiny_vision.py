@@ -1,7 +1,8 @@
 """The tiny seeded Gemma 3 vision checkpoint (tests/convert/tiny_gemma3_vision.py) as the runtime sees
-it: a text GGUF and its mmproj written by OUR converter (F32, so llama.cpp and transformers can be
-compared closely), converted once per test session; plus the transformers side (a Gemma3Processor on
-the checkpoint's own tokenizer and image processor) and PNG images at the encoder's native size."""
+it: a text GGUF and its `mmproj-<stem>.gguf` beside it, written by OUR converter (F32, so llama.cpp and
+transformers can be compared closely) and cached like the converter tests' files; plus the transformers
+side (a Gemma3Processor on the checkpoint's own tokenizer and image processor) and seeded images at the
+encoder's native size (64x64, 16 image positions). Shared by the runtime, CLI and server media tests."""
 from __future__ import annotations
 
 import io
@@ -14,12 +15,18 @@ GEMMA3_MEDIA_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_im
                        "image_token": "<image_soft_token>"}
 
 
-def convert_pair(checkpoint: Path, directory: Path) -> tuple[Path, Path]:
-    """Text GGUF and mmproj of `checkpoint`, F32, by our converter."""
+def gemma3_vision_pair() -> tuple[Path, Path]:
+    """(text GGUF, mmproj) of the tiny Gemma 3 vision checkpoint; the mmproj lies beside the text GGUF
+    under the name `load()` looks for by itself."""
     from convert.api import convert_checkpoint
+    from tests.convert.tiny import cached_dir
+    from tests.convert.tiny_gemma3_vision import tiny_gemma3_vision
 
-    summary = convert_checkpoint(checkpoint, directory / "model.gguf", "f32", mmproj=True)
-    return directory / "model.gguf", Path(summary.mmproj)
+    checkpoint = tiny_gemma3_vision()
+    recipe = {"checkpoint": checkpoint.name, "type": "f32", "v": 1}
+    directory = cached_dir("gemma3-vision-pair", recipe, lambda d: convert_checkpoint(
+        checkpoint, d / "tiny-gemma3-vision.gguf", "f32", mmproj=True))
+    return directory / "tiny-gemma3-vision.gguf", directory / "mmproj-tiny-gemma3-vision.gguf"
 
 
 def image_png(seed: int, size: int) -> bytes:
@@ -33,6 +40,14 @@ def image_png(seed: int, size: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def write_image(path: Path, seed: int = 0, size: int | None = None) -> Path:
+    """`image_png` written to `path` (at the encoder's native size unless `size` says otherwise)."""
+    from tests.convert.tiny_gemma3_vision import IMAGE_SIZE
+
+    path.write_bytes(image_png(seed, size or IMAGE_SIZE))
+    return path
 
 
 def gemma3_tokenizer(checkpoint: Path):

@@ -11,7 +11,8 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.runtime.vision_pair import IMAGE_SIZE, gemma3_vision_pair
+from tests.convert.tiny_gemma3_vision import IMAGE_SIZE
+from tests.runtime.tiny_vision import gemma3_vision_pair
 from tests.server.conftest import serve_argv, start_server, stop_server
 
 
@@ -32,7 +33,7 @@ def image_message(url: str, text: str = "Describe this.") -> list[dict]:
 
 @pytest.fixture(scope="module")
 def pair():
-    return gemma3_vision_pair()
+    return gemma3_vision_pair()[0]
 
 
 @pytest.fixture(scope="module")
