@@ -1,7 +1,8 @@
 """Gemma 3n's audio tower (USM conformer + ``embed_audio``): not supported yet by llama.cpp 0.3.36.
 
-llama.cpp knows the projector type ``gemma3na`` by name only (``clip-impl.h``), and its reference
-converter writes the tower's ``a.*`` tensors, but its mtmd cannot run them:
+llama.cpp knows the projector type ``gemma3na`` by name only (``clip-impl.h``); its reference converter
+maps part of the tower to ``a.*`` names (and stops at ``subsample_conv_projection.conv_0.norm.weight``,
+which it cannot map, on a transformers-built checkpoint); its mtmd cannot run any of it:
 
 * ``clip.cpp``'s hyper-parameter loader has no case for ``gemma3na``: an mmproj whose audio projector
   is ``gemma3na`` fails to load ("unknown vision projector type gemma3na");
