@@ -2,7 +2,9 @@
 
 * The tiny checkpoint (tests/convert/tiny_gemma3n_audio.py: transformers' Gemma3nAudioEncoder and
   audio embedder next to the tiny Gemma 3n text model, under Gemma3nForConditionalGeneration's names)
-  plans no mmproj but one note naming the reason, and its text part still converts.
+  plans no mmproj but one note naming the reason: ``convert`` writes the text GGUF and prints the note;
+  ``convert --mmproj`` fails with it as one line and writes nothing (the Gemma 3n checkpoint with both
+  towers — vision written, audio a note — is test_mmproj_gemma3n_vision.py's).
 * Every audio tensor transformers writes is claimed by the audio encoder and by no other Gemma 3n
   encoder (so a checkpoint with both towers converts its vision half without tripping over audio).
 * The reason is real: an mmproj whose audio projector is ``gemma3na`` (the keys llama.cpp's own
@@ -16,9 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from convert.api import convert_checkpoint
 from convert.checkpoint import open_checkpoint
+from convert.cli import convert_command
 from convert.mmproj import encoders
 from convert.mmproj.gemma3n_audio import GEMMA3N_AUDIO
 from convert.mmproj.pipeline import mm_name, plan_mmproj
@@ -32,6 +36,10 @@ def checkpoint_dir() -> Path:
     return gemma3n_audio_checkpoint()
 
 
+def run_convert(model_dir: Path, out: Path, *extra: str):
+    return CliRunner().invoke(convert_command, [str(model_dir), "-o", str(out), "--type", "f32", *extra])
+
+
 @pytest.fixture(scope="module")
 def text_gguf(checkpoint_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gemma3n-audio") / "text.gguf"
@@ -39,13 +47,26 @@ def text_gguf(checkpoint_dir: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_audio_tower_is_a_note_not_an_mmproj(checkpoint_dir: Path, text_gguf: Path) -> None:
+def test_convert_writes_the_text_gguf_and_a_note_for_the_audio_tower(checkpoint_dir: Path, tmp_path: Path) -> None:
+    note = f"Gemma 3n audio (USM conformer): not supported yet: {GEMMA3N_AUDIO.unsupported}"
+    assert "gemma3na" in note and "\n" not in note
     checkpoint = open_checkpoint(checkpoint_dir)
     plan = plan_mmproj(checkpoint, {"hidden_size": checkpoint.config["hidden_size"]}, NATIVE_TYPES["f32"])
-    assert plan.empty and not plan.tensors
-    assert plan.notes == [f"Gemma 3n audio (USM conformer): not supported yet: {GEMMA3N_AUDIO.unsupported}"]
-    assert "gemma3na" in plan.notes[0] and "\n" not in plan.notes[0]
-    assert text_gguf.stat().st_size > 0
+    assert plan.empty and not plan.tensors and plan.notes == [note]
+
+    result = run_convert(checkpoint_dir, tmp_path / "tiny.gguf")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
+    assert note in result.stderr
+
+
+def test_required_mmproj_is_one_clear_error(checkpoint_dir: Path, tmp_path: Path) -> None:
+    result = run_convert(checkpoint_dir, tmp_path / "tiny.gguf", "--mmproj")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write an mmproj" in lines[0] and "gemma3na" in lines[0], result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_every_audio_tensor_belongs_to_the_audio_encoder_alone(checkpoint_dir: Path) -> None:
