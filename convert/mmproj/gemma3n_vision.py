@@ -64,52 +64,68 @@ def _check_block_args(block_args) -> None:
         raise UnsupportedConfig(f"mtmd's MobileNetV5 graph has {STAGES} stages, the tower has {len(block_args)}")
     for stage, blocks in enumerate(block_args):
         for index, block in enumerate(blocks):
-            expected = 2 if index == 0 else 1
-            if int(block.get("stride", 1)) != expected:
-                raise UnsupportedConfig(f"mtmd strides block {stage}.{index} by {expected}, the tower by {block['stride']}")
-            if int(block.get("kv_stride", 1)) not in (1, 2):
-                raise UnsupportedConfig(f"mtmd down-samples attention keys/values by 2, block {stage}.{index} by {block['kv_stride']}")
+            expected, stride, kv_stride = 2 if index == 0 else 1, block.get("stride", 1), block.get("kv_stride", 1)
+            if int(stride) != expected:
+                raise UnsupportedConfig(f"mtmd strides block {stage}.{index} by {expected}, the tower by {stride}")
+            if int(kv_stride) not in (1, 2):
+                raise UnsupportedConfig(
+                    f"mtmd down-samples attention keys/values by 2, block {stage}.{index} by {kv_stride}"
+                )
+
+
+def _check_tower(hp: Mapping, text_hidden: int) -> None:
+    if hp["architecture"] != ARCHITECTURE:
+        raise UnsupportedConfig(f"mtmd runs timm's {ARCHITECTURE}, the vision tower is {hp['architecture']!r}")
+    model_args = hp["model_args"] or {}
+    changing = sorted(set(model_args) - SIZE_ONLY_MODEL_ARGS)
+    if changing:
+        raise UnsupportedConfig(f"mtmd's MobileNetV5 graph is fixed; model_args {changing} change it")
+    if "block_args" in model_args:
+        _check_block_args(model_args["block_args"])
+    if not math.isclose(float(hp["rms_norm_eps"]), RUNTIME_EPS, rel_tol=1e-6):
+        raise UnsupportedConfig(f"mtmd's Gemma 3n projector uses RMSNorm eps {RUNTIME_EPS}, not {hp['rms_norm_eps']}")
+    if int(hp["hidden_size"]) != text_hidden:
+        raise UnsupportedConfig(
+            f"llama.cpp's gemma3nv reads the projection's input width ({hp['hidden_size']}) as its output width, "
+            f"so mtmd only loads it beside a text model of the same hidden_size, not {text_hidden}"
+        )
+
+
+def _check_geometry(cfg: EncoderConfig) -> int:
+    """The image size mtmd resizes to, checked against the runtime's fixed 16×16 output."""
+    tokens = int(cfg.top.get("vision_soft_tokens_per_image") or IMAGE_TOKENS)
+    if tokens != IMAGE_TOKENS:
+        raise UnsupportedConfig(f"mtmd's MobileNetV5 always makes {IMAGE_TOKENS} image tokens, the config {tokens}")
+    image_size = _image_size(cfg.preprocessor)
+    if image_size % IMAGE_TOKENS:
+        raise UnsupportedConfig(
+            f"mtmd pools the stage-2 grid of a {image_size}-pixel image to 16x16 only for multiples of 256"
+        )
+    rescale = float(cfg.preprocessor.get("rescale_factor", 1 / 255))
+    if abs(rescale - 1 / 255) > 1e-9:
+        raise UnsupportedConfig(f"mtmd scales pixels by 1/255, but rescale_factor is {rescale}")
+    return image_size
 
 
 def metadata(cfg: EncoderConfig) -> list[Field]:
     hp, pre = cfg.hp, cfg.preprocessor
-    if hp["architecture"] != ARCHITECTURE:
-        raise UnsupportedConfig(f"mtmd runs timm's {ARCHITECTURE}, the vision tower is {hp['architecture']!r}")
-    model_args = hp["model_args"] or {}
-    if set(model_args) - SIZE_ONLY_MODEL_ARGS:
-        raise UnsupportedConfig(f"mtmd's MobileNetV5 graph is fixed; model_args {sorted(set(model_args) - SIZE_ONLY_MODEL_ARGS)} change it")
-    if "block_args" in model_args:
-        _check_block_args(model_args["block_args"])
-    if not math.isclose(float(hp["rms_norm_eps"]), RUNTIME_EPS, rel_tol=1e-6):
-        raise UnsupportedConfig(f"mtmd's Gemma 3n projector uses RMSNorm eps {RUNTIME_EPS}, the config {hp['rms_norm_eps']}")
-    hidden, text_hidden = int(hp["hidden_size"]), int(cfg.text["hidden_size"])
-    if hidden != text_hidden:
-        raise UnsupportedConfig(
-            f"llama.cpp's gemma3nv reads the projection's input width ({hidden}) as its output width, so mtmd "
-            f"only loads it beside a text model of the same hidden_size, not {text_hidden}"
-        )
-    tokens = int(cfg.top.get("vision_soft_tokens_per_image") or IMAGE_TOKENS)
-    if tokens != IMAGE_TOKENS:
-        raise UnsupportedConfig(f"mtmd's MobileNetV5 always makes {IMAGE_TOKENS} image tokens, the config {tokens}")
-    image_size = _image_size(pre)
-    if image_size % IMAGE_TOKENS:
-        raise UnsupportedConfig(f"mtmd pools a {image_size}-pixel image's stage-2 grid to 16x16 only when the size is a multiple of 256")
-    if abs(float(pre.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-        raise UnsupportedConfig(f"mtmd scales pixels by 1/255, but rescale_factor is {pre['rescale_factor']}")
+    _check_tower(hp, int(cfg.text["hidden_size"]))
+    image_size = _check_geometry(cfg)
+    # Gemma 3n's processor rescales to [0, 1] without normalising (do_normalize false, also when absent)
     normalize = bool(pre.get("do_normalize", False))
+    mean = (pre.get("image_mean") or IMAGE_MEAN) if normalize else (0.0, 0.0, 0.0)
+    std = (pre.get("image_std") or IMAGE_STD) if normalize else (1.0, 1.0, 1.0)
     return [
         u32("clip.vision.image_size", image_size),
-        # clip.cpp's token count is image_size / patch_size
-        u32("clip.vision.patch_size", image_size // IMAGE_TOKENS),
-        u32("clip.vision.embedding_length", hidden),
+        u32("clip.vision.patch_size", image_size // IMAGE_TOKENS),  # clip.cpp's token count: size / patch
+        u32("clip.vision.embedding_length", hp["hidden_size"]),
         # read for every vision tower, used by none of mobilenetv5.cpp: it has no transformer blocks
         u32("clip.vision.block_count", 0),
         u32("clip.vision.feed_forward_length", 0),
         u32("clip.vision.attention.head_count", 0),
         f32("clip.vision.attention.layer_norm_epsilon", hp["rms_norm_eps"]),
-        # Gemma 3n's processor rescales to [0, 1] and does not normalise (do_normalize false)
-        f32_array("clip.vision.image_mean", (pre.get("image_mean") or IMAGE_MEAN) if normalize else (0.0, 0.0, 0.0)),
-        f32_array("clip.vision.image_std", (pre.get("image_std") or IMAGE_STD) if normalize else (1.0, 1.0, 1.0)),
+        f32_array("clip.vision.image_mean", mean),
+        f32_array("clip.vision.image_std", std),
     ]
 
 
@@ -127,7 +143,7 @@ def depthwise_kernel(output: OutputType) -> GGMLQuantizationType:
 _TOWER = r"vision_tower\.timm_model\."
 _BLOCK = _TOWER + r"blocks\.(?P<stage>\d+)\.(?P<block>\d+)\."
 _CONVS = r"conv_exp|conv_pwl|pw_exp\.conv|pw_proj\.conv|attn\.(?:query|key|value|output)\.proj"
-_DEPTHWISE = r"dw_start\.conv|dw_mid\.conv|attn\.(?:key|value)\.down_conv"
+_DEPTHWISE = r"dw_start\.conv|dw_mid\.conv|attn\.(?:key|value)\.down_conv"  # ggml_conv_2d_dw
 _NORMS = r"bn1|bn2|dw_start\.bn|dw_mid\.bn|pw_exp\.bn|pw_proj\.bn|attn\.(?:key|value)\.norm|norm"
 _BLOCK_GGUF = "v.blk.{stage}.{block}.{part}"
 
@@ -138,8 +154,10 @@ TENSORS = (
                storage=keep_f32, required=False),
     exact_rule("vision_tower.timm_model.conv_stem.bn.weight", "v.conv_stem.bn.weight"),
     # ggml's conv ops take F16 or F32 kernels only
-    EncoderRule(_BLOCK + rf"(?P<part>(?:{_CONVS})\.weight)", _BLOCK_GGUF, storage=f16_only_in_f16, required=False),
-    EncoderRule(_BLOCK + rf"(?P<part>(?:{_DEPTHWISE})\.weight)", _BLOCK_GGUF, storage=depthwise_kernel, required=False),
+    EncoderRule(_BLOCK + rf"(?P<part>(?:{_CONVS})\.weight)", _BLOCK_GGUF, storage=f16_only_in_f16,
+                required=False),
+    EncoderRule(_BLOCK + rf"(?P<part>(?:{_DEPTHWISE})\.weight)", _BLOCK_GGUF, storage=depthwise_kernel,
+                required=False),
     EncoderRule(_BLOCK + rf"(?P<part>(?:{_NORMS})\.weight)", _BLOCK_GGUF, required=False),
     EncoderRule(_BLOCK + r"(?P<part>layer_scale\.gamma)", _BLOCK_GGUF, reshape=channel_vector, storage=keep_f32,
                 required=False),
@@ -165,7 +183,9 @@ def check_structure(cfg: EncoderConfig, owned: Mapping[str, TensorSource]) -> li
             parts = blocks.setdefault(int(match["stage"]), {}).setdefault(int(match["block"]), set())
             parts.add(match[3])
     if sorted(blocks) != list(range(STAGES)):
-        raise UnsupportedCheckpoint(f"mtmd's MobileNetV5 graph needs stages 0-{STAGES - 1}, the tower has {sorted(blocks)}")
+        raise UnsupportedCheckpoint(
+            f"mtmd's MobileNetV5 graph needs stages 0-{STAGES - 1}, the tower has {sorted(blocks)}"
+        )
     for stage, stage_blocks in blocks.items():
         if sorted(stage_blocks) != list(range(len(stage_blocks))):
             raise UnsupportedCheckpoint(f"stage {stage} of the tower has gaps in its blocks: {sorted(stage_blocks)}")

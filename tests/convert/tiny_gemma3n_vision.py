@@ -63,8 +63,28 @@ PREPROCESSOR = {  # Google's Gemma 3n preprocessor_config.json, at the tiny towe
 REPO = Path(__file__).resolve().parents[2]
 
 
+TIMM_PIN = "timm==1.0.31"  # MobileNetV5 is in timm >= 1.0.16; transformers 5.23 asks for >= 1.0.23
+
+
+def require_timm() -> None:
+    """Skip (user machine) or fail (CI, where a skipped oracle proves nothing) without timm. It must be
+    installed with ``--no-deps``: its torchvision dependency would break transformers' image processors."""
+    import importlib.util
+
+    import pytest
+
+    from tests.conftest import IN_CI
+
+    if importlib.util.find_spec("timm") is None:
+        message = f"timm is not installed (pip install --no-deps {TIMM_PIN}): no Gemma 3n vision oracle"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def gemma3n_vision_checkpoint(dtype: str = "bfloat16", seed: int = 0) -> Path:
     """The cached checkpoint directory (config.json, model.safetensors, preprocessor config, tokenizer)."""
+    require_timm()
     recipe = _recipe(dtype, seed)
     return cached_dir("gemma3n-vision", recipe, lambda out: _run("build", out, recipe))
 
