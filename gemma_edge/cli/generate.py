@@ -47,7 +47,7 @@ def run(prompt, model_name, ctx_size, threads, raw, as_json, system, images, aud
       echo "Summarise: ..." | gemma-edge run --json
       gemma-edge run --raw "Once upon a time" -n 64
       gemma-edge run -m gemma-3-4b-it --image photo.jpg "What is in this picture?"
-      gemma-edge run -m gemma-3n-e2b-it --audio note.wav "Transcribe this."
+      gemma-edge run -m gemma-4-e2b-it --audio note.wav "Transcribe this."
     """
     if raw and (images or audios):
         raise UserError("--image/--audio need a chat turn; they cannot be combined with --raw")

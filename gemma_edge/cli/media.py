@@ -19,7 +19,8 @@ def media_options(fn):
                           "before the text). A path, a file:// or data: URL, or http(s) with --allow-remote-images."),
         click.option("--audio", "audios", multiple=True, metavar="FILE",
                      help="An audio clip (WAV, MP3, FLAC; repeatable) for models with an audio encoder "
-                          "(Gemma 3n, Gemma 4 E2B/E4B); placed after the images, before the text."),
+                          "(Gemma 4 E2B/E4B; Gemma 3n audio is not supported by llama.cpp yet); placed after the "
+                          "images, before the text."),
         click.option("--mmproj", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="The model's projector GGUF (image/audio encoder). Default: the registry's, or "
                           "mmproj-<model>.gguf beside the model file."),
