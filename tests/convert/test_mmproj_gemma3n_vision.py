@@ -115,6 +115,30 @@ def test_one_file_with_the_vision_tower_and_a_note_for_audio(converted) -> None:
     assert [note for note in summary.notes if note.startswith("Gemma 3n audio")], summary.notes
 
 
+def test_the_pair_answers_an_image_question_through_the_engine(converted, tmp_path: Path) -> None:
+    """The text GGUF + mmproj pair through the real engine: the image is one chunk of 256 positions
+    (mtmd's gemma3nv count) between the text tokens, and a greedy reply is generated after it."""
+    from PIL import Image
+
+    from gemma_edge.api import Model
+    from gemma_edge.engine import prompt_positions
+
+    text, mmproj, _ = converted["f32"]
+    Image.fromarray(synthetic_image()).save(tmp_path / "image.png")
+    messages = [{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "image.png")},
+                                             {"type": "text", "text": "Describe the image."}]}]
+    model = Model(text, n_ctx=512, n_threads=2, mmproj=mmproj)
+    try:
+        items, _ = model.tokenize_messages(messages)
+        media = [item for item in items if not isinstance(item, int)]
+        assert [chunk.n_pos for chunk in media] == [IMAGE_TOKENS]
+        response = model.generate(messages, max_tokens=4, temperature=0)
+    finally:
+        model.close()
+    assert response.usage["prompt_tokens"] == prompt_positions(items)
+    assert response.usage["completion_tokens"] == 4
+
+
 @pytest.fixture(scope="module")
 def without_audio_tensors(model_dir: Path) -> Path:
     """The checkpoint without its audio tower's tensors (config unchanged), for the reference converter."""

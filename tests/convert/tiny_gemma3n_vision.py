@@ -45,7 +45,8 @@ BUILDER_VERSION = 1
 IMAGE_SIZE = 256
 IMAGE_TOKENS = 256  # Gemma3nConfig.vision_soft_tokens_per_image; MSFA's 16×16 grid
 VISION_HIDDEN = 2048  # timm's MobileNetV5Encoder.num_features (fixed)
-TEXT = {**copy.deepcopy(TEXT_RECIPE), "hidden_size": VISION_HIDDEN, "intermediate_size": 64}
+TEXT = {**copy.deepcopy(TEXT_RECIPE), "hidden_size": VISION_HIDDEN, "intermediate_size": 64,
+        "max_position_embeddings": 1024}  # room for an image (256 tokens) and a question
 BLOCKS = [  # timm's block notation (_efficientnet_builder); the real table has 3 / 5 / 37 / 39 blocks
     ["er_r1_k3_s2_e4_c8", "er_r1_k3_s1_e4_c8"],
     ["uir_r1_a3_k5_s2_e2_c16", "uir_r1_a5_k0_s1_e2_c16"],
