@@ -16,7 +16,7 @@ the oracle run in a **subprocess** (``python -m tests.convert.tiny_gemma3n_visio
 The pytest process never sees the placeholder. Tower size: ``model_args`` overrides timm's block table
 (what ``_gen_mobilenet_v5`` allows): 4 stages like the real tower (edge-residual stage, inverted-residual
 stage, then two stages with multi-query attention — one with stride-2 K/V down-sampling, one without),
-2-24 channels, stem 8. Fixed by timm/transformers/llama.cpp: the MSFA output width (2048 = vision
+8-24 channels, stem 8. Fixed by timm/transformers/llama.cpp: the MSFA output width (2048 = vision
 ``hidden_size``), its 16×16 output grid (256 tokens), so the native image is 256×256 (4 stride-2 steps
 to the first fused stage, 16×16), and — because mtmd's projection needs text ``hidden_size`` = vision
 ``hidden_size`` — a 2048-wide text model (tiny_gemma3n's recipe otherwise, FFN 64 wide). The audio tower
