@@ -8,6 +8,9 @@ venv=.venv
 py="$venv/bin/python"
 llama_version=$(sed -n 's/^ *"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
 torch_version=2.13.0   # the CPU build; a bare `torch` would pull a multi-GB CUDA build
+# timm builds Gemma 3n's MobileNetV5 vision tower for the converter's oracle. Installed without its
+# dependencies: they include torchvision, whose PyPI build needs CUDA torch (see tests/convert/tiny_gemma3n_vision.py).
+timm_version=1.0.31
 
 if [ ! -x "$py" ]; then
   python3 -m venv "$venv"
@@ -24,10 +27,11 @@ if [ "$(cat "$venv/.llama-wheel" 2>/dev/null)" != "$wheel" ]; then
 fi
 
 stamp="$venv/.installed-$what"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   case "$what" in
     runtime) pip_install -e . ;;
-    test)    pip_install "torch==$torch_version" && pip_install -e ".[test,serve]" ;;
+    test)    pip_install "torch==$torch_version" && pip_install -e ".[test,serve]" \
+               && pip_install --no-deps "timm==$timm_version" ;;
     *) echo "usage: $0 [runtime|test]" >&2; exit 2 ;;
   esac
   touch "$stamp"
