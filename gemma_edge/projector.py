@@ -8,10 +8,21 @@ with one bitmap — and keeps a copy of the media chunk (`MediaChunk`), cached b
 (`formats.MediaExpansion`), not mtmd's: mtmd's own text chunks are discarded. `eval` runs
 mtmd_helper_eval_chunk_single, which encodes the media and decodes its embeddings with the
 attention the projector needs (Gemma 3 images: non-causal, the whole image in one ubatch).
+
+Image size: Gemma 3's encoder takes one fixed size, which mtmd resizes to as transformers does. Gemma 4's
+takes any size: transformers' image processor resizes an image (aspect ratio kept, each side a multiple
+of patch × pooling pixels) to the largest size within a budget of `max_soft_tokens` soft tokens
+(`ImageBudget`), while mtmd's gemma4v preprocessor aims for 70–1120 tokens by other rounding (it rounds
+each side to the nearest multiple and, below its minimum, rounds up: a 512×512 image under a 280-token
+budget is 16×16 = 256 tokens for transformers, 17×17 = 289 for mtmd with min = max = 280) and letterboxes
+with black instead of stretching. So the projector resizes a Gemma 4 image itself, to transformers' size
+with Pillow's bicubic filter (what transformers' PIL image processor runs), and gives mtmd limits of
+1…budget tokens, within which its preprocessor leaves an already aligned image as it is.
 """
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,12 +48,54 @@ def _gemma3_image_positions(gguf: GGUFFile) -> int:
     return (side // merge) ** 2
 
 
+@dataclass(frozen=True)
+class ImageBudget:
+    """How transformers' processor sizes an image for a variable-size encoder: the largest size with the
+    image's aspect ratio whose sides are multiples of `side` pixels (patch × pooling kernel: one soft
+    token) and that holds at most `max_tokens` soft tokens (Gemma4ImageProcessor, max_soft_tokens)."""
+    side: int
+    max_tokens: int
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the image is resized to; its soft tokens are (width/side)·(height/side)."""
+        side = self.side
+        scale = math.sqrt(self.max_tokens * side * side / (width * height))
+        columns, rows = math.floor(width * scale / side), math.floor(height * scale / side)
+        if columns == 0 and rows == 0:
+            raise ProjectorError(f"a {width}x{height} image leaves no soft token under the projector's budget")
+        longest = self.max_tokens  # soft tokens along one side when the other has one
+        if rows == 0:  # a very wide image: one row, as many columns as the aspect ratio gives
+            rows, columns = 1, min(width // height, longest)
+        elif columns == 0:
+            columns, rows = 1, min(height // width, longest)
+        return columns * side, rows * side
+
+
+# transformers' Gemma4ImageProcessor default max_soft_tokens (our converter writes the checkpoint's own
+# budget as clip.vision.image_max_pixels; mmproj files from elsewhere may lack it)
+GEMMA4_MAX_SOFT_TOKENS = 280
+GEMMA4_POOLING = 3  # clip.cpp's gemma4v pooling kernel unless clip.vision.projector.scale_factor says otherwise
+
+
+def _gemma4_image_budget(gguf: GGUFFile) -> ImageBudget:
+    side = int(gguf.get("clip.vision.patch_size", 16)) * int(gguf.get("clip.vision.projector.scale_factor",
+                                                                      GEMMA4_POOLING) or GEMMA4_POOLING)
+    max_pixels = int(gguf.get("clip.vision.image_max_pixels", 0) or 0)
+    return ImageBudget(side, max_pixels // (side * side) if max_pixels else GEMMA4_MAX_SOFT_TOKENS)
+
+
+# Vision projector types whose encoder takes images of any size, with transformers' sizing rule for them.
+IMAGE_BUDGETS: dict[str, Callable[[GGUFFile], ImageBudget]] = {
+    "gemma4v": _gemma4_image_budget,
+}
+
+
 def _gemma4_image_positions(gguf: GGUFFile) -> int:
-    return 1120  # clip.cpp's limit for gemma4v images (70..1120 tokens); images are resized to fit it
+    return _gemma4_image_budget(gguf).max_tokens  # the projector never lets mtmd exceed the budget
 
 
 # Vision projector types whose images mtmd may decode with non-causal attention
-# (mtmd_decode_use_non_causal), with the most positions one image can take under clip.cpp's rules.
+# (mtmd_decode_use_non_causal), with the most positions one image can take.
 # llama.cpp asserts (aborts the process) when a non-causal batch is larger than n_ubatch, so the
 # engine sizes n_ubatch from this before the context exists (mtmd itself needs the loaded model).
 NON_CAUSAL_IMAGE_POSITIONS: dict[str, Callable[[GGUFFile], int]] = {
@@ -59,6 +112,7 @@ class ProjectorFile:
     vision_type: str | None
     audio_type: str | None
     non_causal_positions: int  # the ubatch its largest non-causal image needs (0: none needs one)
+    image_budget: ImageBudget | None = None  # how images are sized for a variable-size encoder
 
 
 def read_projector_file(path: str | Path) -> ProjectorFile:
@@ -78,7 +132,9 @@ def read_projector_file(path: str | Path) -> ProjectorFile:
         vision = (gguf.get("clip.vision.projector_type") or shared) if has_vision else None
         audio = (gguf.get("clip.audio.projector_type") or shared) if has_audio else None
         bound = NON_CAUSAL_IMAGE_POSITIONS.get(vision or "")
-        return ProjectorFile(path, path.stat().st_size, vision, audio, bound(gguf) if bound else 0)
+        budget = IMAGE_BUDGETS.get(vision or "")
+        return ProjectorFile(path, path.stat().st_size, vision, audio, bound(gguf) if bound else 0,
+                             budget(gguf) if budget else None)
     finally:
         gguf.close()
 
@@ -142,11 +198,15 @@ class Projector:
         _silence_mtmd_logs(mtmd)
         self.path = Path(path)
         self._mtmd = mtmd
+        self.image_budget = read_projector_file(self.path).image_budget
         params = mtmd.mtmd_context_params_default()
         params.use_gpu = False
         params.print_timings = False
         params.n_threads = int(n_threads)
         params.warmup = False  # encode buffers are allocated at the first image, not at load
+        if self.image_budget is not None:  # images arrive sized (see the module docstring): mtmd keeps them
+            params.image_min_tokens = 1
+            params.image_max_tokens = self.image_budget.max_tokens
         self._ctx = mtmd.mtmd_init_from_file(str(self.path).encode(), llama_model, params)
         if not self._ctx:
             raise ProjectorError(f"{self.path}: llama.cpp's mtmd could not load this projector for the model (a "
@@ -184,8 +244,9 @@ class Projector:
             if media.width <= 0 or media.height <= 0 or len(media.rgb) != expected:
                 raise ProjectorError(f"image {media.digest[:12]}: {len(media.rgb)} bytes of pixels for "
                                      f"{media.width}x{media.height} RGB (expected {expected})")
-            data = (ctypes.c_uint8 * expected).from_buffer_copy(media.rgb)
-            bitmap = mtmd.mtmd_bitmap_init(media.width, media.height, data)
+            width, height, rgb = self._sized(media)
+            data = (ctypes.c_uint8 * len(rgb)).from_buffer_copy(rgb)
+            bitmap = mtmd.mtmd_bitmap_init(width, height, data)
         else:
             data = (ctypes.c_uint8 * len(media.data)).from_buffer_copy(media.data)
             bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, data, len(media.data), False)
@@ -193,6 +254,18 @@ class Projector:
             raise ProjectorError(f"{media.kind} {media.digest[:12]}: mtmd could not decode it")
         mtmd.mtmd_bitmap_set_id(bitmap, media.digest.encode())
         return bitmap
+
+    def _sized(self, media) -> tuple[int, int, bytes]:
+        """(width, height, RGB pixels) of an image as the encoder takes it (see the module docstring)."""
+        if self.image_budget is None:
+            return media.width, media.height, media.rgb
+        width, height = self.image_budget.size(media.width, media.height)
+        if (width, height) == (media.width, media.height):
+            return width, height, media.rgb
+        from PIL import Image
+
+        image = Image.frombytes("RGB", (media.width, media.height), media.rgb)
+        return width, height, image.resize((width, height), Image.Resampling.BICUBIC).tobytes()
 
     def _tokenize(self, media) -> MediaChunk:
         mtmd = self._mtmd

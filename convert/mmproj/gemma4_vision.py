@@ -49,6 +49,10 @@ RUNTIME_POOL = 3  # clip.cpp's n_merge for gemma4v unless clip.vision.projector.
 UNUSED_IMAGE_SIZE = 224
 TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_tanh")
 MTMD_RESCALE = 1 / 255  # mtmd turns uint8 pixels into [0, 1] before the graph's ×2−1
+# transformers' Gemma4ImageProcessor default soft-token budget per image (processor_config.json's
+# max_soft_tokens overrides it). clip.cpp 0.3.36 ignores clip.vision.image_max_pixels for gemma4v (it
+# aims for 70–1120 tokens); gemma_edge's projector reads it to size images as transformers does.
+MAX_SOFT_TOKENS = 280
 
 
 def _rope_theta(hp) -> float:
@@ -72,6 +76,13 @@ def _normalisation(pre) -> tuple[list[float], list[float]]:
     if pre.get("do_normalize", False):
         return list(pre["image_mean"]), list(pre["image_std"])
     return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+
+
+def _max_pixels(hp, pre) -> int:
+    """The image processor's budget in pixels of the resized image: max_soft_tokens soft tokens of
+    (patch · pooling kernel)² pixels each."""
+    side = int(hp["patch_size"]) * int(hp["pooling_kernel_size"])
+    return int(pre.get("max_soft_tokens", MAX_SOFT_TOKENS)) * side * side
 
 
 def metadata(cfg: EncoderConfig) -> list[Field]:
@@ -101,6 +112,7 @@ def metadata(cfg: EncoderConfig) -> list[Field]:
         f32_array("clip.vision.image_mean", mean),
         f32_array("clip.vision.image_std", std),
         boolean("clip.use_gelu", True),
+        u32("clip.vision.image_max_pixels", _max_pixels(hp, cfg.preprocessor)),
     ]
     # keys whose absence means the runtime's default: written only when the checkpoint differs from it
     if kv_heads != heads:

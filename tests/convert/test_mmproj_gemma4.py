@@ -26,11 +26,15 @@ every other key — is identical):
 * ``clip.vision.attention.layer_norm_epsilon``: the reference reads ``layer_norm_eps``, which
   Gemma4VisionConfig does not have (so it always writes 1e-6); ours reads ``rms_norm_eps``. Same value
   for the tiny and the official configs, so not a difference here (unit-tested below).
+* ``clip.vision.image_max_pixels``: ours only — the image processor's budget (``max_soft_tokens`` soft
+  tokens of (patch · kernel)² pixels; transformers' default 280 when processor_config.json names none).
+  clip.cpp 0.3.36 does not read it for gemma4v; gemma_edge's projector sizes images with it.
 
 Runtime note (not a converter matter): mtmd decodes gemma4v image tokens non-causally except when the
 text model's n_embd is 1536 or 2560 (E2B / E4B), where it keeps causal attention; the tiny text models
 (n_embd 64) take the non-causal path. mtmd also sizes images to 70–1120 tokens (transformers' default
-budget is 280), unless the context sets image_min/max_tokens.
+budget is 280), unless the context sets image_min/max_tokens; gemma_edge's projector sizes images
+itself from clip.vision.image_max_pixels (gemma_edge/projector.py).
 """
 from __future__ import annotations
 
@@ -152,6 +156,7 @@ DELIBERATE = {
     "clip.use_gelu": "ours only: tanh GELU as transformers (the reference's file runs GELU-quick)",
     "clip.projector_type": "ours: the single-encoder key",
     "clip.vision.projector_type": "reference: the per-modality key even without audio",
+    "clip.vision.image_max_pixels": "ours only: the image processor's budget, for gemma_edge's projector",
 }
 
 
@@ -195,6 +200,7 @@ def test_metadata_of_the_tiny_config() -> None:
         "clip.vision.feed_forward_length": 64, "clip.vision.block_count": 2,
         "clip.vision.attention.head_count": 2, "clip.vision.attention.layer_norm_epsilon": 1e-6,
         "clip.vision.image_mean": [0.0, 0.0, 0.0], "clip.vision.image_std": [1.0, 1.0, 1.0], "clip.use_gelu": True,
+        "clip.vision.image_max_pixels": N_IMAGE_TOKENS * 12 * 12,  # 70 soft tokens of (4 · 3)² pixels
     }
 
 
@@ -203,9 +209,17 @@ def test_metadata_of_the_tiny_config() -> None:
     ({"num_key_value_heads": 1}, "clip.vision.attention.head_count_kv", 1),
     ({"head_dim": 8}, "clip.vision.attention.head_dim", 8),
     ({"rms_norm_eps": 1e-5}, "clip.vision.attention.layer_norm_epsilon", 1e-5),
+    ({"pooling_kernel_size": 2}, "clip.vision.image_max_pixels", N_IMAGE_TOKENS * 8 * 8),
 ])
 def test_configs_the_runtime_reads_from_keys(vision, key, value) -> None:
     assert keys(encoder_config(vision))[key] == pytest.approx(value)
+
+
+def test_image_budget_is_the_processors_or_transformers_default() -> None:
+    assert keys(encoder_config(preprocessor={"max_soft_tokens": 1120}))["clip.vision.image_max_pixels"] == 1120 * 144
+    without = encoder_config()
+    pre = {k: v for k, v in without.preprocessor.items() if k != "max_soft_tokens"}
+    assert keys(EncoderConfig(without.hp, without.text, without.top, pre))["clip.vision.image_max_pixels"] == 280 * 144
 
 
 def test_normalising_processor_passes_its_mean_and_std() -> None:
