@@ -61,8 +61,6 @@ class ImageBudget:
         side = self.side
         scale = math.sqrt(self.max_tokens * side * side / (width * height))
         columns, rows = math.floor(width * scale / side), math.floor(height * scale / side)
-        if columns == 0 and rows == 0:
-            raise ProjectorError(f"a {width}x{height} image leaves no soft token under the projector's budget")
         longest = self.max_tokens  # soft tokens along one side when the other has one
         if rows == 0:  # a very wide image: one row, as many columns as the aspect ratio gives
             rows, columns = 1, min(width // height, longest)
@@ -81,6 +79,9 @@ def _gemma4_image_budget(gguf: GGUFFile) -> ImageBudget:
     side = int(gguf.get("clip.vision.patch_size", 16)) * int(gguf.get("clip.vision.projector.scale_factor",
                                                                       GEMMA4_POOLING) or GEMMA4_POOLING)
     max_pixels = int(gguf.get("clip.vision.image_max_pixels", 0) or 0)
+    if max_pixels and max_pixels < side * side:
+        raise ProjectorError(f"clip.vision.image_max_pixels {max_pixels} is less than one soft token "
+                             f"({side}x{side} pixels)")
     return ImageBudget(side, max_pixels // (side * side) if max_pixels else GEMMA4_MAX_SOFT_TOKENS)
 
 

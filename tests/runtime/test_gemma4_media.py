@@ -312,7 +312,8 @@ def test_run_with_media_answers_like_the_api(e2b, media, tmp_path):
                               temperature=0, max_tokens=4)
     assert doc["content"] == expected.content
     assert doc["usage"]["prompt_tokens"] == expected.usage["prompt_tokens"]
-    text_only = run_json("Describe it.", "-m", str(text))["usage"]["prompt_tokens"]
+    text_only, _ = model.tokenize_messages([{"role": "user", "content": "Describe it."}])
     chunk = next(item for item in model.tokenize_messages([{"role": "user", "content": [part]}])[0]
                  if isinstance(item, MediaChunk))
-    assert doc["usage"]["prompt_tokens"] - text_only == chunk.n_pos + 2  # its positions and two markers
+    # its positions and its two markers
+    assert doc["usage"]["prompt_tokens"] - prompt_positions(text_only) == chunk.n_pos + 2
