@@ -72,13 +72,15 @@ class Generation:
 
 
 def silence_llama_logs(lc) -> None:
-    """llama.cpp logs to stderr even with verbose=False; keep it quiet unless GEMMA_EDGE_DEBUG is set."""
+    """llama.cpp logs to stderr even with verbose=False; keep it quiet unless GEMMA_EDGE_DEBUG is set.
+    Set again on every load: the callback is process-wide, and other code in the process (llama-cpp-python's
+    own logger, a test capturing logs) may have installed a printing one since."""
     if os.environ.get("GEMMA_EDGE_DEBUG"):
         return
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:
         _LOG_CALLBACK = lc.llama_log_callback(lambda level, text, user_data: None)
-        lc.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+    lc.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
 _LOG_CALLBACK = None

@@ -156,11 +156,12 @@ _LOG_CALLBACK = None
 
 def _silence_mtmd_logs(mtmd) -> None:
     global _LOG_CALLBACK
-    if os.environ.get("GEMMA_EDGE_DEBUG") or _LOG_CALLBACK is not None:
+    if os.environ.get("GEMMA_EDGE_DEBUG"):
         return
-    from llama_cpp import llama_cpp as lc
+    if _LOG_CALLBACK is None:
+        from llama_cpp import llama_cpp as lc
 
-    _LOG_CALLBACK = lc.llama_log_callback(lambda level, text, user_data: None)
+        _LOG_CALLBACK = lc.llama_log_callback(lambda level, text, user_data: None)
     mtmd.mtmd_helper_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))  # mtmd, clip and the helpers
 
 
