@@ -1,6 +1,6 @@
 """mtmd oracle: the projected embeddings llama.cpp's mtmd computes for one image or one audio clip.
 
-    image_embeddings(text_gguf, mmproj_gguf, rgb)            # rgb: uint8 (H, W, 3)
+    image_embeddings(text_gguf, mmproj_gguf, rgb)            # rgb: uint8 (H, W, 3), e.g. synthetic_image(size)
     audio_embeddings(text_gguf, mmproj_gguf, pcm, rate)      # pcm: float32 mono, rate in Hz
 
 both return float32 ``(n_tokens, n_embd_text)``: the text model is loaded (mtmd needs it), an mtmd
@@ -138,3 +138,12 @@ def audio_embeddings(text_gguf: Path, mmproj_gguf: Path, pcm: np.ndarray, sample
             return _encode(model, ctx, bitmap)
         finally:
             mtmd_cpp.mtmd_bitmap_free(bitmap)
+
+
+def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
+    """A fixed RGB uint8 image, `size` x `size` (pass the encoder's native size, so that neither side
+    resizes it): smooth gradients plus seeded noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    smooth = np.stack([x, y, (x + y) / 2], axis=-1) * 255
+    return np.clip(smooth * 0.6 + rng.integers(0, 102, smooth.shape), 0, 255).astype(np.uint8)

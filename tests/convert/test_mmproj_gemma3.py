@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.convert.mtmd_embed import image_embeddings
+from tests.convert.mtmd_embed import image_embeddings, synthetic_image
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
 from tests.convert.tiny_gemma import tiny_checkpoint
 from tests.convert.tiny_gemma3_vision import (
@@ -34,14 +34,6 @@ DELIBERATE = {
 }
 
 
-def synthetic_image(seed: int = 0) -> np.ndarray:
-    """A fixed RGB image at the encoder's native size (no resizing on either side): smooth + noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / IMAGE_SIZE
-    smooth = np.stack([x, y, (x + y) / 2], axis=-1) * 255
-    return np.clip(smooth * 0.6 + rng.integers(0, 102, smooth.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     return tiny_gemma3_vision()
@@ -55,7 +47,7 @@ def hf_features(model_dir: Path) -> np.ndarray:
     from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    pixels = processor(images=Image.fromarray(synthetic_image()), return_tensors="pt")["pixel_values"]
+    pixels = processor(images=Image.fromarray(synthetic_image(IMAGE_SIZE)), return_tensors="pt")["pixel_values"]
     assert tuple(pixels.shape) == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
     model = Gemma3ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -84,7 +76,7 @@ def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("type_name", list(MIN_COSINE))
 def test_mtmd_embeddings_match_transformers(converted, hf_features: np.ndarray, type_name: str) -> None:
     text, mmproj = converted[type_name]
-    ours = image_embeddings(text, mmproj, synthetic_image())
+    ours = image_embeddings(text, mmproj, synthetic_image(IMAGE_SIZE))
     assert ours.shape == hf_features.shape == (MM_TOKENS_PER_IMAGE, 64)
     per_token = cosines(hf_features, ours)
     print(f"{type_name}: min cosine {per_token.min():.7f}, max |Δ| {np.abs(hf_features - ours).max():.2e}")

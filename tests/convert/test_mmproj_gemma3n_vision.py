@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.convert.mtmd_embed import image_embeddings
+from tests.convert.mtmd_embed import image_embeddings, synthetic_image
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
 from tests.convert.tiny import cached_dir
 from tests.convert.tiny_gemma3n_vision import (
@@ -47,14 +47,6 @@ _PLACEHOLDERS = {
 _UNUSED = {"missing tensor mm.embedding.weight", "missing tensor mm.hard_emb_norm.weight"}
 
 
-def synthetic_image(seed: int = 0) -> np.ndarray:
-    """A fixed RGB image at the encoder's native size (no resizing on either side): smooth + noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / IMAGE_SIZE
-    smooth = np.stack([x, y, (x + y) / 2], axis=-1) * 255
-    return np.clip(smooth * 0.6 + rng.integers(0, 102, smooth.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     return gemma3n_vision_checkpoint()
@@ -62,7 +54,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def hf_features(model_dir: Path) -> np.ndarray:
-    return image_features(synthetic_image())
+    return image_features(synthetic_image(IMAGE_SIZE))
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +79,7 @@ def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("type_name", list(MIN_COSINE))
 def test_mtmd_embeddings_match_transformers(converted, hf_features: np.ndarray, type_name: str) -> None:
     text, mmproj, _ = converted[type_name]
-    ours = image_embeddings(text, mmproj, synthetic_image())
+    ours = image_embeddings(text, mmproj, synthetic_image(IMAGE_SIZE))
     assert ours.shape == hf_features.shape == (IMAGE_TOKENS, VISION_HIDDEN)
     per_token = cosines(hf_features, ours)
     print(f"{type_name}: min cosine {per_token.min():.7f}, max |Δ| {np.abs(hf_features - ours).max():.2e}")
@@ -124,7 +116,7 @@ def test_the_pair_answers_an_image_question_through_the_engine(converted, tmp_pa
     from gemma_edge.engine import prompt_positions
 
     text, mmproj, _ = converted["f32"]
-    Image.fromarray(synthetic_image()).save(tmp_path / "image.png")
+    Image.fromarray(synthetic_image(IMAGE_SIZE)).save(tmp_path / "image.png")
     messages = [{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "image.png")},
                                              {"type": "text", "text": "Describe the image."}]}]
     model = Model(text, n_ctx=512, n_threads=2, mmproj=mmproj)
@@ -189,7 +181,7 @@ def test_reference_mmproj_aborts_in_mtmd(converted, without_audio_tensors: Path,
     """Why layer_scale.gamma differs: the reference's (C,) scales make mtmd abort (in a child process)."""
     theirs = reference_convert(without_audio_tensors, tmp_path / "theirs.gguf", "f16", mmproj=True)
     text = converted["f16"][0]
-    np.save(tmp_path / "image.npy", synthetic_image())
+    np.save(tmp_path / "image.npy", synthetic_image(IMAGE_SIZE))
     script = ("import sys, numpy as np; from tests.convert.mtmd_embed import image_embeddings; "
               "image_embeddings(sys.argv[1], sys.argv[2], np.load(sys.argv[3]))")
     done = subprocess.run([sys.executable, "-c", script, str(text), str(theirs), str(tmp_path / "image.npy")],
