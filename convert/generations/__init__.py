@@ -7,11 +7,10 @@ skipped, and converting Gemma 2 never imports the Gemma 4 module.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from functools import cache
 
 from convert.generations.base import Generation
+from convert.lazy import listed
 
 # (module, attribute) of every generation, oldest first.
 _GENERATIONS = (
@@ -27,22 +26,8 @@ class UnsupportedArchitecture(ValueError):
     pass
 
 
-@cache
-def _load(module_name: str, attribute: str) -> Generation | None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name == module_name:
-            return None
-        raise
-    return getattr(module, attribute)
-
-
 def generations() -> Iterator[Generation]:
-    for module_name, attribute in _GENERATIONS:
-        generation = _load(module_name, attribute)
-        if generation is not None:
-            yield generation
+    return listed(_GENERATIONS)
 
 
 def supported_architectures() -> list[str]:

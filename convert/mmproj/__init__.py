@@ -6,10 +6,9 @@ a module that does not exist (yet) is skipped, and converting Gemma 3 never impo
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from functools import cache
 
+from convert.lazy import listed
 from convert.mmproj.base import Encoder
 
 # (module, attribute) of every encoder; within one checkpoint, vision before audio
@@ -25,22 +24,8 @@ _ENCODERS = (
 SUB_CONFIGS = ("vision_config", "audio_config")
 
 
-@cache
-def _load(module_name: str, attribute: str) -> Encoder | None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name == module_name:
-            return None
-        raise
-    return getattr(module, attribute)
-
-
 def encoders() -> Iterator[Encoder]:
-    for module_name, attribute in _ENCODERS:
-        encoder = _load(module_name, attribute)
-        if encoder is not None:
-            yield encoder
+    return listed(_ENCODERS)
 
 
 def encoder_for(architecture: str | None, config_key: str) -> Encoder | None:
