@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,7 @@ def match_tensors(generation: Generation, hp: HParams, checkpoint: Checkpoint, n
     single: list[tuple[tuple[int, int], PlannedTensor]] = []
     stacks: dict[str, tuple[int, TensorRule, dict[int, TensorSource]]] = {}
     for hf_name, tensor in checkpoint.tensors.items():
-        index, rule, match = _rule_for(generation, hf_name)
+        index, rule, match = rule_for(generation.tensors, generation.name, hf_name)
         if rule.gguf is None:
             continue
         groups = match.groupdict()
@@ -104,25 +104,31 @@ def match_tensors(generation: Generation, hp: HParams, checkpoint: Checkpoint, n
     return planned
 
 
-def _rule_for(generation: Generation, hf_name: str) -> tuple[int, TensorRule, re.Match[str]]:
-    for index, rule in enumerate(generation.tensors):
-        match = rule.match(hf_name)
+def rule_for(rules: Sequence[TensorRule], layout: str, name: str) -> tuple[int, TensorRule, re.Match[str]]:
+    """The one rule of a tensor table (TensorRule or mmproj EncoderRule values) that claims tensor `name`
+    (index, rule, match); a refusal naming the `layout` when none does."""
+    for index, rule in enumerate(rules):
+        match = rule.match(name)
         if match:
             return index, rule, match
-    raise UnsupportedCheckpoint(
-        f"tensor {hf_name!r} is not part of the {generation.name} layout; refusing to guess what it is"
-    )
+    raise UnsupportedCheckpoint(f"tensor {name!r} is not part of the {layout} layout; refusing to guess what it is")
+
+
+def missing_required(rules: Sequence[TensorRule], n_block: int, produced: set[str]) -> Iterator[tuple[TensorRule, str]]:
+    """(rule, GGUF name) of every required tensor not `produced` (per block 0..n-1 for ``{bid}`` rules)."""
+    for rule in rules:
+        if not rule.required or rule.gguf is None:
+            continue
+        names = [rule.gguf.format(bid=i) for i in range(n_block)] if "{bid}" in rule.gguf else [rule.gguf]
+        for name in names:
+            if name not in produced:
+                yield rule, name
 
 
 def _check_required(generation: Generation, n_layer: int, produced: set[str]) -> None:
-    for rule in generation.tensors:
-        if not rule.required or rule.gguf is None:
-            continue
-        names = [rule.gguf.format(bid=i) for i in range(n_layer)] if "{bid}" in rule.gguf else [rule.gguf]
-        for name in names:
-            if name not in produced:
-                hf = rule.hf.replace(r"(?P<bid>\d+)", name.split(".")[1] if "{bid}" in rule.gguf else "")
-                raise UnsupportedCheckpoint(f"checkpoint lacks {hf.replace(chr(92), '')} (needed for {name})")
+    for rule, name in missing_required(generation.tensors, n_layer, produced):
+        hf = rule.hf.replace(r"(?P<bid>\d+)", name.split(".")[1] if "{bid}" in rule.gguf else "")
+        raise UnsupportedCheckpoint(f"checkpoint lacks {hf.replace(chr(92), '')} (needed for {name})")
 
 
 def fit_rows(source: TensorSource, n_rows: int) -> TensorSource:

@@ -24,7 +24,7 @@ from convert.mmproj.base import (
     DEFAULT_STORAGE, Encoder, EncoderConfig, EncoderTensor, Field, TensorSource, UnsupportedCheckpoint,
     UnsupportedConfig, boolean, string, u32,
 )
-from convert.pipeline import tensor_to_write
+from convert.pipeline import missing_required, rule_for, tensor_to_write
 from convert.storage import OutputType, storage_type
 from convert.writer import TensorToWrite, write_gguf
 
@@ -151,7 +151,7 @@ def match_encoder_tensors(encoder: Encoder, cfg: EncoderConfig, owned: Mapping[s
     n_block = encoder.block_count(cfg.hp)
     ordered: list[tuple[tuple[int, int, str], EncoderTensor]] = []
     for name, tensor in owned.items():
-        index, rule, match = _rule_for(encoder, name)
+        index, rule, match = rule_for(encoder.tensors, encoder.name, name)
         if rule.gguf is None:
             continue
         groups = match.groupdict()
@@ -169,22 +169,9 @@ def match_encoder_tensors(encoder: Encoder, cfg: EncoderConfig, owned: Mapping[s
     return planned_tensors
 
 
-def _rule_for(encoder: Encoder, name: str):
-    for index, rule in enumerate(encoder.tensors):
-        match = rule.match(name)
-        if match:
-            return index, rule, match
-    raise UnsupportedCheckpoint(f"tensor {name!r} is not part of the {encoder.name} layout; refusing to guess what it is")
-
-
 def _check_required(encoder: Encoder, n_block: int, produced: set[str]) -> None:
-    for rule in encoder.tensors:
-        if not rule.required or rule.gguf is None:
-            continue
-        names = [rule.gguf.format(bid=i) for i in range(n_block)] if "{bid}" in rule.gguf else [rule.gguf]
-        for name in names:
-            if name not in produced:
-                raise UnsupportedCheckpoint(f"the {encoder.name} checkpoint lacks the tensor for {name}")
+    for _, name in missing_required(encoder.tensors, n_block, produced):
+        raise UnsupportedCheckpoint(f"the {encoder.name} checkpoint lacks the tensor for {name}")
 
 
 def _merge_fields(fields: list[Field]) -> list[Field]:
