@@ -147,3 +147,10 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size] / size
     smooth = np.stack([x, y, (x + y) / 2], axis=-1) * 255
     return np.clip(smooth * 0.6 + rng.integers(0, 102, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def per_token_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row (token) of two (n_tokens, n_embd) arrays, computed in float64."""
+    reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
+    dots = np.sum(reference * candidate, axis=1)
+    return dots / (np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.convert.mtmd_embed import image_embeddings, synthetic_image
+from tests.convert.mtmd_embed import image_embeddings, per_token_cosines, synthetic_image
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
 from tests.convert.tiny import cached_dir
 from tests.convert.tiny_gemma3n_vision import (
@@ -71,17 +71,12 @@ def converted(model_dir: Path, tmp_path_factory):
     return out
 
 
-def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    dots = np.sum(reference.astype(np.float64) * candidate, axis=1)
-    return dots / (np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1))
-
-
 @pytest.mark.parametrize("type_name", list(MIN_COSINE))
 def test_mtmd_embeddings_match_transformers(converted, hf_features: np.ndarray, type_name: str) -> None:
     text, mmproj, _ = converted[type_name]
     ours = image_embeddings(text, mmproj, synthetic_image(IMAGE_SIZE))
     assert ours.shape == hf_features.shape == (IMAGE_TOKENS, VISION_HIDDEN)
-    per_token = cosines(hf_features, ours)
+    per_token = per_token_cosines(hf_features, ours)
     print(f"{type_name}: min cosine {per_token.min():.7f}, max |Δ| {np.abs(hf_features - ours).max():.2e}")
     assert per_token.min() >= MIN_COSINE[type_name], per_token
 

@@ -51,7 +51,7 @@ from convert.mmproj.base import EncoderConfig, UnsupportedConfig
 from convert.mmproj.gemma4_vision import GEMMA4_VISION, RUNTIME_ROPE_THETA
 from convert.mmproj.pipeline import plan_mmproj, write_mmproj
 from convert.storage import NATIVE_TYPES
-from tests.convert.mtmd_embed import image_embeddings
+from tests.convert.mtmd_embed import image_embeddings, per_token_cosines
 from tests.convert.oracle import gguf_differences, gguf_fields, reference_convert
 from tests.convert.tiny_gemma4_vision import (
     N_IMAGE_TOKENS, OFFICIAL_POOL, VISION_CONFIG, gemma4_vision_checkpoint, hf_image_embeddings, hf_pixels, test_image,
@@ -69,10 +69,6 @@ CASES = (
     ("gqa-head12", "dense", {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12}),
 )
 TEXT_HIDDEN = 64  # both tiny text recipes
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[name for name, _, _ in CASES])
@@ -117,7 +113,7 @@ def test_image_embeddings_match_transformers(converted, image, hf_embeddings, mm
     text, mmproj = converted[mmproj_type]
     ours = image_embeddings(text, mmproj, image)
     assert ours.shape == hf_embeddings.shape == (N_IMAGE_TOKENS, TEXT_HIDDEN)
-    cos = cosines(ours, hf_embeddings)
+    cos = per_token_cosines(ours, hf_embeddings)
     assert cos.min() >= MIN_COSINE[mmproj_type], f"min per-token cosine {cos.min():.7f} (mean {cos.mean():.7f})"
 
 
@@ -147,7 +143,7 @@ def test_clip_bounds_and_standardisation_are_exercised(checkpoint_dir, converted
     plan.tensors = kept
     write_mmproj(plan, tmp_path / "partial.gguf")
     ours = image_embeddings(converted["f32"][0], tmp_path / "partial.gguf", image)
-    assert cosines(ours, hf_embeddings).min() < 0.95
+    assert per_token_cosines(ours, hf_embeddings).min() < 0.95
 
 
 # ---------------------------------------------------------------- against llama.cpp's reference converter
@@ -174,8 +170,8 @@ def test_matches_reference_converter(mmproj_type, tmp_path) -> None:
 
     # why clip.use_gelu: the reference's file is measurably further from transformers
     theirs = hf_image_embeddings(checkpoint_dir, test_image())
-    ours_cos = cosines(image_embeddings(text, ours, test_image()), theirs).min()
-    ref_cos = cosines(image_embeddings(text, reference, test_image()), theirs).min()
+    ours_cos = per_token_cosines(image_embeddings(text, ours, test_image()), theirs).min()
+    ref_cos = per_token_cosines(image_embeddings(text, reference, test_image()), theirs).min()
     assert 1 - ours_cos < (1 - ref_cos) / 10, (ours_cos, ref_cos)
 
 

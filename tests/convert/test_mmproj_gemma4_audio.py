@@ -26,7 +26,7 @@ from convert.mmproj.base import EncoderConfig, UnsupportedConfig
 from convert.mmproj.gemma4_audio import FRONT_END_FIXED, GEMMA4_AUDIO, RUNTIME_FIXED
 from convert.mmproj.pipeline import plan_mmproj, write_mmproj
 from convert.storage import NATIVE_TYPES
-from tests.convert.mtmd_embed import audio_embeddings
+from tests.convert.mtmd_embed import audio_embeddings, per_token_cosines
 from tests.convert.oracle import gguf_fields, read_header, reference_convert
 from tests.convert.tiny_gemma4 import convert_with_ours
 from tests.convert.tiny_gemma4_audio import (
@@ -44,10 +44,6 @@ def is_audio_key(key: str) -> bool:
 
 def is_audio_tensor(name: str) -> bool:
     return name.startswith(("a.", "mm.a."))
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def write_ours(model_dir: Path, out: Path, outtype: str) -> tuple[Path, list[str]]:
@@ -84,7 +80,7 @@ def test_audio_embeddings_match_transformers(checkpoint_dir, text_gguf, mmproj, 
     ours = audio_embeddings(text_gguf, mmproj[outtype], waveform, SAMPLE_RATE)
     theirs, _ = hf_audio_embeddings(checkpoint_dir, waveform)
     assert ours.shape == theirs.shape == (math.ceil(1000 * seconds / MS_PER_TOKEN), 64)
-    cos = cosines(ours, theirs)
+    cos = per_token_cosines(ours, theirs)
     assert cos.min() >= MIN_COSINE[outtype], f"min per-token cosine {cos.min():.7f} (mean {cos.mean():.7f})"
 
 
@@ -106,7 +102,7 @@ def test_remaining_gap_is_the_log_floor(checkpoint_dir, text_gguf, mmproj) -> No
     with torch.no_grad():
         out = model.model.get_audio_features(features, torch.ones(features.shape[:2], dtype=torch.bool))
     theirs_max_floor = out.pooler_output[0].numpy()
-    gap_own, gap_max_floor = 1 - cosines(ours, theirs).min(), 1 - cosines(ours, theirs_max_floor).min()
+    gap_own, gap_max_floor = 1 - per_token_cosines(ours, theirs).min(), 1 - per_token_cosines(ours, theirs_max_floor).min()
     assert gap_max_floor < gap_own, (gap_max_floor, gap_own)
     assert np.abs(ours - theirs_max_floor).max() < np.abs(ours - theirs).max()
 
@@ -136,7 +132,7 @@ def test_one_file_holds_both_encoders(checkpoint_dir, text_gguf, mmproj) -> None
     ours = image_embeddings(text_gguf, mmproj["f32"], image)
     theirs = hf_image_embeddings(checkpoint_dir, image)
     assert ours.shape == theirs.shape
-    assert cosines(ours, theirs).min() >= 0.999
+    assert per_token_cosines(ours, theirs).min() >= 0.999
 
 
 # ---------------------------------------------------------------- against llama.cpp's reference converter
