@@ -86,8 +86,12 @@ CHAT_HELP = ("commands: /reset  /system TEXT  /image FILE  /audio FILE  /save FI
 @generation_options
 @click.option("--system", "-s", default=None, help="System prompt for the conversation.")
 @media_options
+@click.option("--web", is_flag=True,
+              help="Chat in the browser instead: start the server on 127.0.0.1 and open its chat page.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="With --web: the port (the page keeps conversations per address, so keep it stable).")
 @friendly_errors
-def chat(model_name, ctx_size, threads, system, images, audios, mmproj, allow_remote, **kw):
+def chat(model_name, ctx_size, threads, system, images, audios, mmproj, allow_remote, web, port, **kw):
     """Talk with a model; replies stream as they are generated.
 
     Each turn reuses the KV cache, so only the new message is processed. When the conversation
@@ -108,7 +112,10 @@ def chat(model_name, ctx_size, threads, system, images, audios, mmproj, allow_re
       > What is the total on this receipt?
       > /image second.png
       > And on this one?
+      gemma-edge chat --web                 # the same in the browser (Ctrl-C stops the server)
     """
+    if web:
+        return _chat_in_browser(model_name, ctx_size, threads, mmproj, port)
     from gemma_edge.api import warn_base_model
     from gemma_edge.chat import Chat
 
@@ -145,6 +152,32 @@ def chat(model_name, ctx_size, threads, system, images, audios, mmproj, allow_re
             click.echo("\n(stopped)", err=True)
             continue
         click.echo("")
+
+
+# What `chat --web` uses; every other option is set in the page
+WEB_OPTIONS = ("model_name", "ctx_size", "threads", "rpc", "split", "mmproj", "web", "port")
+
+
+def _chat_in_browser(model_name, ctx_size, threads, mmproj, port) -> None:
+    """`chat --web`: the server on loopback, its chat page opened in the default browser ($BROWSER)."""
+    import webbrowser
+    from click.core import ParameterSource
+
+    from gemma_edge.cli.serve import serve_model
+
+    context = click.get_current_context()
+    given = [p for p in context.command.params if p.name not in WEB_OPTIONS
+             and context.get_parameter_source(p.name) is ParameterSource.COMMANDLINE]
+    if given:
+        raise UserError(f"chat --web takes {max(given[0].opts, key=len)} in the page (system prompt, temperature, thinking, "
+                        "attachments), not on the command line")
+
+    def open_page(url: str) -> None:
+        click.echo(f"chat page: {url}  (Ctrl-C stops the server)", err=True)
+        if not webbrowser.open(url):
+            click.echo("note: no browser found; open the address above", err=True)
+
+    serve_model(model_name, ctx_size, threads, mmproj, host="127.0.0.1", port=port, on_listening=open_page)
 
 
 def _input_lines(interactive: bool):

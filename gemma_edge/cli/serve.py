@@ -57,6 +57,21 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
           {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0..."}},
           {"type": "text", "text": "What is in this picture?"}]}])
     """
+    if model_arg and model_name and model_arg != model_name:
+        raise UserError("give the model either as MODEL or with --model, not both")
+    if not is_loopback(host):
+        warning = "" if api_key else " without --api-key: anyone who can reach it can use the model"
+        click.echo(f"warning: listening on {host}, not loopback{warning}", err=True)
+    serve_model(model_arg or model_name, ctx_size, threads, mmproj, host=host, port=port, api_key=api_key,
+                allow_hosts=tuple(allow_hosts), cors_origins=tuple(cors_origins), timeout_s=timeout_s,
+                max_waiting=max_queue, max_body_size=max_body_size, allow_remote_media=allow_remote,
+                max_tokens_limit=max_tokens_limit, prompt_cache=not no_prompt_cache)
+
+
+def serve_model(model_name, ctx_size, threads, mmproj, *, host: str, port: int, max_body_size: int | None = None,
+                max_waiting: int = 64, on_listening=None, **config) -> None:
+    """Load the model and serve it on host:port until interrupted (`serve`, and `chat --web`, which passes
+    `on_listening(url)` to open the page). `config`: further ServerConfig fields."""
     try:
         from gemma_edge.server import ServerConfig, create_app
         from gemma_edge.server.run import bind_socket, serve_app
@@ -64,11 +79,6 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
         raise UserError("the server needs the `serve` extra: pip install 'gemma-edge[serve]'") from None
     from importlib.metadata import PackageNotFoundError, version
 
-    if model_arg and model_name and model_arg != model_name:
-        raise UserError("give the model either as MODEL or with --model, not both")
-    if not is_loopback(host):
-        warning = "" if api_key else " without --api-key: anyone who can reach it can use the model"
-        click.echo(f"warning: listening on {host}, not loopback{warning}", err=True)
     try:
         sock = bind_socket(host, port)
     except OSError as e:
@@ -77,18 +87,16 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
     from gemma_edge.server.media import default_body_limit
 
     media_limits = Limits.from_env()
-    model = load_model(model_arg or model_name, ctx_size, threads, mmproj)
+    model = load_model(model_name, ctx_size, threads, mmproj)
     takes_media = model.engine.supports("image") or model.engine.supports("audio")
     body_limit = max_body_size or default_body_limit(takes_media, media_limits)
     try:
         package_version = version("gemma-edge")
     except PackageNotFoundError:
         package_version = "0"
-    config = ServerConfig(
+    server_config = ServerConfig(
         model_id=model.entry.name if model.entry else model.facts.path.stem, bind_host=host.strip("[]"),
-        allow_hosts=tuple(allow_hosts), api_key=api_key, cors_origins=tuple(cors_origins), timeout_s=timeout_s,
-        max_waiting=max_queue, max_body_bytes=body_limit, max_tokens_limit=max_tokens_limit,
-        prompt_cache=not no_prompt_cache, version=package_version, allow_remote_media=allow_remote,
-        media_limits=media_limits)
-    app = create_app(model, config)
-    serve_app(app, sock, model_id=config.model_id, max_connections=max_queue + 64)
+        max_waiting=max_waiting, max_body_bytes=body_limit, version=package_version, media_limits=media_limits,
+        **config)
+    app = create_app(model, server_config)
+    serve_app(app, sock, model_id=server_config.model_id, max_connections=max_waiting + 64, on_listening=on_listening)

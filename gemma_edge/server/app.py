@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.media import Limits
-from gemma_edge.server import mapping, schema
+from gemma_edge.server import mapping, schema, webpage
 from gemma_edge.server.media import decode_media, has_media
 from gemma_edge.server.errors import RequestError, error_body
 from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
@@ -63,6 +63,7 @@ def create_app(model, config: ServerConfig) -> Starlette:
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/health", server.health, methods=["GET"]),
         Route("/openapi.json", server.openapi, methods=["GET"]),
+        Route(webpage.PAGE_PATH, webpage.chat_page, methods=["GET"]),
     ]
     middleware = [Middleware(HostAllowlist, hosts=allowed_hosts(config.bind_host, config.allow_hosts))]
     if config.cors_origins:
@@ -109,7 +110,7 @@ class Server:
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
             {"id": self.config.model_id, "object": "model", "created": self.created, "owned_by": "gemma-edge",
-             "context_length": self.model.n_ctx}]})
+             "context_length": self.model.n_ctx, "capabilities": webpage.capabilities(self.model)}]})
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "busy": self.scheduler.busy, "waiting": self.scheduler.waiting})

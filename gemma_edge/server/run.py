@@ -25,11 +25,16 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def serve_app(app, sock: socket.socket, *, model_id: str, max_connections: int = 256) -> None:
-    """Serve until interrupted. The first stderr line names the URL (tests and scripts read it)."""
+def serve_app(app, sock: socket.socket, *, model_id: str, max_connections: int = 256, on_listening=None) -> None:
+    """Serve until interrupted. The first stderr line names the URL (tests and scripts read it).
+    `on_listening(url)` runs once the socket accepts connections (they wait until uvicorn takes them)."""
     import uvicorn
 
-    print(f"gemma-edge: serving {model_id} on {url_of(sock)}/v1", file=sys.stderr, flush=True)
+    url = url_of(sock)
+    print(f"gemma-edge: serving {model_id} on {url}/v1 (chat page: {url}/)", file=sys.stderr, flush=True)
+    sock.listen(max_connections)
+    if on_listening is not None:
+        on_listening(url + "/")
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                             limit_concurrency=max_connections, server_header=False)
     uvicorn.Server(config).run(sockets=[sock])

@@ -11,7 +11,7 @@ from gemma_edge.server.errors import error_body
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
-OPEN_PATHS = ("/health",)  # liveness checks need no key and reveal nothing
+OPEN_PATHS = ("/health", "/")  # liveness checks and the chat page need no key and reveal nothing
 
 
 def host_name(header: str) -> str:
