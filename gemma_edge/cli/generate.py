@@ -5,6 +5,7 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from gemma_edge.cli.common import (Printer, UserError, friendly_errors, generation_options, load_model,
                                    model_options, sampling_overrides)
@@ -116,6 +117,8 @@ def chat(model_name, ctx_size, threads, system, images, audios, mmproj, allow_re
     """
     if web:
         return _chat_in_browser(model_name, ctx_size, threads, mmproj, port)
+    if click.get_current_context().get_parameter_source("port") is ParameterSource.COMMANDLINE:
+        raise UserError("--port is for chat --web")
     from gemma_edge.api import warn_base_model
     from gemma_edge.chat import Chat
 
@@ -161,7 +164,6 @@ WEB_OPTIONS = ("model_name", "ctx_size", "threads", "rpc", "split", "mmproj", "w
 def _chat_in_browser(model_name, ctx_size, threads, mmproj, port) -> None:
     """`chat --web`: the server on loopback, its chat page opened in the default browser ($BROWSER)."""
     import webbrowser
-    from click.core import ParameterSource
 
     from gemma_edge.cli.serve import serve_model
 

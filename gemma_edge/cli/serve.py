@@ -47,6 +47,8 @@ def serve(model_arg, model_name, ctx_size, threads, host, port, api_key, allow_h
     GET /openapi.json. With a projector (mmproj), chat messages may carry images as image_url
     parts with data: URLs, and audio as input_audio parts.
 
+    A chat page for the browser is at / (`gemma-edge chat --web` starts the server and opens it).
+
     \b
       gemma-edge serve gemma-3-1b-it
       curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\

@@ -154,14 +154,17 @@ def forced(tmp_path_factory, driver):
 
 
 # -- tests ----------------------------------------------------------------------------------------
-def test_chat_web_takes_its_settings_in_the_page():
+@pytest.mark.parametrize("args, message", [
+    (["--web", "--temperature", "0"], "chat --web takes --temperature in the page (system prompt, temperature, "
+                                      "thinking, attachments), not on the command line"),
+    (["--port", "8081"], "--port is for chat --web"),
+])
+def test_chat_web_takes_its_settings_in_the_page(args, message):
     from gemma_edge.cli import main
 
-    result = CliRunner().invoke(main, ["chat", "--web", "--temperature", "0"])
+    result = CliRunner().invoke(main, ["chat", *args])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "gemma-edge: error: chat --web takes --temperature in the page (system prompt, temperature, thinking, attachments), "
-        "not on the command line"]
+    assert result.output.strip().splitlines() == [f"gemma-edge: error: {message}"]
 
 
 def test_the_page_is_self_contained_and_allows_only_its_own_code():
