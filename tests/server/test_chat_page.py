@@ -105,14 +105,19 @@ def idle(driver) -> bool:
     return driver.find_element(By.ID, "stop").get_attribute("hidden") is not None
 
 
-def open_page(driver, url: str) -> None:
-    """The page with empty storage, once it has asked the server for its model."""
-    from selenium.webdriver.common.by import By
-
+def open_page(driver, url: str, *, loaded: bool = True) -> None:
+    """The page with empty storage (`loaded`: once it has the server's model list)."""
     driver.get(url)
     driver.execute_script("localStorage.clear()")
     driver.get(url)
-    wait_for(lambda: driver.find_element(By.ID, "model").text, 15, "the page to load the model list")
+    if loaded:
+        model_listed(driver)
+
+
+def model_listed(driver, what: str = "the page to load the model list") -> None:
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: driver.find_element(By.ID, "model").text, 15, what)
 
 
 def text_content(driver, selector: str) -> list[str]:
@@ -314,16 +319,14 @@ def test_api_key_once_and_an_image_attachment(driver, tmp_path):
     try:
         assert running.get("/").status_code == 200 and running.get("/v1/models").status_code == 401
         assert httpx.get(running.url + "/", headers={"host": "evil.example"}).status_code == 400
-        driver.get(running.url + "/")
-        driver.execute_script("localStorage.clear()")
-        driver.get(running.url + "/")
+        open_page(driver, running.url + "/", loaded=False)
         wait_for(lambda: driver.find_element(By.ID, "key-dialog").get_attribute("open") is not None, 10,
                  "the key dialog")
         driver.find_element(By.ID, "api-key").send_keys(key)
         driver.find_element(By.CSS_SELECTOR, "#key-form button").click()
-        wait_for(lambda: driver.find_element(By.ID, "model").text, 10, "the model list with the key")
+        model_listed(driver, "the model list with the key")
         driver.refresh()  # asked once: the key is kept
-        wait_for(lambda: driver.find_element(By.ID, "model").text, 10, "the model list after a reload")
+        model_listed(driver, "the model list after a reload")
         assert driver.find_element(By.ID, "key-dialog").get_attribute("open") is None
 
         assert driver.find_element(By.ID, "attach").is_displayed()
