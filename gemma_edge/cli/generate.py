@@ -171,8 +171,9 @@ def _chat_in_browser(model_name, ctx_size, threads, mmproj, port) -> None:
     given = [p for p in context.command.params if p.name not in WEB_OPTIONS
              and context.get_parameter_source(p.name) is ParameterSource.COMMANDLINE]
     if given:
-        raise UserError(f"chat --web takes {max(given[0].opts, key=len)} in the page (system prompt, temperature, thinking, "
-                        "attachments), not on the command line")
+        option = max(given[0].opts, key=len)
+        raise UserError(f"chat --web takes {option} in the page (system prompt, temperature, thinking, attachments), "
+                        "not on the command line")
 
     def open_page(url: str) -> None:
         click.echo(f"chat page: {url}  (Ctrl-C stops the server)", err=True)

@@ -140,7 +140,8 @@ def web(embedded_model_path, tmp_path_factory, driver):
     running = start_server(["-m", "gemma_edge", "chat", "--web", "--port", "0", "--model", str(embedded_model_path),
                             "--ctx-size", "1024", "--threads", "1"], env={"BROWSER": str(recorder)})
     try:
-        assert wait_for(lambda: opened.exists() and opened.read_text(), 10, "the page to be opened") == running.url + "/"
+        page_url = wait_for(lambda: opened.exists() and opened.read_text(), 10, "the page to be opened")
+        assert page_url == running.url + "/"
         yield running
     finally:
         stop_server(running)
