@@ -9,7 +9,6 @@ one models.yaml lists into the same cache, a converted model has it beside the t
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import shutil
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from gemma_edge.download import fetch, transport_errors
 from gemma_edge.errors import DownloadError, GemmaEdgeError, ModelNotFoundError
 
 PACKAGE_REGISTRY = Path(__file__).with_name("models.yaml")
@@ -265,14 +265,6 @@ def is_downloaded(entry: ModelEntry) -> bool:
     return False
 
 
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ProjectorDownloadError(DownloadError):
     """The model was pulled and is valid, but its projector could not be fetched or verified."""
 
@@ -317,18 +309,13 @@ def _check_free_disk_for(model: HubFile, projector: HubFile | None) -> None:
 
 
 def _download(hub_file: HubFile, progress: bool) -> Path:
-    """One file into huggingface-hub's cache (resumed within the call if the connection breaks;
-    a failed download leaves no partial file), then its sha256 checked; a mismatch removes it."""
-    from huggingface_hub import hf_hub_download
-
+    """One file into huggingface-hub's cache, its sha256 checked before it gets its final name. An
+    interrupted download (a dropped connection, a killed process) resumes where it stopped on the
+    next call (gemma_edge/download.py); a mismatch removes the data."""
     with _download_errors(hub_file):
-        local = Path(hf_hub_download(hub_file.repo, hub_file.file, revision=hub_file.revision,
-                                     endpoint=_hub_endpoint(), tqdm_class=None if progress else _SilentTqdm))
-    if hub_file.sha256 and sha256_file(local) != hub_file.sha256.lower():
-        _remove_hub_file(local)
-        raise DownloadError(f"{hub_file.label}: sha256 does not match models.yaml; the file was removed "
-                            "(try again; if it persists the repository changed)")
-    return local
+        return fetch(hub_file.repo, hub_file.file, revision=hub_file.revision, endpoint=_hub_endpoint(),
+                     sha256=hub_file.sha256, progress_class=None if progress else _SilentTqdm,
+                     cached=lambda: _cached_hub_file(hub_file))
 
 
 @contextmanager
@@ -359,7 +346,7 @@ def _download_errors(hub_file: HubFile):
             raise DownloadError(f"cannot write {e.filename} ({e.strerror}); set HF_HUB_CACHE to a writable "
                                 "directory") from None
         raise DownloadError(f"download of {what} failed: {str(e).splitlines()[0]}") from None
-    except _http_transport_errors() as e:  # the connection kept failing after huggingface-hub's own retries
+    except transport_errors() as e:  # the connection kept failing after huggingface-hub's own retries
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise DownloadError(f"download of {what} failed: {reason}") from None
 
@@ -371,18 +358,6 @@ def _download_size(hub_file: HubFile) -> int | None:
 
     return hf_hub_download(hub_file.repo, hub_file.file, revision=hub_file.revision, endpoint=_hub_endpoint(),
                            dry_run=True).file_size
-
-
-def _http_transport_errors() -> tuple[type[Exception], ...]:
-    """Network errors of the HTTP client huggingface-hub uses (httpx2 in 2.x, httpx in 1.x); they
-    are not OSErrors, and the client re-raises them once its retries are spent."""
-    errors = []
-    for module in ("httpx2", "httpx"):
-        try:
-            errors.append(import_module(module).TransportError)
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
 
 
 class _SilentTqdm:

@@ -17,7 +17,7 @@ It speaks the protocol huggingface-hub (2.x, `file_download.py`) uses in `hf_hub
 
 It never sends `X-Xet-Hash` or a xet-auth `Link`, so the client never switches to Xet storage.
 
-Switches for failure tests live on each `HubFile` (`cut_after`, `corrupt`) and on the server
+Switches for failure tests live on each `HubFile` (`cut_after`, `stall_after`, `corrupt`) and on the server
 (`gated`); every request is recorded in `requests` so a test can check what the client asked for.
 Both listeners run on 127.0.0.1 on free ports in daemon threads; `stop()` (or leaving the `with`
 block) shuts them down, and idle keep-alive connections time out by themselves.
@@ -46,6 +46,8 @@ class HubFile:
     cuts: int = 1                 # how many GETs get cut before the switch turns itself off
     corrupt: bool = False         # flip one byte of every body sent (same size; headers describe `content`)
     claimed_size: int | None = None  # an LFS file's size as the metadata states it (default: the real one)
+    stall_after: int | None = None  # the next GET that reaches this offset sends up to it and holds the rest
+                                    # until release() or stop() (a client killed or waiting mid-download)
 
     @property
     def sha256(self) -> str:
@@ -97,6 +99,7 @@ class HubServer:
         self._lock = threading.Lock()
         self._timeout = timeout
         self._servers: list[ThreadingHTTPServer] = []
+        self._release = threading.Event()  # set by release() or stop(): held GETs go on
         self._connections: set[socket.socket] = set()
         self.endpoint = ""
         self.cdn = ""
@@ -109,9 +112,14 @@ class HubServer:
         self.cdn = f"http://127.0.0.1:{cdn.server_address[1]}"
         return self
 
+    def release(self) -> None:
+        """Let GETs held by `stall_after` finish sending their bodies."""
+        self._release.set()
+
     def stop(self) -> None:
         """Stop listening and hang up on kept-alive clients, so a later server that gets the same port
         never has its requests answered by this one's handler threads."""
+        self._release.set()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -167,6 +175,12 @@ class HubServer:
                 return None
             hub_file.cuts -= 1
             return hub_file.cut_after
+
+    def _take_stall(self, hub_file: HubFile) -> int | None:
+        """The offset at which to hold this GET, consuming the file's one stall."""
+        with self._lock:
+            stall, hub_file.stall_after = hub_file.stall_after, None
+            return stall
 
 
 def _as_hub_file(value: bytes | Path | HubFile) -> HubFile:
@@ -283,6 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
         cut = self.hub._take_cut(hub_file)
         if cut is not None and start <= cut < start + len(body):
             return self._send(status, headers, body[:cut - start], cut_connection=True)
+        stall = self.hub._take_stall(hub_file)
+        if stall is not None and start <= stall < start + len(body):
+            self._send(status, headers, body[:stall - start], rest=body[stall - start:])
+            return
         self._send(status, headers, body)
 
     def _error(self, status: int, code: str | None, message: str, extra: dict | None = None) -> None:
@@ -293,7 +311,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Error-Code"] = code
         self._send(status, headers, body if self.command != "HEAD" else b"")
 
-    def _send(self, status: int, headers: dict, body: bytes, cut_connection: bool = False) -> None:
+    def _send(self, status: int, headers: dict, body: bytes, cut_connection: bool = False,
+              rest: bytes | None = None) -> None:
+        """Send `body`; with `rest`, hold on after it until the server releases held GETs, then send `rest`."""
         # Recorded before the first byte goes out: the client may act on the answer (and the test
         # look at `requests`) before this thread runs again.
         self.hub._record(Request(self.server_role, self.command, self.path,
@@ -305,6 +325,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(body)
             self.wfile.flush()
+            if rest is not None:
+                self.hub._release.wait(self.hub._timeout * 6)
+                self.wfile.write(rest)
+                self.wfile.flush()
             if cut_connection:  # announce the whole length, send part of it, hang up: a broken download
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)

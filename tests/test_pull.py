@@ -6,12 +6,15 @@ contract in the issue (gated repo: token + licence; sha256 mismatch: rejected an
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,10 @@ import yaml
 from click.testing import CliRunner
 
 from gemma_edge.cli import main
+from gemma_edge.download import sha256_file
 from gemma_edge.errors import DownloadError, ModelNotFoundError
 from gemma_edge.registry import (ProjectorDownloadError, is_downloaded, load_registry, mmproj_path, projector_beside,
-                                 pull, remove, resolve, sha256_file)
+                                 pull, remove, resolve)
 from tests.hub_server import HubFile, HubServer
 
 REPO_ID = "test-org/gemma-3-1b-it-GGUF"
@@ -180,6 +184,100 @@ def test_interrupted_download_resumes_with_a_range_request(hub):
     assert second.body_bytes == len(content) - start  # only the missing tail was sent again
 
 
+def pull_subprocess(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gemma_edge", "pull", *args], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def incomplete_bytes() -> int:
+    return sum(p.stat().st_size for p in Path(os.environ["HF_HUB_CACHE"]).rglob("blobs/*.incomplete"))
+
+
+@pytest.mark.slow
+def test_killed_pull_resumes_in_a_new_process_with_a_range_request(hub):
+    # The client writes what it received in 10 MiB chunks (constants.DOWNLOAD_CHUNK_SIZE): the server
+    # holds the body after the first chunk plus a bit, the process is killed with SIGKILL (no cleanup
+    # of any kind runs), and a second `pull` must ask only for the bytes not on disk.
+    from huggingface_hub import constants
+
+    chunk = constants.DOWNLOAD_CHUNK_SIZE
+    content = payload(chunk + (2 << 20), seed=4)
+    write_registry(registry_entry(content))
+    server = hub({FILENAME: HubFile(content, stall_after=chunk + (512 << 10))})
+    first = pull_subprocess(NAME)
+    try:
+        wait_for(lambda: incomplete_bytes() >= chunk, what="the first chunk on disk")
+        first.kill()
+        first.wait(timeout=30)
+    finally:
+        first.kill()
+    on_disk = incomplete_bytes()
+    assert first.returncode == -signal.SIGKILL and on_disk == chunk
+    assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob(FILENAME)), "an unfinished file under its final name"
+
+    second = pull_subprocess(NAME)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    path = Path(out.strip())
+    assert sha256_file(path) == registry_entry(content)["sha256"]
+    gets = server.file_requests("GET")
+    assert len(gets) == 2 and gets[1].headers["range"] == f"bytes={on_disk}-" and gets[1].status == 206
+    assert gets[1].body_bytes == len(content) - on_disk  # only the missing tail was sent
+    assert incomplete_bytes() == 0
+
+
+@pytest.mark.slow
+def test_concurrent_pulls_of_one_file_share_one_download(hub):
+    # Two processes pull the same file at once: one downloads (the server holds its body for a moment),
+    # the other waits on the blob's lock and then finds the finished file; neither writes into the other.
+    from huggingface_hub import constants
+
+    chunk = constants.DOWNLOAD_CHUNK_SIZE
+    content = payload(chunk + (1 << 20), seed=5)
+    write_registry(registry_entry(content))
+    server = hub({FILENAME: HubFile(content, stall_after=chunk + (256 << 10))})
+    pulls = [pull_subprocess(NAME)]
+    wait_for(lambda: incomplete_bytes() >= chunk, what="the first pull mid-download")
+    pulls.append(pull_subprocess(NAME))
+    wait_for(lambda: len(server.file_requests("HEAD")) == 2, what="the second pull's metadata request")
+    time.sleep(1.0)  # the second pull is now at the blob's lock
+    server.release()
+    results = [p.communicate(timeout=120) for p in pulls]
+    assert [p.returncode for p in pulls] == [0, 0], [err for _, err in results]
+    paths = {Path(out.strip()) for out, _ in results}
+    assert len(paths) == 1 and sha256_file(paths.pop()) == registry_entry(content)["sha256"]
+    assert len(server.file_requests("GET")) == 1
+    assert [blob.name for blob in hub_blobs()] == [hashlib.sha256(content).hexdigest()]
+
+
+def test_partial_data_that_is_not_a_prefix_is_replaced(hub):
+    # Partial data longer than the file (left by another version of it) cannot be resumed from: start over.
+    server = hub({FILENAME: GOOD})
+    blob_dir = Path(os.environ["HF_HUB_CACHE"]) / "models--test-org--gemma-3-1b-it-GGUF" / "blobs"
+    blob_dir.mkdir(parents=True)
+    (blob_dir / f"{hashlib.sha256(GOOD).hexdigest()}.incomplete").write_bytes(b"x" * (len(GOOD) + 1))
+    assert pull(NAME, progress=False).read_bytes() == GOOD
+    assert "range" not in server.file_requests("GET")[0].headers
+
+
+@pytest.mark.parametrize("etag, commit", [("../../../evil", "a" * 40), ("a" * 64, "../x"), ("a" * 64, "a" * 41)])
+def test_server_supplied_names_cannot_leave_the_cache(etag, commit, tmp_path):
+    from gemma_edge.download import cache_paths
+
+    with pytest.raises(DownloadError, match="unexpected"):
+        cache_paths(tmp_path, REPO_ID, FILENAME, etag, commit)
+    for unsafe in ("../model.gguf", "/etc/passwd", "a/../../b.gguf", "a\\..\\b"):
+        with pytest.raises(DownloadError, match="unsafe file name"):
+            cache_paths(tmp_path, REPO_ID, unsafe, "a" * 64, "b" * 40)
+
+
 @pytest.mark.parametrize("token, status", [(None, 401), ("hf_not_accepted", 403)])
 def test_gated_repo_explains_token_and_licence(hub, monkeypatch, token, status):
     server = hub()
@@ -256,7 +354,8 @@ def test_connection_that_keeps_failing_is_one_error_line(hub):
     assert "\n" not in str(caught.value)
     attempts = [r.body_bytes for r in server.file_requests("GET")]
     assert len(attempts) > 1 and set(attempts) == {1000}
-    assert hub_blobs() == []
+    assert all(blob.name.endswith(".incomplete") for blob in hub_blobs())  # kept for the next pull to resume
+    assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob(FILENAME))
 
 
 def test_missing_repo_and_missing_file(hub):
