@@ -34,31 +34,45 @@ def _generation_kwargs(kw: dict) -> dict:
 @model_options
 @generation_options
 @click.option("--raw", is_flag=True, help="Plain completion: the prompt is continued as text, no chat template.")
+@click.option("--chat", "as_chat", is_flag=True,
+              help="Use the turn format even on a base model (which otherwise continues the text).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON object: {"content", "thinking", "tool_calls", "finish_reason", "usage", '
                    '"timings", "errors"} (schema: docs/run-json.schema.json).')
 @click.option("--system", "-s", default=None, help="A system prompt.")
 @media_options
 @friendly_errors
-def run(prompt, model_name, ctx_size, threads, raw, as_json, system, images, audios, mmproj, allow_remote, **kw):
+def run(prompt, model_name, ctx_size, threads, raw, as_chat, as_json, system, images, audios, mmproj, allow_remote,
+        **kw):
     """Answer one PROMPT and exit (`-` or a pipe: read it from standard input).
+
+    An instruct model answers PROMPT as a user turn. A base model (like the embedded 270M) continues
+    PROMPT as text, which is what it is good at; --chat puts it in the turn format anyway, and so do
+    --system, --image and --audio.
 
     \b
       gemma-edge run "Name three primes" --temperature 0
       echo "Summarise: ..." | gemma-edge run --json
       gemma-edge run --raw "Once upon a time" -n 64
+      gemma-edge run "Q: What is the capital of Japan? A: Tokyo. Q: What is the capital of Peru? A:" -n 4
       gemma-edge run -m gemma-3-4b-it --image photo.jpg "What is in this picture?"
       gemma-edge run -m gemma-4-e2b-it --audio note.wav "Transcribe this."
     """
-    if raw and (images or audios):
-        raise UserError("--image/--audio need a chat turn; they cannot be combined with --raw")
+    needs_turn = [flag for flag, given in (("--system", system), ("--image", images), ("--audio", audios)) if given]
+    if raw and as_chat:
+        raise UserError("--raw and --chat exclude each other")
+    if raw and needs_turn:
+        raise UserError(f"{'/'.join(needs_turn)} need{'s' if len(needs_turn) == 1 else ''} a chat turn; "
+                        "they cannot be combined with --raw")
     text = _read_prompt(prompt)
     parts = media_parts(images, audios, allow_remote=allow_remote)  # bad files fail before the model loads
     model = load_model(model_name, ctx_size, threads, mmproj)
     require_support(model, parts)
-    if raw:
-        if system:
-            raise UserError("--system has no effect with --raw")
+    continue_text = raw or (not model.instruct and not as_chat and not needs_turn)
+    if continue_text:
+        if not raw:
+            click.echo(f"note: {model.facts.name} is a base model: continuing your text (raw completion); "
+                       "--chat uses the turn format", err=True)
         stream = model.stream(text, raw=True, **_generation_kwargs(kw))
     else:
         messages = (([{"role": "system", "content": system}] if system else [])
@@ -68,7 +82,7 @@ def run(prompt, model_name, ctx_size, threads, raw, as_json, system, images, aud
         response = stream.consume()
         click.echo(json.dumps(response.to_dict(), ensure_ascii=False))
         return
-    if not model.instruct and not raw:
+    if not model.instruct and not continue_text:
         from gemma_edge.api import warn_base_model
 
         warn_base_model(model)
@@ -236,28 +250,100 @@ def _command(session, attachments: Attachments, line: str) -> bool:
     return False
 
 
+FEW_SHOT = ("Q: What is the capital of Japan?\nA: Tokyo\n"
+            "Q: What is the capital of Canada?\nA: Ottawa\n"
+            "Q: What is the capital of France?\nA:")
+FOLLOW_UP = "\nQ: What is the capital of Italy?\nA:"
+STORY = "Once upon a time, in a small village by the sea,"
+STORY_PENALTY = 1.15  # a 270M base model repeats itself when greedy without one
+
+
 @click.command()
 @friendly_errors
 def demo():
-    """A short real generation and a two-turn chat on the embedded Gemma 3 270M."""
+    """A tour on the embedded Gemma 3 270M, every line produced live: streamed few-shot answers, speed,
+    KV reuse, the byte-exact prompt an instruct model gets, and a Gemma 4 reply parsed."""
     from gemma_edge.api import load
-    from gemma_edge.chat import Chat
 
     model = load()
-    click.echo(f"model: {model.facts.name} ({model.facts.quantization}, {model.facts.parameters / 1e6:.0f}M "
-               f"parameters, {model.format} format) at {model.facts.path}")
-    prompt = "The three primary colours are"
-    response = model.generate(prompt, raw=True, temperature=0, max_tokens=32)
-    click.echo(f"\n== completion (greedy) ==\n{prompt}{response.content}")
-    click.echo(f"[{response.usage['completion_tokens']} tokens, "
-               f"{response.timings.get('decode_tokens_per_s')} tokens/s]")
-    click.echo("\n== chat (greedy, two turns) ==")
-    session = Chat(model, system="You are a concise assistant.", temperature=0, max_tokens=48)
-    for text in ("What is the capital of France?", "And of Italy?"):
-        reply = session.send(text)
-        click.echo(f"user: {text}\nmodel: {reply.content}")
-        click.echo(f"[prompt {reply.usage['prompt_tokens']} tokens, of which evaluated "
-                   f"{reply.usage['prompt_tokens_evaluated']}]")
+    facts = model.facts
+    click.echo(f"model: {facts.name} ({facts.quantization}, {facts.parameters / 1e6:.0f}M parameters, "
+               f"{model.format} format) at {facts.path}")
     if not model.instruct:
-        click.echo("\n(note: the embedded 270M is a base model, not instruction-tuned; "
-                   "`gemma-edge pull gemma-3-270m-it` fetches the chat version)")
+        click.echo("A base model: it continues text rather than following instructions, so show it a pattern.")
+
+    click.echo("\n== 1. few-shot question answering, streamed (greedy) ==")
+    click.echo(FEW_SHOT, nl=False)
+    answer, gen = _stream_line(model, FEW_SHOT)
+    click.echo(f"[{gen.usage['prompt_tokens']} prompt tokens; first token after "
+               f"{gen.timings.first_token_s * 1000:.0f} ms]")
+
+    click.echo("\n== 2. KV reuse: the next question extends the same text ==")
+    click.echo(FOLLOW_UP.lstrip("\n"), nl=False)
+    _, gen = _stream_line(model, FEW_SHOT + answer + FOLLOW_UP)
+    click.echo(f"[{gen.usage['prompt_tokens']} prompt tokens, of which only {gen.prompt_evaluated} evaluated: "
+               "the rest was still in the KV cache]")
+
+    click.echo(f"\n== 3. speed: a longer continuation, streamed (greedy, repeat penalty {STORY_PENALTY}) ==")
+    click.echo(STORY, nl=False)
+    stream = model.stream(STORY, raw=True, temperature=0, repeat_penalty=STORY_PENALTY, max_tokens=48)
+    for event in stream:
+        click.echo(event["text"], nl=False)
+    timings = stream.response.timings
+    click.echo(f"\n[prompt at {timings['prefill_tokens_per_s']} tokens/s, {stream.response.usage['completion_tokens']} "
+               f"tokens generated at {timings['decode_tokens_per_s']} tokens/s on {model.engine.n_threads} threads; "
+               "`gemma-edge bench` compares with raw llama.cpp]")
+
+    click.echo(f"\n== 4. the prompt an instruct model gets ({model.format} format, byte for byte) ==")
+    conversation = [{"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "What is the capital of France?"}]
+    click.echo(json.dumps(conversation, ensure_ascii=False))
+    from gemma_edge.formats import render_prompt
+
+    click.echo(render_prompt(conversation, format=model.format), nl=False)
+    click.echo("[equal to transformers' apply_chat_template with the official template; "
+               f"`gemma-edge template --format {model.format}` shows any conversation]")
+
+    click.echo("\n== 5. a Gemma 4 reply with thinking and a tool call, parsed ==")
+    output = _gemma4_reply()
+    click.echo(output)
+    from gemma_edge.parsing import parse_response
+
+    click.echo(json.dumps(parse_response(output, format="gemma4-large", enable_thinking=True), ensure_ascii=False))
+    click.echo("\nFor a model that follows instructions: `gemma-edge pull gemma-3-270m-it`, then "
+               "`gemma-edge chat -m gemma-3-270m-it` (`gemma-edge list` shows the others).")
+
+
+def _stream_line(model, prompt: str):
+    """Stream a greedy raw completion to stdout until its first line ends; returns the line and the
+    engine's generation (token counts and timings)."""
+    from contextlib import closing
+
+    stream = model.stream(prompt, raw=True, temperature=0, max_tokens=24)
+    line = ""
+    with closing(iter(stream)) as events:
+        for event in events:
+            piece, newline, _ = event["text"].partition("\n")
+            line += piece
+            click.echo(piece, nl=bool(newline))
+            if newline:
+                break
+        else:
+            click.echo("")
+    return line, stream.generation
+
+
+def _gemma4_reply() -> str:
+    """What a Gemma 4 model writes when it thinks and then calls a tool: the thought channel from the
+    output syntax's markers, the call as the Gemma 4 format renders it."""
+    from gemma_edge.formats import render_prompt
+    from gemma_edge.formats.samples import WEATHER_CALL, WEATHER_TOOL
+    from gemma_edge.parsing import syntax_for
+
+    syntax = syntax_for("gemma4-large")
+    history = render_prompt([{"role": "user", "content": "Weather in Paris?"},
+                             {"role": "assistant", "tool_calls": [WEATHER_CALL]}],
+                            format="gemma4-large", tools=[WEATHER_TOOL], add_generation_prompt=False)
+    call = history[history.index(syntax.call_open):history.index(syntax.call_close) + len(syntax.call_close)]
+    thought = "The user wants the weather in Paris; the get_weather tool gives it."
+    return f"{syntax.channel_open}{syntax.channel_label}{thought}{syntax.channel_close}{call}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,13 +29,34 @@ def run_subprocess(*args, input=None, env=None, timeout=120):
 def test_run_json_validates_against_schema_and_equals_api(model):
     import jsonschema
 
-    result = invoke("run", "Name a fruit.", "--json", "-t", "0", "-n", "12", "--ctx-size", "1024")
+    result = invoke("run", "Name a fruit.", "--chat", "--json", "-t", "0", "-n", "12", "--ctx-size", "1024")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     jsonschema.validate(doc, SCHEMA)
     expected = model.generate("Name a fruit.", temperature=0, max_tokens=12)
     assert doc["content"] == expected.content
     assert doc["usage"]["completion_tokens"] == expected.usage["completion_tokens"]
+
+
+def test_run_on_a_base_model_continues_the_text(model):
+    # The embedded 270M is a base model: `run` continues the prompt (one note line), exactly as
+    # --raw does; --chat (or a system prompt) puts it in the turn format.
+    assert not model.instruct
+    prompt = "Q: What is the capital of Japan?\nA: Tokyo\nQ: What is the capital of France?\nA:"
+    continued = invoke("run", prompt, "--json", "-t", "0", "-n", "6", "--ctx-size", "1024")
+    assert continued.exit_code == 0, continued.output
+    assert json.loads(continued.stdout)["content"] == model.generate(prompt, raw=True, temperature=0,
+                                                                     max_tokens=6).content
+    notes = continued.stderr.strip().splitlines()
+    assert len(notes) == 1 and "base model: continuing your text" in notes[0] and "--chat" in notes[0]
+    chatted = invoke("run", prompt, "--chat", "--json", "-t", "0", "-n", "6", "--ctx-size", "1024")
+    assert json.loads(chatted.stdout)["content"] == model.generate(prompt, temperature=0, max_tokens=6).content
+    system = invoke("run", prompt, "-s", "Be brief.", "--json", "-t", "0", "-n", "6", "--ctx-size", "1024")
+    expected = model.generate([{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
+                              temperature=0, max_tokens=6)
+    assert json.loads(system.stdout)["content"] == expected.content
+    both = invoke("run", prompt, "--raw", "--chat")
+    assert both.exit_code == 2 and "exclude each other" in both.stderr
 
 
 def test_run_reads_stdin_in_a_real_subprocess(model):
@@ -185,3 +207,30 @@ def test_ctrl_c_stops_the_reply_not_the_chat(tmp_path):
     assert proc.returncode == 0, err
     assert "(stopped)" in err and "Traceback" not in err
     assert json.loads(saved.read_text())["messages"] == []  # the interrupted exchange left no trace
+
+
+def test_demo_shows_live_results(model):
+    # Every line of the demo comes from a live run: check each section against the API and the parser.
+    from gemma_edge.cli.generate import FEW_SHOT, FOLLOW_UP
+    from gemma_edge.parsing import parse_response
+
+    result = invoke("demo")
+    assert result.exit_code == 0, result.output
+    sections = result.stdout.split("\n== ")
+    answer = model.generate(FEW_SHOT, raw=True, temperature=0, max_tokens=24).content.split("\n")[0]
+    assert FEW_SHOT + answer + "\n" in sections[1] and answer.strip()
+    follow = model.generate(FEW_SHOT + answer + FOLLOW_UP, raw=True, temperature=0, max_tokens=24).content
+    assert FOLLOW_UP.lstrip("\n") + follow.split("\n")[0] + "\n" in sections[2]
+    evaluated = re.search(r"\[(\d+) prompt tokens, of which only (\d+) evaluated", sections[2])
+    assert evaluated and int(evaluated.group(2)) < int(evaluated.group(1))
+    conversation = json.loads(sections[4].splitlines()[1])
+    assert model.format in sections[4].splitlines()[0]
+    from gemma_edge.formats import render_prompt
+
+    assert render_prompt(conversation, format=model.format) in sections[4]
+    lines = sections[5].splitlines()
+    raw = "\n".join(lines[1:lines.index(next(l for l in lines if l.startswith("{")))])
+    parsed = json.loads(next(l for l in lines if l.startswith("{")))
+    assert parsed == parse_response(raw, format="gemma4-large", enable_thinking=True)
+    assert parsed["thinking"] and parsed["tool_calls"] and parsed["tool_calls"][0]["function"]["name"]
+    assert "gemma-edge pull" in sections[5]
