@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from gemma_edge.server import schema
 from gemma_edge.server.errors import RequestError
@@ -20,6 +20,7 @@ def whole_text_cut(text: str, stops: list[str]) -> str:
 
 @given(pieces=st.lists(st.text(alphabet="ab\n.", max_size=5), max_size=12),
        stops=st.lists(st.text(alphabet="ab\n.", min_size=1, max_size=3), min_size=1, max_size=4))
+@example(pieces=[".", "\n", "a"], stops=["\n", ".\na"])  # a longer stop starting before a shorter one's hit
 def test_streamed_stop_filter_equals_the_whole_text_cut(pieces, stops):
     f = StopFilter(stops)
     out = "".join(f.feed(p) for p in pieces)
