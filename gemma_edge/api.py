@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from gemma_edge.engine import Engine, Generation
 from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError
@@ -62,26 +62,55 @@ class ResponseStream:
 
 
 class ThinkingBudget:
-    """After `budget` tokens inside the thought channel, force the channel's closing marker (as
-    llama.cpp's reasoning budget does) so the model moves on to its answer."""
+    """After `budget` thinking tokens inside the thought channel, force the channel's closing
+    marker (as llama.cpp's reasoning budget does) so the model moves on to its answer.
 
-    def __init__(self, open_id: int, close_id: int, budget: int, starts_inside: bool):
-        self.open_id, self.close_id, self.budget = open_id, close_id, budget
-        self.inside, self.count, self.seen = starts_inside, 0, 0
+    The channel's label name (`thought`) is not thinking: counting starts after it, so a budget of
+    0 closes the channel right after the label (`<|channel>thought<channel|>`, which parses to no
+    thinking). `prefill` is what the prompt already wrote inside a channel it left open (None:
+    the output starts outside one); `piece(token)` is a token's text."""
+
+    def __init__(self, open_id: int, close_id: int, budget: int, label: str,
+                 piece: Callable[[int], str], prefill: str | None = None):
+        self.open_id, self.close_id, self.budget, self.label, self.piece = open_id, close_id, budget, label, piece
+        self.seen = 0
+        self.inside = prefill is not None
+        self._start(prefill or "")
+
+    def _start(self, head: str) -> None:
+        """A block starts with `head` written: the label may still be coming while `head` is a
+        proper prefix of it."""
+        self.count, self.in_head = 0, 0
+        self.head = head if len(head) < len(self.label) and self.label.startswith(head) else None
 
     def __call__(self, generated: list[int]) -> list[int] | None:
         for token in generated[self.seen:]:
             if token == self.open_id:
-                self.inside, self.count = True, 0
+                self.inside = True
+                self._start("")
             elif token == self.close_id:
                 self.inside = False
+            elif self.inside and self.head is not None:
+                self._label_token(token)
             elif self.inside:
                 self.count += 1
         self.seen = len(generated)
-        if self.inside and self.count >= self.budget:
+        if self.inside and self.head is None and self.count >= self.budget:
             self.inside = False
             return [self.close_id]
         return None
+
+    def _label_token(self, token: int) -> None:
+        head = self.head + self.piece(token)
+        self.in_head += 1
+        if len(head) < len(self.label) and self.label.startswith(head):
+            self.head = head
+            return
+        self.head = None
+        if head.startswith(self.label):  # the label is complete; a token running past it counts
+            self.count = 1 if len(head) > len(self.label) else 0
+        else:  # no label: every token of the block so far was thinking
+            self.count = self.in_head
 
 
 class Model:
@@ -210,12 +239,16 @@ class Model:
                              max_tool_rounds=max_tool_rounds, **kw)
 
     def _thinking_budget(self, budget: int, prompt_tail: str) -> ThinkingBudget:
-        open_id = self.engine.special_id("<|channel>")
-        close_id = self.engine.special_id("<channel|>")
+        from gemma_edge.parsing import syntax_for
+
+        syntax = syntax_for(self.format)
+        open_id = self.engine.special_id(syntax.channel_open) if syntax.supports_thinking else None
+        close_id = self.engine.special_id(syntax.channel_close) if syntax.supports_thinking else None
         if open_id is None or close_id is None:
             raise GemmaEdgeError(f"{self.facts.name} has no thought channel: a thinking budget needs a Gemma 4 model")
-        starts_inside = prompt_tail.rstrip().endswith("<|channel>thought")
-        return ThinkingBudget(open_id, close_id, budget, starts_inside)
+        return ThinkingBudget(open_id, close_id, budget, syntax.channel_name,
+                              lambda token: self.engine.detokenize([token]),
+                              syntax.open_channel_prefill(prompt_tail))
 
     def close(self) -> None:
         self.engine.close()

@@ -13,7 +13,7 @@ Repairs, each applied only where the reading is unambiguous and recorded by name
   quoted_key               `"key":`, `'key':` or delimiter-quoted keys
   single_quoted_value      `'value'` (a dangling string delimiter right after it is dropped)
   bare_string_value        an unquoted, possibly multi-line value for a parameter the request's
-                           tool declares as a string
+                           tool declares as a string, kept verbatim from the separator on
   duplicated_name          `call:NAME:NAME{…}` (or `call:call:NAME{…}`)
 Anything else is a `CallError`: the caller reports the raw block and returns no call.
 """
@@ -145,11 +145,10 @@ class _ArgsReader:
                 self._repair("equals_separator")
             elif i >= self.n or self.s[i] != ":":
                 raise CallError(f"expected ':' after key {key!r}")
-            i = self._ws(i + 1)
             if top and self.decl is not None and key in self.decl.string_params:
-                value, i = self._read_string_param(i, key)
+                value, i = self._read_string_param(i + 1, key)
             else:
-                value, i = self._read_value(i)
+                value, i = self._read_value(self._ws(i + 1))
             out[key] = value
             i = self._ws(i)
             if i >= self.n:
@@ -282,11 +281,12 @@ class _ArgsReader:
         raise CallError("unclosed single-quoted value")
 
     def _read_string_param(self, i: int, key: str) -> tuple[Any, int]:
-        """A value for a parameter declared as a string: parsed normally when it is a well-formed
-        value, else taken bare up to the next declared key or the end of the arguments."""
+        """A value for a parameter declared as a string (`i`: right after the separator): parsed
+        normally when it is a well-formed value, else taken bare, verbatim from the separator up to
+        the next declared key or the end of the arguments."""
         try:
             saved = (list(self.repairs), list(self.open))
-            value, end = self._read_value(i)
+            value, end = self._read_value(self._ws(i))
             if self._at_boundary(end):
                 return value, end
         except CallError:
@@ -305,9 +305,9 @@ class _ArgsReader:
                 stop = m.start()
         if stop is None:
             tail = s[i:].rstrip(_WS)
-            stop = i + len(tail) - 1 if tail.endswith("}") and len(self.open) == 1 else i + len(tail)
-        value = s[i:stop].strip(_WS)
-        if not value:
+            stop = i + len(tail) - 1 if tail.endswith("}") and len(self.open) == 1 else self.n
+        value = s[i:stop]  # verbatim, leading newlines included (what Ollama's repair keeps)
+        if not value.strip(_WS):
             raise CallError(f"missing value for {key!r}")
         if self.delim and self.delim in value:
             raise CallError(f"cannot tell where the value of {key!r} ends")

@@ -83,6 +83,7 @@ class StreamParser:
         self._after_call = False  # CONTENT: nothing but whitespace since the last call block
         self._label = ""          # THINKING: start of a block, until the label is decided
         self._label_open = False
+        self._label_given = 0     # how much of self._label the prompt wrote (never output)
         self._state = CONTENT
         markers = syntax.all_markers()
         self._text_re = _alternation(markers)
@@ -95,10 +96,9 @@ class StreamParser:
         self._call_prefixes = _Prefixes(call_ends)
         self._first_chars = "".join(sorted({m[0] for m in markers}))
         self._closed: dict | None = None
-        if syntax.supports_thinking and prompt_tail:
-            opened = prompt_tail.rfind(syntax.channel_open)
-            if opened >= 0 and prompt_tail.find(syntax.channel_close, opened) < 0:
-                self._open_channel(prompt_tail[opened + len(syntax.channel_open):])
+        prefill = syntax.open_channel_prefill(prompt_tail)
+        if prefill is not None:
+            self._open_channel(prefill)
 
     # public ---------------------------------------------------------------------------------
     def feed(self, delta: str) -> list[dict]:
@@ -224,12 +224,17 @@ class StreamParser:
             if marker == syn.channel_close:
                 self._end_channel()
                 self._state = CONTENT
+            elif marker == syn.channel_open:
+                self._end_channel()  # a repeated opener: the block ends, a new one starts
+                self._open_channel("")
             else:
                 self._thought_text(marker)
             return
         if marker == syn.channel_open:
             self._after_call = False
             self._open_channel("")
+        elif marker == syn.channel_close:
+            pass  # a close with no block open: nothing to close, never text
         elif marker == syn.call_open:
             self._state = CALL
             self._region = []
@@ -247,10 +252,11 @@ class StreamParser:
         self._state = THINKING
         label = self._syn.channel_label
         self._label = ""
+        self._label_given = 0
         self._label_open = bool(label)
         if prefill:
             if label.startswith(prefill) and len(prefill) < len(label):
-                self._label = prefill
+                self._label, self._label_given = prefill, len(prefill)
             else:
                 self._label_open = False  # decided by the prompt; none of it is output
 
@@ -261,8 +267,8 @@ class StreamParser:
             if len(self._label) < len(label) and label.startswith(self._label):
                 return
             self._label_open = False
-            text = self._label[len(label):] if self._label.startswith(label) else self._label
-            self._label = ""
+            held, self._label = self._label, ""
+            text = held[len(label):] if held.startswith(label) else held[self._label_given:]
         self._emit_thinking(text)
 
     def _emit_thinking(self, text: str) -> None:
@@ -272,9 +278,12 @@ class StreamParser:
 
     def _end_channel(self) -> None:
         if self._label_open:
+            # The block ends while its start may still be the label: the label's name alone
+            # (`<|channel>thought<channel|>`) is the label, anything else is thought text.
             self._label_open = False
-            rest, self._label = self._label, ""
-            self._emit_thinking(rest)
+            held, self._label = self._label, ""
+            if held != self._syn.channel_name:
+                self._emit_thinking(held[self._label_given:])
         self._thinking.end_block()
 
     # tool calls -----------------------------------------------------------------------------

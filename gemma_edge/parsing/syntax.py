@@ -32,6 +32,22 @@ class OutputSyntax:
     def supports_calls(self) -> bool:
         return bool(self.call_open)
 
+    @property
+    def channel_name(self) -> str:
+        """The label without its line break (`thought`): a block holding only this is empty, and a
+        thinking budget starts counting after it."""
+        return self.channel_label.rstrip("\n")
+
+    def open_channel_prefill(self, prompt_tail: str | None) -> str | None:
+        """What the prompt already wrote inside a channel block it left open (normally `thought\n`),
+        or None when the prompt does not end inside one."""
+        if not (self.supports_thinking and prompt_tail):
+            return None
+        opened = prompt_tail.rfind(self.channel_open)
+        if opened < 0 or prompt_tail.find(self.channel_close, opened) >= 0:
+            return None
+        return prompt_tail[opened + len(self.channel_open):]
+
     def all_markers(self) -> tuple[str, ...]:
         """Every marker string of the family, so no text delta ever carries a piece of one."""
         found = [*self.end_markers, self.channel_open, self.channel_close, self.call_open,

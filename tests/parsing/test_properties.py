@@ -109,6 +109,25 @@ def test_any_chunking_reassembles_to_whole_parse(text, cuts, fmt, opts):
     check_stream(list(text), fmt, **opts)
 
 
+# Degenerate channel markup: openers, closers and labels in any order and number, around text that
+# holds no '<' or '>' (so no marker can be formed by joining text across a dropped marker).
+plain_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="<>"),
+                     max_size=12)
+channel_pieces = st.one_of(plain_text, st.sampled_from(
+    ["<|channel>", "<channel|>", "<|channel>thought", "<|channel>thought\n", "thought", "thought\n", "\n", " ",
+     "<turn|>", "<|tool_call>call:f{a:1}<tool_call|>", "<|tool_response>"]))
+
+
+@SETTINGS
+@given(text=st.lists(channel_pieces, max_size=20).map("".join),
+       cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=20), opts=options)
+def test_channel_markers_never_reach_thinking_or_content(text, cuts, opts):
+    for pieces in (_split(text, cuts), list(text)):
+        whole = check_stream(pieces, "gemma4", **opts)
+        for field in (whole["content"], whole["thinking"] or ""):
+            assert "<|channel>" not in field and "<channel|>" not in field
+
+
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(st.text(max_size=10_000), st.text(min_size=2_000, max_size=10_000),

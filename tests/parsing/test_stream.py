@@ -15,7 +15,9 @@ OUTPUTS = [
     "<|channel>thought\ncut off mid-thou",
     "Plain answer with < and <| and <turn but no markers.",
     "A\n\n<|tool_call>call:f{a:1}\n\nB <|tool_response>  ",
-    "Answer <tool_call|> stray <channel|> markers <|\"|> stay text",
+    "Answer <tool_call|> stray markers <|\"|> stay text",
+    "<channel|>Stray <channel|>closes <|channel><|channel>thought\nand openers<channel|> vanish",
+    "<|channel>thought<channel|>Budget zero.",
 ]
 
 
@@ -38,6 +40,13 @@ def test_partial_marker_is_held_back():
     assert parser.feed("nel|> Bye") == [{"type": "content", "text": "  Bye"}]
     assert parser.close() == {"role": "assistant", "thinking": "hmm, ok", "content": "Hello  Bye",
                               "tool_calls": [], "errors": []}
+
+
+def test_label_name_alone_is_never_emitted():
+    parser = StreamParser("gemma4", enable_thinking=True)
+    assert parser.feed("<|channel>thought") == []        # label, or the start of a thought?
+    assert parser.feed("<channel|>Hi") == [{"type": "content", "text": "Hi"}]
+    assert parser.close()["thinking"] is None
 
 
 def test_tool_call_event_only_when_complete():

@@ -65,6 +65,14 @@ def test_scripted_tool_loop_parses_streamed_calls_and_feeds_results_back(gemma4)
     assert "<|tool_response>response:get_weather{" in prompt
 
 
+def label_end(model, tokens, opened):
+    """The index just past the tokens after the opener that spell the label's name `thought`."""
+    for end in range(opened + 1, len(tokens)):
+        if model.engine.detokenize(tokens[opened + 1:end + 1]) == "thought":
+            return end + 1
+    raise AssertionError("no `thought` label after the channel opener")
+
+
 @pytest.mark.parametrize("budget", [3, 7])
 def test_thinking_budget_closes_the_channel_after_exactly_n_tokens(gemma4, budget):
     channel, end_channel = ids(gemma4, "<|channel>", "<channel|>")
@@ -74,12 +82,26 @@ def test_thinking_budget_closes_the_channel_after_exactly_n_tokens(gemma4, budge
     events = list(stream)
     tokens = stream.generation.tokens
     opened, closed = tokens.index(channel), tokens.index(end_channel)
-    assert closed - opened - 1 == budget
+    assert closed - label_end(gemma4, tokens, opened) == budget  # the label is not thinking
     response = stream.response
     assert response.content == "Answer."
     assert response.thinking is not None and response.finish_reason == "stop"
     streamed = "".join(e["text"] for e in events if e["type"] == "thinking")
     assert streamed.strip() == response.thinking
+
+
+def test_thinking_budget_zero_closes_the_channel_right_after_its_label(gemma4):
+    """`--thinking-budget 0`: the grammar lets the model think after the label; the budget forces
+    `<channel|>` right after it, and the label-only block parses to no thinking."""
+    channel, end_channel = ids(gemma4, "<|channel>", "<channel|>")
+    grammar = f'root ::= <[{channel}]> "thought" ("\\n" [a-z ]+)? <[{end_channel}]> "Answer."'
+    stream = gemma4.stream("Think, then answer.", enable_thinking=True, thinking_budget=0, grammar=grammar,
+                           temperature=0, max_tokens=60)
+    events = list(stream)
+    assert gemma4.engine.detokenize(stream.generation.tokens) == "<|channel>thought<channel|>Answer."
+    response = stream.response
+    assert (response.thinking, response.content, response.finish_reason) == (None, "Answer.", "stop")
+    assert [e for e in events if e["type"] == "thinking"] == []
 
 
 def test_thinking_off_drops_a_thought_channel_the_model_emits_anyway(gemma4):
