@@ -122,7 +122,8 @@ def generation_options(fn):
         click.option("--think/--no-think", "think", default=None,
                      help="Let the model think before answering (Gemma 4; default from models.yaml)."),
         click.option("--thinking-budget", type=click.IntRange(min=0), default=None, metavar="N",
-                     help="Close the thought channel after N thinking tokens, then let the model answer."),
+                     help="Close the thought channel after N thinking tokens (its `thought` label not counted; "
+                          "0 closes it right after the label), then let the model answer."),
     ]
     for option in reversed(options):
         fn = option(fn)
