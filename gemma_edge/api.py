@@ -65,22 +65,24 @@ class ThinkingBudget:
     """After `budget` thinking tokens inside the thought channel, force the channel's closing
     marker (as llama.cpp's reasoning budget does) so the model moves on to its answer.
 
-    The channel's label name (`thought`) is not thinking: counting starts after it, so a budget of
-    0 closes the channel right after the label (`<|channel>thought<channel|>`, which parses to no
-    thinking). `prefill` is what the prompt already wrote inside a channel it left open (None:
-    the output starts outside one); `piece(token)` is a token's text."""
+    The channel's label (`thought\n`) is not thinking: counting starts after it, and a budget of 0
+    closes the channel as soon as the label's name is written (`<|channel>thought<channel|>`,
+    which parses to no thinking). A block that turns out not to start with the label counts from
+    its opener. `prefill` is what the prompt already wrote inside a channel it left open (None: the
+    output starts outside one); `piece(token)` is a token's text."""
 
     def __init__(self, open_id: int, close_id: int, budget: int, label: str,
                  piece: Callable[[int], str], prefill: str | None = None):
-        self.open_id, self.close_id, self.budget, self.label, self.piece = open_id, close_id, budget, label, piece
+        self.open_id, self.close_id, self.budget, self.piece = open_id, close_id, budget, piece
+        self.label, self.name = label, label.rstrip("\n")
         self.seen = 0
         self.inside = prefill is not None
         self._start(prefill or "")
 
     def _start(self, head: str) -> None:
-        """A block starts with `head` written: the label may still be coming while `head` is a
-        proper prefix of it."""
-        self.count, self.in_head = 0, 0
+        """A block starts with `head` written; the label is undecided while `head` is a proper
+        prefix of it (`self.head` is None once decided)."""
+        self.count, self.head_tokens = 0, 0
         self.head = head if len(head) < len(self.label) and self.label.startswith(head) else None
 
     def __call__(self, generated: list[int]) -> list[int] | None:
@@ -95,14 +97,15 @@ class ThinkingBudget:
             elif self.inside:
                 self.count += 1
         self.seen = len(generated)
-        if self.inside and self.head is None and self.count >= self.budget:
+        spent = self.count >= self.budget if self.head is None else self.budget == 0 and self.head == self.name
+        if self.inside and spent:
             self.inside = False
             return [self.close_id]
         return None
 
     def _label_token(self, token: int) -> None:
         head = self.head + self.piece(token)
-        self.in_head += 1
+        self.head_tokens += 1
         if len(head) < len(self.label) and self.label.startswith(head):
             self.head = head
             return
@@ -110,7 +113,7 @@ class ThinkingBudget:
         if head.startswith(self.label):  # the label is complete; a token running past it counts
             self.count = 1 if len(head) > len(self.label) else 0
         else:  # no label: every token of the block so far was thinking
-            self.count = self.in_head
+            self.count = self.head_tokens
 
 
 class Model:
@@ -246,7 +249,7 @@ class Model:
         close_id = self.engine.special_id(syntax.channel_close) if syntax.supports_thinking else None
         if open_id is None or close_id is None:
             raise GemmaEdgeError(f"{self.facts.name} has no thought channel: a thinking budget needs a Gemma 4 model")
-        return ThinkingBudget(open_id, close_id, budget, syntax.channel_name,
+        return ThinkingBudget(open_id, close_id, budget, syntax.channel_label,
                               lambda token: self.engine.detokenize([token]),
                               syntax.open_channel_prefill(prompt_tail))
 

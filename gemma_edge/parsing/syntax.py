@@ -34,8 +34,8 @@ class OutputSyntax:
 
     @property
     def channel_name(self) -> str:
-        """The label without its line break (`thought`): a block holding only this is empty, and a
-        thinking budget starts counting after it."""
+        """The label without its line break (`thought`): a block holding only this is empty (what
+        a thinking budget of 0 writes)."""
         return self.channel_label.rstrip("\n")
 
     def open_channel_prefill(self, prompt_tail: str | None) -> str | None:

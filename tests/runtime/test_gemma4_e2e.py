@@ -66,10 +66,12 @@ def test_scripted_tool_loop_parses_streamed_calls_and_feeds_results_back(gemma4)
 
 
 def label_end(model, tokens, opened):
-    """The index just past the tokens after the opener that spell the label's name `thought`."""
-    for end in range(opened + 1, len(tokens)):
-        if model.engine.detokenize(tokens[opened + 1:end + 1]) == "thought":
-            return end + 1
+    """The index of the first token after the opener that is not part of the label `thought\\n`
+    (a token running past the label counts as thinking)."""
+    for end in range(opened + 2, len(tokens) + 1):
+        text = model.engine.detokenize(tokens[opened + 1:end])
+        if text.startswith("thought\n"):
+            return end if text == "thought\n" else end - 1
     raise AssertionError("no `thought` label after the channel opener")
 
 
