@@ -1,6 +1,6 @@
 # The two first-run commands (README): `make demo` and `make test`. Both set up .venv/ themselves.
+# The oracle tests' reference material is vendored in tests/reference/ (GEMMA_EDGE_REFERENCE overrides it).
 PY := .venv/bin/python
-REFERENCE ?= $(or $(GEMMA_EDGE_REFERENCE),$(CURDIR)/../shared/reference)
 
 .PHONY: demo test test-fast venv bench clean
 
@@ -10,11 +10,11 @@ demo:
 
 test:
 	@scripts/setup-venv.sh test
-	@GEMMA_EDGE_REFERENCE=$(REFERENCE) $(PY) -m pytest
+	@$(PY) -m pytest
 
 test-fast:
 	@scripts/setup-venv.sh test
-	@GEMMA_EDGE_REFERENCE=$(REFERENCE) $(PY) -m pytest -m "not slow"
+	@$(PY) -m pytest -m "not slow"
 
 bench:
 	@scripts/setup-venv.sh test

@@ -47,8 +47,9 @@ def sample_output(size: int = SIZE) -> str:
 def token_pieces(text: str) -> tuple[list[str], str]:
     """The text as detokenized Gemma 4 tokens (incremental UTF-8), or 4-character chunks when the
     vocabulary is not available."""
-    vocab_path = Path(os.environ.get("GEMMA_EDGE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
-    vocab_path = vocab_path / "vocab" / "ggml-vocab-gemma-4.gguf"
+    from tests.reference import gemma4_vocab_path
+
+    vocab_path = gemma4_vocab_path()
     try:
         import llama_cpp
 

@@ -61,7 +61,9 @@ def timed(fn, runs: int = RUNS) -> dict:
 
 
 def official_baseline(format_name: str, messages, tools):
-    reference = Path(os.environ.get("GEMMA_EDGE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+    from tests.reference import reference_dir
+
+    reference = reference_dir()
     name = OFFICIAL_TEMPLATES.get(format_name)
     if name is None or not (reference / "templates" / name).exists():
         return None

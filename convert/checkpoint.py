@@ -1,4 +1,4 @@
-"""A Hugging Face checkpoint directory, read without torch or transformers (converter-spec.md §1.1-1.2).
+"""A Hugging Face checkpoint directory, read without torch or transformers (docs/converter-spec.md §1.1-1.2).
 
 * ``config.json`` → the raw config with ``text_config`` merged over the top level (text keys win) and
   ``architectures[0]``; generation defaults are applied later by the generation (``Generation.hparams``).

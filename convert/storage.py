@@ -1,4 +1,4 @@
-"""Which GGML type each tensor is stored as, and encoding float32 rows into it (converter-spec.md §1.3).
+"""Which GGML type each tensor is stored as, and encoding float32 rows into it (docs/converter-spec.md §1.3).
 
 The converter itself writes only the lossless-ish types numpy can produce bit-exactly like llama.cpp's
 reference (F32, F16, BF16, Q8_0, via gguf-py's ``quants`` — the code the reference runs); K- and

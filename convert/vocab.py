@@ -1,4 +1,4 @@
-"""Tokenizer files → GGUF vocabulary for the SentencePiece Gemmas (1, 2, 3, 3n); converter-spec.md §2.1.
+"""Tokenizer files → GGUF vocabulary for the SentencePiece Gemmas (1, 2, 3, 3n); docs/converter-spec.md §2.1.
 
 The token list reproduces llama.cpp's reference (``_create_vocab_sentencepiece``): ``vocab_size`` slots
 pre-filled with ``[PADi]``/UNUSED, SentencePiece pieces with their scores and types, ``added_tokens.json``

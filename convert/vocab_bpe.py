@@ -1,4 +1,4 @@
-"""``tokenizer.json`` (byte-fallback BPE) → the ``gemma4`` GGUF vocabulary; converter-spec.md §2.2.
+"""``tokenizer.json`` (byte-fallback BPE) → the ``gemma4`` GGUF vocabulary; docs/converter-spec.md §2.2.
 
 llama.cpp's reference converter builds this vocabulary through transformers (``LlamaHfVocab``); this module
 reads the same facts from the files themselves:

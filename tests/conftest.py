@@ -1,4 +1,5 @@
-"""Shared fixtures: where the reference material lives, the embedded real model, CI strictness."""
+"""Shared fixtures: the reference material (vendored in tests/reference/), the embedded real model,
+CI strictness."""
 from __future__ import annotations
 
 import os
@@ -6,23 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.reference import gemma4_vocab_path as vocab_path
+from tests.reference import reference_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def reference_dir() -> Path:
-    return Path(os.environ.get("GEMMA_EDGE_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
-
-
 def require_reference(sub: str = "") -> Path:
-    """The reference folder (official templates, Gemma 4 vocab). Absent on a user's machine: skip
-    with the reason; absent in CI: fail, because a skipped oracle test proves nothing."""
+    """The reference folder (official templates, Gemma 4 vocab), vendored in tests/reference/.
+    Missing (a GEMMA_EDGE_REFERENCE pointing elsewhere, a damaged checkout) is a failure: a
+    skipped oracle test proves nothing."""
     path = reference_dir() / sub
     if not path.exists():
-        message = f"reference material not found at {path} (set GEMMA_EDGE_REFERENCE)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"reference material not found at {path} (vendored in tests/reference/; "
+                    f"GEMMA_EDGE_REFERENCE overrides it)")
     return path
 
 
@@ -38,7 +37,8 @@ def templates_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def gemma4_vocab_path() -> Path:
-    return require_reference("vocab") / "ggml-vocab-gemma-4.gguf"
+    require_reference("vocab")
+    return vocab_path()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Gemma 1 (``GemmaForCausalLM``) → llama.cpp arch ``gemma`` (converter-spec.md §3)."""
+"""Gemma 1 (``GemmaForCausalLM``) → llama.cpp arch ``gemma`` (docs/converter-spec.md §3)."""
 from __future__ import annotations
 
 from convert.generations.base import Field, Generation, HParams, TensorRule, f32, rope_parameters, top_rule

@@ -1,4 +1,4 @@
-"""Gemma 2 (``Gemma2ForCausalLM``) → llama.cpp arch ``gemma2`` (converter-spec.md §4)."""
+"""Gemma 2 (``Gemma2ForCausalLM``) → llama.cpp arch ``gemma2`` (docs/converter-spec.md §4)."""
 from __future__ import annotations
 
 from convert.generations.base import (

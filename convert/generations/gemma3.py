@@ -1,5 +1,5 @@
 """Gemma 3 (``Gemma3ForCausalLM``: 270M/1B/text exports; the text part of
-``Gemma3ForConditionalGeneration``: 4B/12B/27B) → llama.cpp arch ``gemma3`` (converter-spec.md §5)."""
+``Gemma3ForConditionalGeneration``: 4B/12B/27B) → llama.cpp arch ``gemma3`` (docs/converter-spec.md §5)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

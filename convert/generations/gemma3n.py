@@ -1,5 +1,5 @@
 """Gemma 3n (``Gemma3nForCausalLM``; the text part of ``Gemma3nForConditionalGeneration``) → llama.cpp arch
-``gemma3n`` (converter-spec.md §6).
+``gemma3n`` (docs/converter-spec.md §6).
 
 Gemma 3n adds altup (4 parallel residual streams; the 3 extra projections in and out are stacked into one
 tensor each), laurel (a low-rank residual branch), per-layer inputs (a second embedding table with 256

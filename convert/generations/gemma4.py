@@ -1,5 +1,5 @@
 """Gemma 4 (``Gemma4ForCausalLM``; the text part of ``Gemma4ForConditionalGeneration``) → llama.cpp arch
-``gemma4`` (converter-spec.md §7): dense 31B-like, E2B/E4B-like and MoE 26B-A4B-like checkpoints.
+``gemma4`` (docs/converter-spec.md §7): dense 31B-like, E2B/E4B-like and MoE 26B-A4B-like checkpoints.
 
 What makes Gemma 4 different from Gemma 3, and where each piece is handled here:
 * full-attention layers have their own head dim (``global_head_dim``, or the full layers' ``head_dim`` in

@@ -1,5 +1,5 @@
 """Gemma 3 vision (SigLIP encoder + average-pool / RMSNorm / linear projector) → mmproj projector type
-``gemma3`` (converter-spec.md §11; runtime: llama.cpp ``tools/mtmd/models/siglip.cpp``).
+``gemma3`` (docs/converter-spec.md §11; runtime: llama.cpp ``tools/mtmd/models/siglip.cpp``).
 
 Every tensor layout is read: legacy ``vision_tower.vision_model.*`` / ``multi_modal_projector.*``,
 the ``model.``-prefixed one (the pipeline strips ``model.``), and ``vision_tower.*`` without

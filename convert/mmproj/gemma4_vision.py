@@ -1,4 +1,4 @@
-"""Gemma 4 vision encoder → the ``gemma4v`` half of the mmproj (converter-spec.md §11; runtime: llama.cpp
+"""Gemma 4 vision encoder → the ``gemma4v`` half of the mmproj (docs/converter-spec.md §11; runtime: llama.cpp
 ``tools/mtmd/models/gemma4v.cpp``, loader ``clip.cpp``, dyn-size preprocessing in ``mtmd-image.cpp``).
 
 What the runtime computes (and so what a config must mean to be converted): pixels ×2−1 (the image

@@ -1,4 +1,4 @@
-"""Tiny Gemma 1/2/3 checkpoints (converter-spec.md §9.3), cached by recipe."""
+"""Tiny Gemma 1/2/3 checkpoints (docs/converter-spec.md §9.3), cached by recipe."""
 from __future__ import annotations
 
 from pathlib import Path

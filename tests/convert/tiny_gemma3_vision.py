@@ -1,6 +1,6 @@
 """A tiny seeded Gemma 3 vision-language checkpoint (``Gemma3ForConditionalGeneration``), cached by recipe.
 
-Text: the tiny Gemma 3 text model (converter-spec.md §9.3, 2 layers) and the shared tiny tokenizer
+Text: the tiny Gemma 3 text model (docs/converter-spec.md §9.3, 2 layers) and the shared tiny tokenizer
 (it has ``<start_of_image>`` / ``<end_of_image>``, the markers mtmd wraps Gemma 3 images in).
 Vision: SigLIP with 64×64 images of 8×8 patches (an 8×8 grid) pooled to ``mm_tokens_per_image`` 16 (4×4,
 so the pooling kernel is 2, not the runtime's default 4: ``clip.vision.projector.scale_factor`` is

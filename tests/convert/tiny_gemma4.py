@@ -42,7 +42,7 @@ _DENSE = dict(
     layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
     hidden_size_per_layer_input=0, final_logit_softcapping=30.0,
 )
-# Gemma 4 families, scaled down (converter-spec.md §9.3). Values are transformers config kwargs.
+# Gemma 4 families, scaled down (docs/converter-spec.md §9.3). Values are transformers config kwargs.
 RECIPES: dict[str, dict] = {
     "dense": _DENSE,
     "moe": {**_DENSE, "enable_moe_block": True, "num_experts": 4, "top_k_experts": 2,
