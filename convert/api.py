@@ -16,7 +16,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from convert.checkpoint import open_checkpoint
+from convert.checkpoint import open_checkpoint, read_config
+from convert.family import refuse_unrunnable
 from convert.generations.base import UnsupportedConfig
 from convert.mmproj.pipeline import MmprojPlan, plan_mmproj, write_mmproj
 from convert.pipeline import Summary, peak_rss_mb, plan_conversion, write_plan
@@ -78,6 +79,8 @@ def convert_checkpoint(
         raise QuantizeError(f"unknown mmproj type {mmproj_type!r}; use {', '.join(MMPROJ_TYPES)}")
     if output.exists() and not force:
         raise OutputExists(f"{output} exists (use --force to overwrite)")
+    if (hf_dir / "config.json").is_file():  # from config.json alone, before the weights are looked for
+        refuse_unrunnable(read_config(hf_dir)[2])
     checkpoint = open_checkpoint(hf_dir)
     direct = type_name in NATIVE_TYPES
     first_type = type_name if direct else intermediate_type(checkpoint.storage_dtypes)

@@ -24,6 +24,7 @@ class ConvertFailed(click.ClickException):
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from convert.checkpoint import CheckpointError
+    from convert.family import UnrunnableModel
     from convert.generations import UnsupportedArchitecture
     from convert.generations.base import UnsupportedCheckpoint, UnsupportedConfig
     from convert.quantize import QuantizeError
@@ -31,7 +32,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from convert.writer import OutputExists
 
     return (CheckpointError, UnsupportedArchitecture, UnsupportedCheckpoint, UnsupportedConfig,
-            QuantizeError, TokenizerError, OutputExists)
+            QuantizeError, TokenizerError, OutputExists, UnrunnableModel)
 
 
 def _run(action):

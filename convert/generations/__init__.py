@@ -19,6 +19,7 @@ _GENERATIONS = (
     ("convert.generations.gemma3", "GEMMA3"),
     ("convert.generations.gemma3n", "GEMMA3N"),
     ("convert.generations.gemma4", "GEMMA4"),
+    ("convert.generations.gemma4", "GEMMA4_UNIFIED"),
 )
 
 

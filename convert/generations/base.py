@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -314,9 +314,10 @@ class Generation:
     extra_tensors: Callable[[HParams, int, set[str]], list[PlannedTensor]] = _no_extra_tensors
     notes: Callable[[HParams, Sequence[str]], list[str]] = _no_notes
     block_count_key: str = "num_hidden_layers"
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # keys the architecture ignores in config.json
 
     def hparams(self, config: Mapping[str, Any]) -> HParams:
-        return HParams({**self.defaults, **config})
+        return HParams({**self.defaults, **config, **self.fixed})
 
     def block_count(self, hp: Mapping[str, Any]) -> int:
         return int(hp[self.block_count_key])

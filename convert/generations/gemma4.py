@@ -1,5 +1,6 @@
 """Gemma 4 (``Gemma4ForCausalLM``; the text part of ``Gemma4ForConditionalGeneration``) → llama.cpp arch
-``gemma4`` (docs/converter-spec.md §7): dense 31B-like, E2B/E4B-like and MoE 26B-A4B-like checkpoints.
+``gemma4`` (docs/converter-spec.md §7): dense 31B-like, E2B/E4B-like and MoE 26B-A4B-like checkpoints; and the
+text part of Gemma 4 12B "Unified" (``Gemma4UnifiedForConditionalGeneration``, :data:`GEMMA4_UNIFIED`).
 
 What makes Gemma 4 different from Gemma 3, and where each piece is handled here:
 * full-attention layers have their own head dim (``global_head_dim``, or the full layers' ``head_dim`` in
@@ -14,15 +15,25 @@ What makes Gemma 4 different from Gemma 3, and where each piece is handled here:
 * MoE: stacked experts (gate and up fused), router scale and per-expert output scale, F32 router;
 * norms are stored as they are (Gemma4RMSNorm multiplies by ``w``, no +1 shift);
 * the vocabulary is the ``gemma4`` BPE tokenizer (``convert/vocab_bpe.py``).
+
+Unified is the same decoder with its own config class (``Gemma4UnifiedTextConfig``): other defaults (window
+1024, 262,144 positions), and no per-layer embeddings or experts at all — a config saved by transformers
+5.23 omits ``hidden_size_per_layer_input`` / ``enable_moe_block`` / ``moe_intermediate_size`` (llama.cpp's
+converter then stops with a KeyError), and transformers ignores them if present. Its vocabulary adds
+``tokenizer.ggml.suppress_tokens`` from ``generation_config.json``: ids the runtime must never sample.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from convert.generations.base import (
-    ArraySource, Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, bool_array, f32,
+    ArraySource, Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, Vocab, bool_array, f32,
     i32_array, layer_rule, rope_parameters, top_rule, u32,
 )
 from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
@@ -237,4 +248,46 @@ GEMMA4 = Generation(
     vocab=gemma4_vocab,
     extra_tensors=extra_tensors,
     notes=text_only_notes,
+)
+
+
+# transformers 5.23 Gemma4UnifiedTextConfig() where it differs from Gemma4TextConfig(); the Unified decoder has
+# no per-layer embeddings and no experts whatever the config says (transformers never builds them)
+UNIFIED_DEFAULTS = {**DEFAULTS, "sliding_window": 1024, "max_position_embeddings": 262144,
+                    "use_bidirectional_attention": "vision"}
+UNIFIED_FIXED = {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": None, "enable_moe_block": False,
+                 "num_experts": None, "top_k_experts": None, "moe_intermediate_size": None}
+
+
+def suppress_tokens(directory: Path) -> list[int] | None:
+    """``generation_config.json``'s ``suppress_tokens`` (ids transformers' generate never samples), if any."""
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return None
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8")).get("suppress_tokens")
+    except (ValueError, AttributeError):
+        raise UnsupportedConfig("generation_config.json is not a valid JSON object") from None
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise UnsupportedConfig("generation_config.json's suppress_tokens must be a list of token ids")
+    return ids
+
+
+def unified_vocab(checkpoint: Any, hp: HParams) -> Vocab:
+    vocab = gemma4_vocab(checkpoint, hp)
+    ids = suppress_tokens(Path(checkpoint.directory))
+    if ids is not None:
+        vocab.fields.append(i32_array("tokenizer.ggml.suppress_tokens", ids))
+    return vocab
+
+
+GEMMA4_UNIFIED = replace(
+    GEMMA4,
+    name="gemma4-unified",
+    hf_architectures=("Gemma4UnifiedForConditionalGeneration", "Gemma4UnifiedForCausalLM"),
+    defaults=UNIFIED_DEFAULTS,
+    fixed=UNIFIED_FIXED,
+    vocab=unified_vocab,
 )

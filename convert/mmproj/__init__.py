@@ -18,6 +18,8 @@ _ENCODERS = (
     ("convert.mmproj.gemma3n_audio", "GEMMA3N_AUDIO"),
     ("convert.mmproj.gemma4_vision", "GEMMA4_VISION"),
     ("convert.mmproj.gemma4_audio", "GEMMA4_AUDIO"),
+    ("convert.mmproj.gemma4_unified", "GEMMA4_UNIFIED_VISION"),
+    ("convert.mmproj.gemma4_unified", "GEMMA4_UNIFIED_AUDIO"),
 )
 
 # the sub-configs that describe an encoder tower, in the order encoders are written

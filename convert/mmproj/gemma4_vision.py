@@ -67,7 +67,7 @@ def _head_dim(hp) -> int:
     return int(hp.get("head_dim") or int(hp["hidden_size"]) // int(hp["num_attention_heads"]))
 
 
-def _normalisation(pre) -> tuple[list[float], list[float]]:
+def normalisation(pre) -> tuple[list[float], list[float]]:
     """(mean, std) mtmd must apply: the processor's when it normalises, else the identity
     (Gemma4ImageProcessor only rescales to [0, 1]; the model itself maps to [-1, 1])."""
     if abs(float(pre.get("rescale_factor", MTMD_RESCALE)) - MTMD_RESCALE) > 1e-9 or not pre.get("do_rescale", True):
@@ -78,7 +78,7 @@ def _normalisation(pre) -> tuple[list[float], list[float]]:
     return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
 
 
-def _max_pixels(hp, pre) -> int:
+def max_pixels(hp, pre) -> int:
     """The image processor's budget in pixels of the resized image: max_soft_tokens soft tokens of
     (patch · pooling kernel)² pixels each."""
     side = int(hp["patch_size"]) * int(hp["pooling_kernel_size"])
@@ -100,7 +100,7 @@ def metadata(cfg: EncoderConfig) -> list[Field]:
                                 f"head_dim divisible by 4, got {head_dim}")
     if heads % kv_heads:
         raise UnsupportedConfig(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
-    mean, std = _normalisation(cfg.preprocessor)
+    mean, std = normalisation(cfg.preprocessor)
     fields = [
         u32("clip.vision.image_size", UNUSED_IMAGE_SIZE),
         u32("clip.vision.patch_size", hp["patch_size"]),
@@ -112,7 +112,7 @@ def metadata(cfg: EncoderConfig) -> list[Field]:
         f32_array("clip.vision.image_mean", mean),
         f32_array("clip.vision.image_std", std),
         boolean("clip.use_gelu", True),
-        u32("clip.vision.image_max_pixels", _max_pixels(hp, cfg.preprocessor)),
+        u32("clip.vision.image_max_pixels", max_pixels(hp, cfg.preprocessor)),
     ]
     # keys whose absence means the runtime's default: written only when the checkpoint differs from it
     if kv_heads != heads:

@@ -1,0 +1,105 @@
+"""The Gemma family as the converter sees it: which members it converts (and so llama.cpp runs), and for
+the members llama.cpp 0.3.36 cannot run, the reason — recognised from ``config.json`` alone.
+
+Each :class:`Member` names the ``config.json`` values that identify it (``model_type`` and/or
+``architectures[0]``). What a convertible member can do is not written here but read from the
+generation and encoder registries (``convert/generations``, ``convert/mmproj``): a member converts when
+a generation claims its architecture, sees / hears when a supported vision / audio encoder does, embeds
+when its GGUF architecture is an embedding one. A member with a ``refusal`` is refused before anything
+else is read (``UnrunnableModel``): its one line names the model and why.
+
+``tests/convert/test_family.py`` pins llama.cpp's architecture list: a llama-cpp-python that gains an
+architecture for a refused member fails that test, turning the refusal into work.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class UnrunnableModel(ValueError):
+    """A Gemma-family checkpoint llama.cpp has no runtime for; the message names the model and the reason."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    architectures: tuple[str, ...] = ()  # config.json architectures[0] values
+    model_types: tuple[str, ...] = ()  # config.json model_type values
+    refusal: str | None = None  # why llama.cpp 0.3.36 cannot run it
+
+
+_NO_ARCH = "llama.cpp 0.3.36 has no architecture for it"
+FAMILY: tuple[Member, ...] = (
+    Member("Gemma 1", ("GemmaForCausalLM",), ("gemma",)),
+    Member("Gemma 2", ("Gemma2ForCausalLM",), ("gemma2",)),
+    Member("Gemma 3 (270M, 1B; 4B-27B text + vision)", ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
+           ("gemma3", "gemma3_text")),
+    Member("Gemma 3n (E2B, E4B)", ("Gemma3nForConditionalGeneration", "Gemma3nForCausalLM"), ("gemma3n",)),
+    Member("Gemma 4 (E2B, E4B, 26B-A4B, 31B)", ("Gemma4ForConditionalGeneration", "Gemma4ForCausalLM"),
+           ("gemma4",)),
+    Member("Gemma 4 12B Unified", ("Gemma4UnifiedForConditionalGeneration", "Gemma4UnifiedForCausalLM"),
+           ("gemma4_unified",)),
+    Member("DiffusionGemma", ("DiffusionGemmaForBlockDiffusion",), ("diffusion_gemma",),
+           f"a block-diffusion decoder (it denoises whole blocks of tokens, not one next token); {_NO_ARCH}"),
+    Member("EmbeddingGemma 2", ("EmbeddingGemma2Model",), ("embedding_gemma2",),
+           f"a multimodal embedding encoder; {_NO_ARCH} (its gemma-embedding runtime is EmbeddingGemma 1's)"),
+    Member("T5Gemma", ("T5GemmaForConditionalGeneration",), ("t5gemma",),
+           f"an encoder-decoder model; llama.cpp 0.3.36 runs Gemma as a decoder only (its t5 runtime is T5's)"),
+    Member("T5Gemma 2", ("T5Gemma2ForConditionalGeneration",), ("t5gemma2",),
+           f"an encoder-decoder model; llama.cpp 0.3.36 runs Gemma as a decoder only (its t5 runtime is T5's)"),
+    Member("VaultGemma", ("VaultGemmaForCausalLM",), ("vaultgemma",),
+           f"its decoder has no post-attention / post-feed-forward norms, which every llama.cpp Gemma runtime "
+           f"applies; {_NO_ARCH}"),
+    Member("RecurrentGemma", ("RecurrentGemmaForCausalLM",), ("recurrent_gemma",),
+           f"a Griffin model (RG-LRU recurrent blocks between local-attention layers); {_NO_ARCH}"),
+    Member("PaliGemma", ("PaliGemmaForConditionalGeneration",), ("paligemma",),
+           f"a SigLIP + Gemma vision-language model whose prompt prefix attends both ways; {_NO_ARCH} "
+           "or projector"),
+    Member("ShieldGemma 2", ("ShieldGemma2ForImageClassification",), ("shieldgemma2",),
+           f"an image-safety classifier (policy yes/no scores), not a generator; {_NO_ARCH}"),
+)
+
+
+def member_for(config: Mapping[str, Any]) -> Member | None:
+    """The family member a raw ``config.json`` describes (by ``architectures[0]``, else ``model_type``)."""
+    architecture = (config.get("architectures") or [None])[0]
+    model_type = config.get("model_type")
+    for member in FAMILY:
+        if architecture in member.architectures:
+            return member
+    for member in FAMILY:
+        if model_type in member.model_types:
+            return member
+    return None
+
+
+def refuse_unrunnable(config: Mapping[str, Any]) -> None:
+    """Raise :class:`UnrunnableModel` for a member llama.cpp cannot run (one line: model and reason)."""
+    member = member_for(config)
+    if member is not None and member.refusal:
+        raise UnrunnableModel(f"{member.name} ({config.get('model_type') or member.model_types[0]}) cannot be "
+                              f"converted: {member.refusal}")
+
+
+def capabilities(member: Member) -> dict[str, Any]:
+    """converts / runs / sees / hears / embeds / drafts of a member, from the registries; or why not."""
+    from convert.generations import generations
+    from convert.mmproj import encoders
+    from convert.mmproj.base import AUDIO, VISION
+
+    if member.refusal:
+        return {"converts": False, "runs": False, "sees": False, "hears": False, "embeds": False, "drafts": False,
+                "why_not": member.refusal}
+    text = [g for g in generations() if set(g.hf_architectures) & set(member.architectures)]
+    towers = [e for e in encoders() if set(e.hf_architectures) & set(member.architectures) and not e.unsupported]
+    converts = bool(text)
+    return {
+        "converts": converts, "runs": converts,
+        "sees": any(e.modality == VISION for e in towers),
+        "hears": any(e.modality == AUDIO for e in towers),
+        "embeds": any(g.gguf_arch == "gemma-embedding" for g in text),
+        "drafts": False,
+        "why_not": None if converts else "the converter has no generation for it yet",
+    }
