@@ -126,6 +126,20 @@ def check_fits(facts: ModelFacts, n_ctx: int, projector_bytes: int = 0) -> None:
             f"available: use a smaller quantization (e.g. Q4_K_M or Q4_0), a smaller model, or a smaller --ctx-size")
 
 
+def suppress_first(sampler, n_vocab: int, token_ids: Sequence[int]) -> None:
+    """Put a logit bias of −inf on `token_ids` at the head of a llama-cpp-python sampler chain, as llama.cpp's
+    own sampling does with the model's suppress tokens: they are never picked, and the samplers after it
+    (penalties, grammar, top-k/p, temperature) see only the other tokens. llama-cpp-python's chain ignores
+    tokenizer.ggml.suppress_tokens, and its chain API only appends, so the chain is rebuilt around the bias."""
+    lc = llama_cpp().llama_cpp
+    chain = sampler.sampler
+    rest = [lc.llama_sampler_chain_remove(chain, 0) for _ in range(lc.llama_sampler_chain_n(chain))]
+    biases = (lc.llama_logit_bias * len(token_ids))(*[lc.llama_logit_bias(int(t), float("-inf")) for t in token_ids])
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(token_ids), biases))
+    for part in rest:
+        lc.llama_sampler_chain_add(chain, part)
+
+
 class Engine:
     """A loaded model. Not thread-safe by itself: callers serialise through `lock`."""
 
@@ -311,8 +325,11 @@ class Engine:
         s = gen.sampling
         self.llm.set_seed(s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little"))
         grammar = lc.LlamaGrammar.from_string(gen.grammar, verbose=False) if gen.grammar else None
-        return self.llm._init_sampler(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=max(s.temperature, 0.0),
-                                      repeat_penalty=s.repeat_penalty, grammar=grammar)
+        sampler = self.llm._init_sampler(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=max(s.temperature, 0.0),
+                                         repeat_penalty=s.repeat_penalty, grammar=grammar)
+        if self.facts.suppress_tokens:
+            suppress_first(sampler, self.llm.n_vocab(), self.facts.suppress_tokens)
+        return sampler
 
     def _run(self, gen: Generation) -> Iterator[str]:
         with self.lock:

@@ -69,6 +69,8 @@ class ModelFacts:
     end_of_turn: str
     has_chat_template: bool
     instruct: bool
+    # tokenizer.ggml.suppress_tokens (Gemma 4 Unified): ids the sampler must never pick
+    suppress_tokens: tuple[int, ...] = ()
 
     def describe(self) -> dict:
         return {
@@ -121,9 +123,16 @@ def read_model_facts(path: str | Path) -> ModelFacts:
             end_of_turn=generation.end_of_turn,
             has_chat_template=bool(template),
             instruct=instruct,
+            suppress_tokens=_suppress_tokens(gguf),
         )
     finally:
         gguf.close()
+
+
+def _suppress_tokens(gguf: GGUFFile) -> tuple[int, ...]:
+    """The ids llama.cpp's loader keeps of tokenizer.ggml.suppress_tokens (those inside the vocabulary)."""
+    n_tokens = gguf.array_length("tokenizer.ggml.tokens")
+    return tuple(sorted({int(i) for i in gguf.array("tokenizer.ggml.suppress_tokens") if 0 <= int(i) < n_tokens}))
 
 
 def _per_layer(gguf: GGUFFile, key: str, n_layers: int) -> list[int]:
