@@ -132,6 +132,16 @@ def reference_converter_dir() -> Path:
     return llama_dir
 
 
+def llama_cpp_source(relative: str) -> str:
+    """A source file of the pinned sdist's ``vendor/llama.cpp`` (e.g. ``src/llama-arch.cpp``), read from
+    the downloaded archive."""
+    reference_converter_dir()  # downloads the archive once
+    archive = cache_root() / "sdist-download" / f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/{relative}")
+        return member.read().decode("utf-8")
+
+
 def reference_convert(model_dir: Path, out: Path, outtype: str, mmproj: bool = False) -> Path:
     """Run llama.cpp's ``convert_hf_to_gguf.py`` (its bundled gguf-py) with this interpreter;
     ``mmproj=True`` writes the checkpoint's mmproj instead of the text model (``--mmproj``)."""
