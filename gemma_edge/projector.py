@@ -88,6 +88,7 @@ def _gemma4_image_budget(gguf: GGUFFile) -> ImageBudget:
 # Vision projector types whose encoder takes images of any size, with transformers' sizing rule for them.
 IMAGE_BUDGETS: dict[str, Callable[[GGUFFile], ImageBudget]] = {
     "gemma4v": _gemma4_image_budget,
+    "gemma4uv": _gemma4_image_budget,  # Gemma 4 Unified: the same processor rule, merged patches as tokens
 }
 
 
@@ -102,6 +103,7 @@ def _gemma4_image_positions(gguf: GGUFFile) -> int:
 NON_CAUSAL_IMAGE_POSITIONS: dict[str, Callable[[GGUFFile], int]] = {
     "gemma3": _gemma3_image_positions,
     "gemma4v": _gemma4_image_positions,
+    "gemma4uv": _gemma4_image_positions,
 }
 
 

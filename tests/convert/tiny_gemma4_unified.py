@@ -80,15 +80,19 @@ def unified_checkpoint(dtype: str = "float32", seed: int = 0) -> Path:
     def build(out: Path) -> None:
         write_tokenizer_files(read_real_vocab(source), out, TINY_VOCAB_SIZE)
         save_checkpoint(build_model(spec, TINY_VOCAB_SIZE), out, dtype)
-        generation = {"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0,
-                      "suppress_tokens": spec["suppress"]}
-        (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
-        processor = {"processor_class": "Gemma4UnifiedProcessor", "image_processor": spec["processor"],
-                     "feature_extractor": spec["feature_extractor"],
-                     "image_seq_length": spec["processor"]["max_soft_tokens"], "audio_seq_length": 750}
-        (out / "processor_config.json").write_text(json.dumps(processor, indent=2))
+        write_side_files(out, spec)
 
     return cached_dir(f"gemma4-unified-{dtype}", spec, build)
+
+
+def write_side_files(out: Path, spec: dict) -> None:
+    """generation_config.json (with the suppressed ids) and processor_config.json, as the official repo has."""
+    generation = {"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0, "suppress_tokens": spec["suppress"]}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    processor = {"processor_class": "Gemma4UnifiedProcessor", "image_processor": spec["processor"],
+                 "feature_extractor": spec["feature_extractor"],
+                 "image_seq_length": spec["processor"]["max_soft_tokens"], "audio_seq_length": 750}
+    (out / "processor_config.json").write_text(json.dumps(processor, indent=2))
 
 
 def hf_model(model_dir: Path):

@@ -4,11 +4,15 @@
 `mmproj-<stem>.gguf` written by OUR converter (F32), and the transformers side (Gemma4Processor built from
 the checkpoint, the model itself).
 
-Two kinds, shaped like the real families:
+Three kinds, shaped like the real families:
 * "e2b" — tiny_gemma4's E2B-like text (per-layer embeddings kept small as REAL_VOCAB_OVERRIDES does for a
   262,144-row table, KV sharing, double-wide MLP) with tiny_gemma4_audio's audio tower and
   tiny_gemma4_vision's vision tower (real E2B/E4B have both);
-* "dense" — tiny_gemma4's 31B-like text with the vision tower only (the large models hear nothing).
+* "dense" — tiny_gemma4's 31B-like text with the vision tower only (the large models hear nothing);
+* "unified" — tiny_gemma4_unified's Gemma 4 12B Unified (encoder-free vision and audio embedders).
+  Its processor is Gemma4UnifiedProcessor with the Gemma 4 PIL image processor: transformers' Unified
+  image processor needs torchvision, and both size images by the same rule, so the soft-token counts
+  (all the prompt needs) are the same.
 
 Attention over image positions: llama.cpp's mtmd decodes gemma4v images non-causally (bidirectional on
 the sliding-window layers, causal on the full-attention ones) unless the text hidden size is 1536 or 2560
@@ -30,11 +34,14 @@ import numpy as np
 BUILDER_VERSION = 1  # bump when what is built changes
 MEDIA_TOKENS = {"image_token": "<|image|>", "boi_token": "<|image>", "eoi_token": "<image|>",
                 "audio_token": "<|audio|>", "boa_token": "<|audio>", "eoa_token": "<audio|>"}
-KINDS = ("e2b", "dense")
+KINDS = ("e2b", "dense", "unified")
 
 
 def recipe(kind: str) -> dict:
-    from tests.convert import tiny_gemma4, tiny_gemma4_audio, tiny_gemma4_vision
+    from tests.convert import tiny_gemma4, tiny_gemma4_audio, tiny_gemma4_unified, tiny_gemma4_vision
+
+    if kind == "unified":
+        return {**tiny_gemma4_unified.recipe(), "vocab": "real", "media_builder": BUILDER_VERSION}
 
     text = {**copy.deepcopy(tiny_gemma4.RECIPES[kind]), **tiny_gemma4.REAL_VOCAB_OVERRIDES.get(kind, {}),
             "use_bidirectional_attention": "vision"}
@@ -60,7 +67,7 @@ def _name_media_tokens(out: Path) -> None:
 def gemma4_media_checkpoint(kind: str = "e2b") -> Path:
     """The cached checkpoint directory of `kind` (config, safetensors, real-vocabulary tokenizer,
     processor_config.json)."""
-    from tests.convert import tiny_gemma4_audio, tiny_gemma4_vision
+    from tests.convert import tiny_gemma4_audio, tiny_gemma4_unified, tiny_gemma4_vision
     from tests.convert.tiny import cached_dir
     from tests.convert.tiny_gemma4 import read_real_vocab, real_vocab_gguf, save_checkpoint, write_tokenizer_files
 
@@ -74,7 +81,10 @@ def gemma4_media_checkpoint(kind: str = "e2b") -> Path:
         write_tokenizer_files(vocab, out)
         _name_media_tokens(out)
         n_vocab = len(vocab["tokens"])
-        if kind == "e2b":
+        if kind == "unified":
+            model = tiny_gemma4_unified.build_model(spec, n_vocab)
+            tiny_gemma4_unified.write_side_files(out, spec)
+        elif kind == "e2b":
             model = tiny_gemma4_audio.build_model(spec, n_vocab)
             tiny_gemma4_audio.write_processor_config(out)
         else:
@@ -114,20 +124,27 @@ def gemma4_processor(checkpoint: Path):
     """transformers' Gemma4Processor of the checkpoint: its tokenizer, image processor (the PIL one, which
     AutoImageProcessor picks too without torchvision) and audio feature extractor, as processor_config.json
     sets them; no video processor (Gemma4VideoProcessor needs torchvision; no test here has video)."""
-    from transformers import AutoTokenizer, Gemma4AudioFeatureExtractor, Gemma4ImageProcessorPil, Gemma4Processor
+    from transformers import (
+        AutoTokenizer, Gemma4AudioFeatureExtractor, Gemma4ImageProcessorPil, Gemma4Processor,
+        Gemma4UnifiedAudioFeatureExtractor, Gemma4UnifiedProcessor,
+    )
 
-    class Gemma4ProcessorWithoutVideo(Gemma4Processor):
+    config = json.loads((checkpoint / "processor_config.json").read_text())
+    unified = config.get("processor_class") == "Gemma4UnifiedProcessor"
+    processor_class = Gemma4UnifiedProcessor if unified else Gemma4Processor
+    extractor_class = Gemma4UnifiedAudioFeatureExtractor if unified else Gemma4AudioFeatureExtractor
+
+    class Gemma4ProcessorWithoutVideo(processor_class):
         def check_argument_for_proper_class(self, argument_name, argument):
             # transformers' class check of a video processor fails without torchvision, even for None
             if argument_name == "video_processor" and argument is None:
                 return None
             return super().check_argument_for_proper_class(argument_name, argument)
 
-    config = json.loads((checkpoint / "processor_config.json").read_text())
     image = {k: v for k, v in config["image_processor"].items() if k != "image_processor_type"}
     extractor = config.get("feature_extractor")
-    features = (Gemma4AudioFeatureExtractor(**{k: v for k, v in extractor.items() if k != "feature_extractor_type"})
-                if extractor else Gemma4AudioFeatureExtractor())
+    features = (extractor_class(**{k: v for k, v in extractor.items() if k != "feature_extractor_type"})
+                if extractor else extractor_class())
     return Gemma4ProcessorWithoutVideo(feature_extractor=features, image_processor=Gemma4ImageProcessorPil(**image),
                            tokenizer=AutoTokenizer.from_pretrained(checkpoint), video_processor=None,
                            image_seq_length=config.get("image_seq_length", 280))
