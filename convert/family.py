@@ -35,28 +35,29 @@ FAMILY: tuple[Member, ...] = (
     Member("Gemma 1", ("GemmaForCausalLM",), ("gemma",)),
     Member("Gemma 2", ("Gemma2ForCausalLM",), ("gemma2",)),
     Member("Gemma 3 (270M, 1B; 4B-27B text + vision)", ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
-           ("gemma3", "gemma3_text")),
+           ("gemma3",)),
     Member("Gemma 3n (E2B, E4B)", ("Gemma3nForConditionalGeneration", "Gemma3nForCausalLM"), ("gemma3n",)),
     Member("Gemma 4 (E2B, E4B, 26B-A4B, 31B)", ("Gemma4ForConditionalGeneration", "Gemma4ForCausalLM"),
            ("gemma4",)),
     Member("Gemma 4 12B Unified", ("Gemma4UnifiedForConditionalGeneration", "Gemma4UnifiedForCausalLM"),
            ("gemma4_unified",)),
+    Member("EmbeddingGemma", ("Gemma3TextModel",)),
     Member("DiffusionGemma", ("DiffusionGemmaForBlockDiffusion",), ("diffusion_gemma",),
            f"a block-diffusion decoder (it denoises whole blocks of tokens, not one next token); {_NO_ARCH}"),
     Member("EmbeddingGemma 2", ("EmbeddingGemma2Model",), ("embedding_gemma2",),
            f"a multimodal embedding encoder; {_NO_ARCH} (its gemma-embedding runtime is EmbeddingGemma 1's)"),
     Member("T5Gemma", ("T5GemmaForConditionalGeneration",), ("t5gemma",),
-           f"an encoder-decoder model; llama.cpp 0.3.36 runs Gemma as a decoder only (its t5 runtime is T5's)"),
+           "an encoder-decoder model; llama.cpp 0.3.36 runs Gemma as a decoder only (its t5 runtime is T5's)"),
     Member("T5Gemma 2", ("T5Gemma2ForConditionalGeneration",), ("t5gemma2",),
-           f"an encoder-decoder model; llama.cpp 0.3.36 runs Gemma as a decoder only (its t5 runtime is T5's)"),
+           "an encoder-decoder model; llama.cpp 0.3.36 runs Gemma as a decoder only (its t5 runtime is T5's)"),
     Member("VaultGemma", ("VaultGemmaForCausalLM",), ("vaultgemma",),
            f"its decoder has no post-attention / post-feed-forward norms, which every llama.cpp Gemma runtime "
            f"applies; {_NO_ARCH}"),
     Member("RecurrentGemma", ("RecurrentGemmaForCausalLM",), ("recurrent_gemma",),
            f"a Griffin model (RG-LRU recurrent blocks between local-attention layers); {_NO_ARCH}"),
     Member("PaliGemma", ("PaliGemmaForConditionalGeneration",), ("paligemma",),
-           f"a SigLIP + Gemma vision-language model whose prompt prefix attends both ways; {_NO_ARCH} "
-           "or projector"),
+           "a SigLIP + Gemma vision-language model whose prompt prefix attends both ways; llama.cpp 0.3.36 has "
+           "neither an architecture nor a projector for it"),
     Member("ShieldGemma 2", ("ShieldGemma2ForImageClassification",), ("shieldgemma2",),
            f"an image-safety classifier (policy yes/no scores), not a generator; {_NO_ARCH}"),
 )
@@ -81,6 +82,15 @@ def refuse_unrunnable(config: Mapping[str, Any]) -> None:
     if member is not None and member.refusal:
         raise UnrunnableModel(f"{member.name} ({config.get('model_type') or member.model_types[0]}) cannot be "
                               f"converted: {member.refusal}")
+
+
+CAPABILITIES = ("converts", "runs", "sees", "hears", "embeds", "drafts")
+
+
+def support_table() -> list[dict[str, Any]]:
+    """One row per family member: its name, :data:`CAPABILITIES` and ``why_not`` (``gemma-edge list --family``,
+    the README's support table)."""
+    return [{"model": member.name, **capabilities(member)} for member in FAMILY]
 
 
 def capabilities(member: Member) -> dict[str, Any]:

@@ -18,11 +18,16 @@ def info(model, as_json):
     which inputs it takes (text, and image/audio when its projector is here).
 
     MODEL is a registry name or a .gguf path (default: the embedded model). Reads the GGUF headers
-    only: nothing is loaded.
+    only: nothing is loaded. A Hugging Face checkpoint directory (or its config.json) gets its Gemma
+    family member instead: converts / runs / sees / hears / embeds / drafts, or why not.
     """
     from gemma_edge.model import read_model_facts
     from gemma_edge.registry import resolve
 
+    config = _checkpoint_config(model)
+    if config is not None:
+        _show(_family_facts(config), as_json)
+        return
     path, entry = resolve(model)
     facts = read_model_facts(path).describe()
     if entry is not None:
@@ -38,6 +43,10 @@ def info(model, as_json):
         from gemma_edge.rpc import place_layers
 
         facts["placement"] = place_layers(rpc["rpc"], facts["layers"], rpc.get("split")).as_dict()
+    _show(facts, as_json)
+
+
+def _show(facts: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -52,13 +61,63 @@ def info(model, as_json):
         click.echo(f"{key:<{width}}  {value}")
 
 
+def _checkpoint_config(model) -> dict | None:
+    """The config.json of a Hugging Face checkpoint directory (or the file itself), else None."""
+    from pathlib import Path
+
+    from gemma_edge.errors import InvalidModelError
+
+    if model is None:
+        return None
+    path = Path(model)
+    path = path / "config.json" if path.is_dir() else path
+    if path.name != "config.json" or not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise InvalidModelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise InvalidModelError(f"{path}: not a JSON object")
+    return config
+
+
+def _family_facts(config: dict) -> dict:
+    from convert.family import capabilities, member_for
+
+    member = member_for(config)
+    architecture = (config.get("architectures") or [None])[0]
+    facts = {"architecture": architecture, "model_type": config.get("model_type")}
+    if member is None:
+        return {**facts, "family": "not a Gemma model gemma-edge knows", "converts": False}
+    row = capabilities(member)
+    return {**facts, "family": member.name, **{k: v for k, v in row.items() if k != "why_not"},
+            **({"why_not": row["why_not"]} if row["why_not"] else {})}
+
+
+def _family_table() -> None:
+    from convert.family import CAPABILITIES, support_table
+
+    rows = [(row["model"], *("yes" if row[k] else "no" for k in CAPABILITIES), row["why_not"] or "")
+            for row in support_table()]
+    header = ("MODEL", *(k.upper() for k in CAPABILITIES), "WHY NOT")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
 @click.command("list")
 @click.option("--downloaded", is_flag=True, help="Only models available locally.")
+@click.option("--family", is_flag=True, help="The Gemma family instead: what each member converts / runs / "
+              "sees / hears / embeds / drafts, or why not.")
 @friendly_errors
-def list_models(downloaded):
+def list_models(downloaded, family):
     """Known models (models.yaml) and which of them are available locally."""
     from gemma_edge.registry import is_downloaded, load_registry
 
+    if family:
+        _family_table()
+        return
     registry = load_registry()
     rows = []
     for entry in registry.entries.values():

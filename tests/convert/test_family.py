@@ -99,3 +99,32 @@ def test_capabilities_come_from_the_registries() -> None:
     for member in REFUSED:
         assert not any(rows[member.name][k] for k in ("converts", "runs", "sees", "hears", "embeds", "drafts"))
         assert rows[member.name]["why_not"] == member.refusal
+
+
+def test_readme_support_table_is_the_family_table() -> None:
+    from convert.family import CAPABILITIES, support_table
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("<!-- support-table"):readme.index("<!-- /support-table -->")]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.splitlines()[3:]]
+    expected = [[row["model"], *("yes" if row[k] else "no" for k in CAPABILITIES), row["why_not"] or ""]
+                for row in support_table()]
+    assert rows == expected
+
+
+def test_list_family_and_info_show_the_table(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from gemma_edge.cli import main
+
+    listed = CliRunner().invoke(main, ["list", "--family"])
+    assert listed.exit_code == 0, listed.output
+    for member in FAMILY:
+        assert member.name in listed.output
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["RecurrentGemmaForCausalLM"],
+                                                      "model_type": "recurrent_gemma"}))
+    shown = CliRunner().invoke(main, ["info", str(tmp_path), "--json"])
+    assert shown.exit_code == 0, shown.output
+    facts = json.loads(shown.output)
+    assert facts["family"] == "RecurrentGemma" and facts["converts"] is False
+    assert facts["why_not"] == member_for({"model_type": "recurrent_gemma"}).refusal
