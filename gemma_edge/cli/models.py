@@ -65,6 +65,7 @@ def _checkpoint_config(model) -> dict | None:
     """The config.json of a Hugging Face checkpoint directory (or the file itself), else None."""
     from pathlib import Path
 
+    from convert.checkpoint import CheckpointError, read_config
     from gemma_edge.errors import InvalidModelError
 
     if model is None:
@@ -74,12 +75,9 @@ def _checkpoint_config(model) -> dict | None:
     if path.name != "config.json" or not path.is_file():
         return None
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise InvalidModelError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise InvalidModelError(f"{path}: not a JSON object")
-    return config
+        return read_config(path.parent)[2]
+    except CheckpointError as e:
+        raise InvalidModelError(f"{path}: {e}") from None
 
 
 def _family_facts(config: dict) -> dict:

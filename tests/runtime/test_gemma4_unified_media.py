@@ -50,29 +50,19 @@ def test_projector_is_the_unified_one(unified):
     assert model.format == "gemma4-large" and model.engine.supports("image") and model.engine.supports("audio")
 
 
-@pytest.mark.parametrize("name", CONVERSATIONS)
-def test_image_prompt_items_equal_the_processor_input_ids(unified, name):
+@pytest.mark.parametrize("name", [*CONVERSATIONS, *AUDIO_CONVERSATIONS])
+def test_prompt_items_equal_the_processor_input_ids(unified, name):
     _, _, model, processor = unified
-    messages = CONVERSATIONS[name]()
+    messages = {**CONVERSATIONS, **AUDIO_CONVERSATIONS}[name]()
     items, _ = model.tokenize_messages(messages)
     expected = list(processor_inputs(processor, model, messages)["input_ids"][0])
     assert layout(items, processor) == expected
-    chunks = [item for item in items if isinstance(item, MediaChunk)]
-    assert chunks and all(chunk.non_causal for chunk in chunks)
-    assert len(chunks) == expected.count(model.engine.special_id("<|image>"))
-
-
-@pytest.mark.parametrize("name", AUDIO_CONVERSATIONS)
-def test_audio_prompt_items_equal_the_processor_input_ids(unified, name):
-    _, _, model, processor = unified
-    messages = AUDIO_CONVERSATIONS[name]()
-    items, _ = model.tokenize_messages(messages)
-    expected = list(processor_inputs(processor, model, messages)["input_ids"][0])
-    assert layout(items, processor) == expected
+    images = [item for item in items if isinstance(item, MediaChunk) and item.kind == "image"]
     audio = [item for item in items if isinstance(item, MediaChunk) and item.kind == "audio"]
-    assert audio and not any(chunk.non_causal for chunk in audio)
-    # one position per 640-sample frame (40 ms at 16 kHz), no downsampling
-    assert [chunk.n_pos for chunk in audio] == [math.ceil(s * 16_000 / 640) for s in AUDIO_SECONDS_IN[name]]
+    assert all(chunk.non_causal for chunk in images) and not any(chunk.non_causal for chunk in audio)
+    assert len(images) == expected.count(model.engine.special_id("<|image>"))
+    # one audio position per 640-sample frame (40 ms at 16 kHz), no downsampling
+    assert [chunk.n_pos for chunk in audio] == [math.ceil(s * 16_000 / 640) for s in AUDIO_SECONDS_IN.get(name, ())]
 
 
 @pytest.mark.parametrize("size", IMAGE_SIZES)
