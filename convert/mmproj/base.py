@@ -21,7 +21,9 @@ encoder, as llama.cpp expects. An encoder module (``convert/mmproj/<name>.py``) 
    for a config the runtime cannot run as intended (note ``"<name>: not supported: <message>"``; a GGUF
    that loads and computes something else is worse than none). A sub-config no encoder module claims,
    and an encoder whose tensors the checkpoint lacks (text-only exports), are notes too. With
-   ``--mmproj`` (``mmproj=True``) any of these fails the conversion instead.
+   ``--mmproj`` (``mmproj=True``) any of these fails the conversion instead. ``caveat`` — ``None``, or
+   a known way llama.cpp's runtime around the encoder differs from transformers (not the encoder's
+   own computation, which must match): the file is written and the summary prints ``"<name>: <caveat>"``.
 
 3. **Hyper-parameters.** ``defaults`` — the transformers sub-config class defaults for every field
    read (official configs omit default values). The pipeline passes an :class:`EncoderConfig`:
@@ -200,6 +202,7 @@ class Encoder:
     tensors: tuple[EncoderRule, ...] = ()
     extra_tensors: Callable[[EncoderConfig, Mapping[str, TensorSource]], list[EncoderTensor]] = _no_extra_tensors
     unsupported: str | None = None
+    caveat: str | None = None  # a known way llama.cpp's runtime differs from transformers, noted when written
     block_count_key: str = "num_hidden_layers"
 
     def hparams(self, config: Mapping[str, Any]) -> HParams:

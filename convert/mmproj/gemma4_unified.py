@@ -9,6 +9,12 @@ merge kernel (3 unless ``clip.vision.projector.scale_factor``), hard-codes the L
 (PyTorch's default, what transformers uses) and the audio frame to 640 samples, and decodes image tokens
 non-causally (transformers does so only with ``use_bidirectional_attention: "vision"``).
 
+Caveat (:data:`ATTENTION_CAVEAT`, printed when the file is written): llama.cpp 0.3.36's ``gemma4`` text
+runtime hard-codes non-causal attention to the sliding-window layers (``LLAMA_NON_CAUSAL_TYPE_SWA_ONLY``,
+right for Gemma 4), while transformers' Unified model lets image tokens attend both ways on every layer.
+The embeddings are exact; the text model's answers to images differ (tests/runtime/
+test_gemma4_unified_media.py measures it and fails once a llama.cpp runs Unified images as transformers).
+
 Tensor map (``model.`` already stripped; transformers 5.23 saves the vision embedder as ``vision_embedder.*``
 and loads it as ``embed_vision.*``, both are accepted):
 
@@ -46,6 +52,8 @@ RUNTIME_FRAME = 640  # clip.cpp's gemma4ua frame size (samples per soft token), 
 RUNTIME_AUDIO_EPS = 1e-6  # clip.cpp hard-codes the gemma4ua RMSNorm eps
 RUNTIME_SAMPLING_RATE = 16_000  # mtmd resamples audio to this rate
 FEATURE_EXTRACTOR_TYPE = "Gemma4UnifiedAudioFeatureExtractor"
+ATTENTION_CAVEAT = ("llama.cpp 0.3.36 lets image tokens attend both ways on sliding-window layers only, "
+                    "transformers' Unified model on every layer, so answers about images differ from transformers'")
 
 
 def _require_processor(cfg: EncoderConfig) -> None:
@@ -160,6 +168,7 @@ GEMMA4_UNIFIED_VISION = Encoder(
     defaults=VISION_DEFAULTS,
     metadata=vision_metadata,
     tensors=VISION_TENSORS,
+    caveat=ATTENTION_CAVEAT,
 )
 
 GEMMA4_UNIFIED_AUDIO = Encoder(

@@ -104,6 +104,7 @@ def plan_mmproj(checkpoint: Checkpoint, text_hparams: Mapping[str, Any], output:
     active = [item for item in active if owned[item[0].name]]
     if not active:
         return MmprojPlan([], [], [], notes)
+    notes += [f"{e.name}: {e.caveat}" for e, _, _ in active if e.caveat]
     fields = [
         string("general.type", "mmproj"),
         string("general.name", name or checkpoint.directory.name),

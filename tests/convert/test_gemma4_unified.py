@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convert.mmproj.gemma4_unified import ATTENTION_CAVEAT, GEMMA4_UNIFIED_VISION
 from tests.convert.mtmd_embed import audio_embeddings, image_embeddings, per_token_cosines
 from tests.convert.oracle import (
     assert_no_worse, compare_logits, gguf_differences, gguf_fields, llama_logits, read_header, reference_convert,
@@ -160,7 +161,8 @@ def converted(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     for mmproj_type in ("f32", "f16"):
         directory = tmp_path_factory.mktemp(f"unified-{mmproj_type}")
         summary = convert_checkpoint(unified_checkpoint(), directory / "text.gguf", "f32", mmproj_type=mmproj_type)
-        assert summary.mmproj == directory / "mmproj-text.gguf" and summary.notes == []
+        assert summary.mmproj == directory / "mmproj-text.gguf"
+        assert summary.notes == [f"{GEMMA4_UNIFIED_VISION.name}: {ATTENTION_CAVEAT}"]
         out[mmproj_type] = (directory / "text.gguf", summary.mmproj)
     return out
 
