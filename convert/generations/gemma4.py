@@ -255,8 +255,7 @@ GEMMA4 = Generation(
 # no per-layer embeddings and no experts whatever the config says (transformers never builds them)
 UNIFIED_DEFAULTS = {**DEFAULTS, "sliding_window": 1024, "max_position_embeddings": 262144,
                     "use_bidirectional_attention": "vision"}
-UNIFIED_FIXED = {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": None, "enable_moe_block": False,
-                 "num_experts": None, "top_k_experts": None, "moe_intermediate_size": None}
+UNIFIED_FIXED = {"hidden_size_per_layer_input": 0, "enable_moe_block": False}
 
 
 def suppress_tokens(directory: Path) -> list[int] | None:

@@ -116,6 +116,28 @@ def test_text_gguf_is_gemma4_with_suppress_tokens(tmp_path) -> None:
     assert not any(key.startswith("gemma4.expert_") for key in fields)
 
 
+def test_config_is_read_as_transformers_resolves_it() -> None:
+    """Gemma4UnifiedTextConfig's own defaults; per-layer embeddings and experts do not exist in the model."""
+    from convert.generations.gemma4 import GEMMA4_UNIFIED
+
+    hp = GEMMA4_UNIFIED.hparams({"hidden_size_per_layer_input": 256, "enable_moe_block": True})
+    assert (hp["hidden_size_per_layer_input"], hp["enable_moe_block"]) == (0, False)
+    assert (hp["sliding_window"], hp["max_position_embeddings"], hp["use_bidirectional_attention"]) == \
+        (1024, 262144, "vision")
+
+
+@pytest.mark.parametrize("value", ["1, 2", [1, "2"], [True]])
+def test_malformed_suppress_tokens_are_refused_in_one_line(value, tmp_path) -> None:
+    checkpoint = copy_with(unified_checkpoint(), tmp_path / "ckpt", drop=("generation_config.json",))
+    (checkpoint / "generation_config.json").write_text(json.dumps({"suppress_tokens": value}))
+    from convert.api import convert_checkpoint
+    from convert.generations.base import UnsupportedConfig
+
+    with pytest.raises(UnsupportedConfig, match="^generation_config.json's suppress_tokens must be a list of token ids$"):
+        convert_checkpoint(checkpoint, tmp_path / "out.gguf", "f32", mmproj=False)
+    assert not (tmp_path / "out.gguf").exists()
+
+
 @pytest.mark.slow
 def test_reference_converter_stops_on_the_5_23_config(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="could not find any of: .*moe_intermediate_size"):
