@@ -124,7 +124,6 @@ def transformers_patches_merge():
 
 def hf_pixels(model_dir: Path, image: np.ndarray):
     """The Unified processor's (merged patches (1, n, (p·k)²·3), positions (1, n, 2)) of a native-size image."""
-    import torch
     from PIL import Image
     from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
 
