@@ -162,7 +162,7 @@ def test_f32_logits_match_transformers_no_worse_than_reference(tmp_path) -> None
 
 
 def test_runtime_renders_it_with_the_large_gemma4_format(tmp_path) -> None:
-    """google/gemma-4-12B-it ships the 31B / 26B-A4B chat template (tests/reference/SOURCES.md):
+    """google/gemma-4-12B-it ships the 31B / 26B-A4B chat template (tests/reference/templates/SOURCES.md):
     no per-layer embeddings → gemma4-large."""
     from gemma_edge.model import read_model_facts
 
