@@ -5,7 +5,7 @@ import json
 
 import click
 
-from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
+from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings, warn_about_the_build
 
 
 @click.command()
@@ -23,6 +23,7 @@ def info(model, as_json):
     from gemma_edge.model import read_model_facts
     from gemma_edge.registry import resolve
 
+    warn_about_the_build()
     path, entry = resolve(model)
     facts = read_model_facts(path).describe()
     if entry is not None:
