@@ -148,7 +148,7 @@ def smoke(wheel: Path, record_path: Path = SMOKE_RECORD) -> tuple[int, dict]:
 def build_record(smoke_result: dict, flags: str, fallback: bool, machine: Machine) -> dict:
     """What the build script keeps beside a wheel (and setup-venv.sh copies into the venv as
     gemma_edge.llama.LLAMA_BUILD_RECORD): flags, the CPU features compiled for, the smoke run."""
-    return {"flags": flags, "features": smoke_result.get("features", []), "cpu": machine.cpu,
+    return {"flags": " ".join(flags.split()), "features": smoke_result.get("features", []), "cpu": machine.cpu,
             "smoke": {"passed": smoke_result.get("passed", False), "tokens": smoke_result.get("tokens"),
                       "fallback": fallback}}
 

@@ -104,13 +104,14 @@ def extra_buffers_allowed() -> bool:
     return os.environ.get(AMX_OPT_IN) == "1" or "AMX" not in cpu_extra_buffer_types()
 
 
-def load_llama(path: str, **options):
+def load_llama(path: str, extra_buffers: bool | None = None, **options):
     """`llama_cpp.Llama(path, **options)`, loaded without llama.cpp's extra buffer types (AMX, and
-    with it the CPU REPACK layouts) unless `extra_buffers_allowed()`. llama-cpp-python 0.3.36 has no
-    argument for `llama_model_params.use_extra_bufts`, so its default-params function is wrapped for
-    this one load (under a lock, so concurrent loads through here do not interleave)."""
+    with it the CPU REPACK layouts) when `extra_buffers` is False (None: `extra_buffers_allowed()`).
+    llama-cpp-python 0.3.36 has no argument for `llama_model_params.use_extra_bufts`, so its
+    default-params function is wrapped for this one load (under a lock, so concurrent loads through
+    here do not interleave)."""
     lc = llama_cpp()
-    if extra_buffers_allowed():
+    if extra_buffers if extra_buffers is not None else extra_buffers_allowed():
         return lc.Llama(path, **options)
     bindings = lc.llama_cpp
     with _LOAD_LOCK:
