@@ -186,3 +186,15 @@ def test_doctor_cli_json(embedded_model_path):
     assert build["missing_build_features"] == [] and build["unsupported_build_features"] == []
     assert build["built_for_source"] == "loaded library" and "CPU_REPACK" in build["extra_buffer_types"]
     assert build["amx"]["cpu"] == ("amx_int8" in detect_machine().features)
+
+
+def test_doctor_lines_name_amx_and_the_smoke_run():
+    from gemma_edge.cli.doctor import build_lines
+
+    xeon = machine("intel-xeon-sapphire-rapids-2core")
+    record = {"features": ["avx", "avx2"], "cpu": xeon.cpu, "flags": "-DGGML_RPC=on",
+              "smoke": {"passed": True, "tokens": [1], "fallback": True}}
+    lines = build_lines(build_report(xeon, {"AVX": "1", "AVX2": "1"}, ["CPU_REPACK"], record, amx_opt_in=False))
+    assert lines[-2].startswith("AMX         in this CPU, not used (opt in:")
+    assert lines[-1] == ("smoke run   passed after falling back to the conservative build (no AVX-512, no AMX)")
+    assert any("does not use: avx512" in line for line in lines)
