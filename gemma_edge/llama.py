@@ -48,7 +48,8 @@ def ggml_library(name: str) -> ctypes.CDLL:
     for file in (f"lib{name}.so.0", f"lib{name}.dylib", f"lib{name}.so", f"{name}.dll"):
         if (lib_dir / file).exists():
             return ctypes.CDLL(str(lib_dir / file))
-    raise GemmaEdgeError(f"llama-cpp-python has no {name} library in {lib_dir}; reinstall it with scripts/setup-venv.sh")
+    raise GemmaEdgeError(f"llama-cpp-python has no {name} library in {lib_dir}; "
+                         "reinstall it with scripts/setup-venv.sh")
 
 
 class _Feature(ctypes.Structure):

@@ -55,7 +55,11 @@ smoke() {  # $1: wheel. Its JSON result goes to $tmp/smoke.json; returns the smo
 }
 
 why() {  # $1: a failed smoke's status
-  if [ "$1" -gt 128 ]; then echo "died by SIG$(kill -l $(($1 - 128)))"; else echo "exit $1: $(tail -c 300 "$tmp/smoke.json")"; fi
+  if [ "$1" -gt 128 ]; then
+    echo "died by SIG$(kill -l $(($1 - 128)))"
+  else
+    echo "exit $1: $(tail -c 300 "$tmp/smoke.json")"
+  fi
 }
 
 built=$(build "$flags")
@@ -69,7 +73,8 @@ fi
 if [ "$status" != 0 ]; then
   # The user's CMAKE_ARGS come before the conservative set here: it must win over a requested AMX.
   flags="-DGGML_RPC=on ${CMAKE_ARGS:-} $(cpu_build cmake-args --conservative)"
-  echo "the new llama.cpp build failed its smoke run ($(why "$status")): rebuilding once with the conservative flags (no AVX-512, no AMX)" >&2
+  echo "the new llama.cpp build failed its smoke run ($(why "$status")):" \
+    "rebuilding once with the conservative flags (no AVX-512, no AMX)" >&2
   built=$(build "$flags")
   fallback=1
   status=0

