@@ -97,16 +97,18 @@ def prompt_tokens(llm, n_tokens: int, bos: int | None = None) -> list[int]:
 
 # -- the two sides --------------------------------------------------------------------------------
 
-def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int] = ()) -> Measurement:
+def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int] = (),
+             clock: Callable[[], float] = time.perf_counter) -> Measurement:
     """The baseline: `Llama.eval` on the prompt, then a greedy sample/eval loop — no rendering,
     parsing, streaming or detokenizing. Stops where gemma-edge stops (a stop token or `max_tokens`),
-    so both sides do the same number of samples and evaluations."""
+    so both sides do the same number of samples and evaluations. `clock`: wall time by default;
+    `time.process_time` measures CPU time instead (steadier on a shared machine at 1 thread)."""
     import llama_cpp
 
     stop = set(stop_ids)
     sampler = llama_cpp.llama_sampler_init_greedy()
     try:
-        start = time.perf_counter()
+        start = clock()
         llm.n_tokens = 0
         llm.eval(list(tokens))
         generated: list[int] = []
@@ -114,12 +116,12 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
         while len(generated) < max_tokens:
             token = llama_cpp.llama_sampler_sample(sampler, llm._ctx.ctx, -1)
             if first is None:
-                first = time.perf_counter()
+                first = clock()
             if token in stop:
                 break
             generated.append(token)
             llm.eval([token])
-        end = time.perf_counter()
+        end = clock()
     finally:
         llama_cpp.llama_sampler_free(sampler)
     return Measurement(len(tokens), len(generated), (first or end) - start, end - start, current_rss_mb(),

@@ -8,6 +8,7 @@ model's facts into the defaults `run`/`chat` use when the user sets nothing.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass, replace
@@ -19,20 +20,36 @@ MIN_CONTEXT = 512
 
 # OS feature name → our name. x86 from /proc/cpuinfo "flags", ARM from "Features", macOS from sysctl.
 CPUINFO_FEATURES = {
-    "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512",
-    "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx_vnni": "avx_vnni", "amx_int8": "amx_int8",
+    "sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "bmi2": "bmi2", "fma": "fma", "f16c": "f16c",
+    "avx512vbmi": "avx512_vbmi", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx_vnni": "avx_vnni",
+    "amx_tile": "amx_tile", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
     "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve", "asimdhp": "fp16",
 }
+# Features that need several OS flags: llama.cpp's AVX512 build uses AVX-512 F, CD, VL, DQ and BW.
+COMPOSITE_FEATURES = {"avx512": frozenset({"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"})}
+# macOS on Intel spells some flags differently (machdep.cpu.features / leaf7_features, lower-cased, "." → "_").
+MACHDEP_FEATURES = CPUINFO_FEATURES | {"avx1_0": "avx", "avx512vnni": "avx512_vnni"}
 SYSCTL_FEATURES = {
     "hw.optional.AdvSIMD": "neon", "hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
     "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.arm.FEAT_SVE": "sve",
 }
-# Our feature name → the key llama.cpp prints in llama_print_system_info() when built for it.
+# Our feature name → its key in the CPU backend's feature list (ggml_backend_get_features, also
+# printed by llama_print_system_info()) when llama.cpp was compiled for it.
 LLAMA_BUILD_KEYS = {
-    "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512": "AVX512", "avx512_vnni": "AVX512_VNNI",
-    "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI", "amx_int8": "AMX_INT8",
-    "neon": "NEON", "dotprod": "DOTPROD", "i8mm": "MATMUL_INT8", "sve": "SVE", "fp16": "FP16_VA",
+    "avx": "AVX", "avx2": "AVX2", "bmi2": "BMI2", "fma": "FMA", "f16c": "F16C", "avx512": "AVX512",
+    "avx512_vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI",
+    "amx_int8": "AMX_INT8", "neon": "NEON", "dotprod": "DOTPROD", "i8mm": "MATMUL_INT8", "sve": "SVE",
+    "fp16": "FP16_VA",
 }
+# Compiled in only when the user asks for it: AMX (its extra buffer type crashes llama.cpp on some
+# Xeons, issue 14; see gemma_edge.cpu_build).
+OPT_IN_FEATURES = frozenset({"amx_int8"})
+
+
+def features_from_flags(flags: set[str], names: dict[str, str]) -> frozenset[str]:
+    found = {names[f] for f in flags if f in names}
+    found |= {name for name, needs in COMPOSITE_FEATURES.items() if needs <= flags}
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -78,9 +95,8 @@ def parse_cpuinfo(text: str) -> dict:
                 flags.update(fields[key].split())
         name = name or fields.get("model name", "")
         board = board or fields.get("Model", "")
-    features = {CPUINFO_FEATURES[f] for f in flags if f in CPUINFO_FEATURES}
     return {"cpu": board or name or "unknown CPU", "physical_cores": len(cores) or processors,
-            "features": frozenset(features)}
+            "features": features_from_flags(flags, CPUINFO_FEATURES)}
 
 
 def parse_meminfo(text: str) -> dict:
@@ -102,12 +118,10 @@ def parse_sysctl(text: str) -> dict:
         if sep:
             values[key.strip()] = value.strip()
     physical = int(values.get("hw.physicalcpu", 0))
+    machdep = {flag.replace(".", "_") for flag in (values.get("machdep.cpu.features", "") + " " +
+                                                    values.get("machdep.cpu.leaf7_features", "")).lower().split()}
     features = {name for key, name in SYSCTL_FEATURES.items() if values.get(key) == "1"}
-    for flag in values.get("machdep.cpu.features", "").lower().split() + \
-            values.get("machdep.cpu.leaf7_features", "").lower().split():
-        flag = flag.replace(".", "_")
-        if flag in CPUINFO_FEATURES:
-            features.add(CPUINFO_FEATURES[flag])
+    features |= features_from_flags(machdep, MACHDEP_FEATURES)
     total = int(values.get("hw.memsize", 0))
     return {"cpu": values.get("machdep.cpu.brand_string", "unknown CPU"), "physical_cores": physical,
             "performance_cores": int(values.get("hw.perflevel0.physicalcpu", physical)),
@@ -173,28 +187,63 @@ def _read(path: str) -> str:
 
 # -- llama.cpp build ---------------------------------------------------------------------------------
 
-def parse_system_info(text: str) -> dict[str, bool]:
-    """`llama_print_system_info()` → {"AVX2": True, …} (keys printed as `KEY = 1 |`)."""
-    flags = {}
-    for part in text.replace("\n", "|").split("|"):
-        key, sep, value = part.rpartition("=")
-        key = key.split(":")[-1].strip()
-        if sep and key:
-            flags[key] = value.strip() == "1"
-    return flags
+def built_features(backend_features: dict[str, str]) -> frozenset[str]:
+    """Our names of the CPU features a llama.cpp build was compiled for, from its CPU backend's
+    feature list ({"AVX2": "1", …}: gemma_edge.llama.cpu_backend_features)."""
+    return frozenset(f for f, key in LLAMA_BUILD_KEYS.items() if backend_features.get(key) == "1")
 
 
-def llama_system_info() -> str:
-    from gemma_edge.llama import llama_cpp
-
-    info = llama_cpp().llama_print_system_info()
-    return info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+def missing_build_features(machine: Machine, built: frozenset[str]) -> list[str]:
+    """CPU features this machine has that the build does not use (AMX is off by design: opt-in)."""
+    return sorted(f for f in machine.features - built if f in LLAMA_BUILD_KEYS and f not in OPT_IN_FEATURES)
 
 
-def missing_build_features(machine: Machine, system_info: str) -> list[str]:
-    """CPU features this machine has that the installed llama.cpp was not compiled to use."""
-    built = parse_system_info(system_info)
-    return sorted(f for f in machine.features if f in LLAMA_BUILD_KEYS and not built.get(LLAMA_BUILD_KEYS[f]))
+def unsupported_build_features(machine: Machine, built: frozenset[str]) -> list[str]:
+    """Instructions the build uses that this CPU lacks: running it dies by SIGILL."""
+    return sorted(built - machine.features)
+
+
+def build_mismatch_warning(machine: Machine, record: dict | None) -> str | None:
+    """One line for `info`/`run`, from the build record (read before llama.cpp is loaded, which may
+    already execute the missing instructions)."""
+    lacking = unsupported_build_features(machine, frozenset(record.get("features", ()))) if record else []
+    if not lacking:
+        return None
+    return (f"warning: llama.cpp here was built on {record.get('cpu', 'another CPU')} for {' '.join(lacking)}, "
+            f"which this CPU ({machine.cpu}) lacks, so it may die by SIGILL: rerun scripts/setup-venv.sh here")
+
+
+def build_report(machine: Machine, backend_features: dict[str, str] | None, extra_buffer_types: list[str],
+                 record: dict | None, amx_opt_in: bool) -> dict:
+    """What `doctor` says about the llama.cpp build: the features it was compiled for (from the loaded
+    library, or from the build record when loading it could crash), those the CPU has that it does not
+    use and those it uses that the CPU lacks, AMX, and the smoke run of the build script."""
+    built = built_features(backend_features) if backend_features is not None else \
+        frozenset(record.get("features", ())) if record else frozenset()
+    amx_buffers = "AMX" in extra_buffer_types
+    return {
+        "built_for": sorted(built),
+        "built_for_source": "loaded library" if backend_features is not None else "build record",
+        "extra_buffer_types": extra_buffer_types,
+        "missing_build_features": missing_build_features(machine, built),
+        "unsupported_build_features": unsupported_build_features(machine, built),
+        "amx": {"cpu": "amx_int8" in machine.features, "built": "amx_int8" in built,
+                "in_use": amx_buffers and amx_opt_in},
+        "smoke": record.get("smoke") if record else None,
+        "build_flags_used": record.get("flags") if record else None,
+    }
+
+
+def llama_build(machine: Machine) -> dict:
+    """`build_report` for the installed llama-cpp-python. The library is not loaded when its build
+    record says it uses instructions this CPU lacks."""
+    from gemma_edge.llama import AMX_OPT_IN, cpu_backend_features, cpu_extra_buffer_types, recorded_build
+
+    record = recorded_build()
+    opt_in = os.environ.get(AMX_OPT_IN) == "1"
+    if build_mismatch_warning(machine, record):
+        return build_report(machine, None, [], record, opt_in)
+    return build_report(machine, cpu_backend_features(), cpu_extra_buffer_types(), record, opt_in)
 
 
 # -- recommendations (pure) --------------------------------------------------------------------------
@@ -281,25 +330,29 @@ def quantizations_that_fit(facts, machine: Machine, n_ctx: int = MIN_CONTEXT) ->
 
 
 def build_flags(machine: Machine) -> list[dict]:
-    """CMAKE_ARGS worth building llama-cpp-python with on this machine, each with why (README)."""
+    """CMAKE_ARGS for llama-cpp-python on this machine, each with why (README). The CPU flags are
+    derived by scripts/build-llama-wheel.sh itself (gemma_edge.cpu_build); these are the user's extras."""
+    from gemma_edge.cpu_build import cmake_args
+
+    derived = " ".join(cmake_args(machine)) or "(ggml's defaults: -march=native)"
+    flags = [{"flag": derived, "why": "derived by scripts/build-llama-wheel.sh from this CPU's features ("
+              + (" ".join(sorted(machine.features)) or "none") + "), AMX off unless you add "
+              "-DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON -DGGML_AMX_BF16=ON", "derived": True}]
     if machine.gpu == "metal":
-        return [{"flag": "-DGGML_METAL=on", "why": "run on the Apple GPU (Metal)"}]
-    flags = [{"flag": "-DGGML_NATIVE=on",
-              "why": "compile for this CPU's own SIMD features (" + (" ".join(sorted(machine.features)) or "none") + ")"}]
+        flags.append({"flag": "-DGGML_METAL=on", "why": "run on the Apple GPU (Metal)", "derived": False})
     if machine.arch in ("x86_64", "AMD64") and machine.physical_cores >= 8:
         flags.append({"flag": "-DGGML_BLAS=on -DGGML_BLAS_VENDOR=OpenBLAS",
-                      "why": "faster prompt processing of F16/F32 models on many cores"})
+                      "why": "faster prompt processing of F16/F32 models on many cores", "derived": False})
     return flags
 
 
-def report(facts, machine: Machine | None = None, system_info: str | None = None) -> dict:
-    """Everything `gemma-edge doctor` prints."""
+def report(facts, machine: Machine | None = None, build: dict | None = None) -> dict:
+    """Everything `gemma-edge doctor` prints (`build`: `llama_build(machine)`, when llama.cpp is here)."""
     machine = machine or detect_machine()
     result = {"machine": machine.describe(), "model": facts.describe(),
               "recommended": recommended_runtime(facts, machine),
               "quantizations_that_fit": quantizations_that_fit(facts, machine),
               "build_flags": build_flags(machine)}
-    if system_info is not None:
-        result["llama_cpp_build"] = system_info.strip()
-        result["missing_build_features"] = missing_build_features(machine, system_info)
+    if build is not None:
+        result["llama_cpp_build"] = build
     return result

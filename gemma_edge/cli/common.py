@@ -136,9 +136,22 @@ def sampling_overrides(kw: dict) -> dict:
     return {dst: kw[src] for src, dst in keys.items() if kw.get(src) is not None}
 
 
+def warn_about_the_build() -> None:
+    """One stderr line when the installed llama.cpp was built for instructions this CPU lacks (from
+    its build record, before llama.cpp is loaded: loading it may already die by SIGILL)."""
+    from gemma_edge.doctor import build_mismatch_warning, detect_machine
+    from gemma_edge.llama import recorded_build
+
+    record = recorded_build()
+    line = build_mismatch_warning(detect_machine(), record) if record else None
+    if line:
+        click.echo(line, err=True)
+
+
 def load_model(model_name, ctx_size, threads, mmproj=None):
     from gemma_edge.api import load
 
+    warn_about_the_build()
     model = load(model_name, n_ctx=ctx_size, n_threads=threads, mmproj=mmproj, **rpc_settings())
     if model.engine.placement is not None:
         click.echo("placement: " + "; ".join(

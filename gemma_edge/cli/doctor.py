@@ -24,12 +24,13 @@ def doctor(ctx, model_name, as_json, rpc):
         from gemma_edge.cli.worker import rpc_doctor
 
         return ctx.invoke(rpc_doctor, endpoints=rpc, model_name=model_name, as_json=as_json)
-    from gemma_edge.doctor import llama_system_info, report
+    from gemma_edge.doctor import detect_machine, llama_build, report
     from gemma_edge.model import read_model_facts
     from gemma_edge.registry import resolve
 
     path, _ = resolve(model_name)
-    result = report(read_model_facts(path), system_info=llama_system_info())
+    machine = detect_machine()
+    result = report(read_model_facts(path), machine, build=llama_build(machine))
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -38,15 +39,36 @@ def doctor(ctx, model_name, as_json, rpc):
                + (f", {m['performance_cores']} performance cores" if m["performance_cores"] != m["physical_cores"] else ""))
     click.echo(f"memory      {m['available_memory_gb']} GB available of {m['total_memory_gb']} GB")
     click.echo(f"CPU         {' '.join(m['features']) or 'no SIMD features detected'}")
-    missing = result["missing_build_features"]
-    click.echo("llama.cpp   built for all of them" if not missing else
-               f"llama.cpp   NOT built for: {' '.join(missing)} — rebuild with CMAKE_ARGS=\"-DGGML_NATIVE=on\"")
+    for line in build_lines(result["llama_cpp_build"]):
+        click.echo(line)
     click.echo(f"model       {result['model']['name']} ({result['model']['quantization']})")
     click.echo(f"threads     {rec['n_threads']}  ({rec['why']['n_threads']})")
     click.echo(f"context     {rec['n_ctx']}  ({rec['why']['n_ctx']})")
     click.echo(f"quantize    {rec['quantization']}  ({rec['why']['quantization']})")
     click.echo(f"fits in RAM {', '.join(result['quantizations_that_fit']) or 'none of the quantizations'}")
-    flags = " ".join(f["flag"] for f in result["build_flags"])
-    click.echo(f"build       CMAKE_ARGS=\"{flags}\" scripts/setup-venv.sh")
+    extras = " ".join(f["flag"] for f in result["build_flags"] if not f["derived"])
+    prefix = f'CMAKE_ARGS="{extras}" ' if extras else ""
+    click.echo(f"build       {prefix}scripts/setup-venv.sh")
     for flag in result["build_flags"]:
         click.echo(f"              {flag['flag']}: {flag['why']}")
+
+
+def build_lines(build: dict) -> list[str]:
+    missing, lacking, amx, smoke = (build["missing_build_features"], build["unsupported_build_features"],
+                                    build["amx"], build["smoke"])
+    lines = [f"llama.cpp   built for {' '.join(build['built_for']) or 'no SIMD features'} "
+             f"(from the {build['built_for_source']})"]
+    if lacking:
+        lines.append(f"            uses {' '.join(lacking)}, which this CPU LACKS: rerun scripts/setup-venv.sh here")
+    lines.append("            uses every CPU feature that speeds it up" if not missing else
+                 f"            does not use: {' '.join(missing)} (rerun scripts/setup-venv.sh to build for them)")
+    lines.append("AMX         " + ("not in this CPU" if not amx["cpu"] else
+                                   "in use (GEMMA_EDGE_AMX=1)" if amx["in_use"] else
+                                   "in this CPU, not used (opt in: build with CMAKE_ARGS=\"-DGGML_AMX_TILE=ON "
+                                   "-DGGML_AMX_INT8=ON -DGGML_AMX_BF16=ON\", run with GEMMA_EDGE_AMX=1)"))
+    lines.append("smoke run   " + ("unknown: llama-cpp-python was not installed by scripts/setup-venv.sh"
+                                   if smoke is None else
+                                   ("passed" if smoke.get("passed") else "FAILED")
+                                   + (" after falling back to the conservative build (no AVX-512, no AMX)"
+                                      if smoke.get("fallback") else "")))
+    return lines

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
+from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings, warn_about_the_build
 
 
 @click.command()
@@ -28,6 +28,7 @@ def info(model, as_json):
     if config is not None:
         _show(_family_facts(config), as_json)
         return
+    warn_about_the_build()
     path, entry = resolve(model)
     facts = read_model_facts(path).describe()
     if entry is not None:
