@@ -48,13 +48,15 @@ SAMPLING = {
     "frequency_penalty": _ZERO_ONLY,
 }
 
-STOP = {"anyOf": [
-    {"type": "string", "minLength": 1, "maxLength": 256},
-    {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1, "maxLength": 256}},
-    {"type": "null"},
-], "x-error": "must be a non-empty string or a list of at most 4 (each at most 256 characters)"}
+MAX_STOPS = 16
+_STOP_STRING = {"type": "string", "minLength": 1, "maxLength": 256}
+_STOP_LIST = {"type": "array", "maxItems": MAX_STOPS, "items": _STOP_STRING}
+STOP = {"anyOf": [_STOP_STRING, _STOP_LIST, {"type": "null"}],
+        "x-error": f"must be a non-empty string or a list of at most {MAX_STOPS} (each at most 256 characters)"}
 
 MAX_TOKENS = _number(1, 1 << 24, integer=True)
+MAX_CHOICES = 8
+MAX_TOP_LOGPROBS = 20
 
 COMMON = {
     "model": _NAME,
@@ -63,8 +65,8 @@ COMMON = {
                                  "additionalProperties": False}),
     "max_tokens": MAX_TOKENS,
     "stop": STOP,
-    "n": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1}, {"type": "null"}],
-          "x-error": "must be 1 (one choice per request)"},
+    "n": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}, {"type": "null"}],
+          "x-error": f"must be an integer from 1 to {MAX_CHOICES} (the choices are generated one after another)"},
     "user": _NAME,
     **SAMPLING,
 }
@@ -142,8 +144,15 @@ CHAT_REQUEST = {
         "messages": {"type": "array", "minItems": 1, "maxItems": 4096, "items": MESSAGE},
         "max_completion_tokens": MAX_TOKENS,
         "tools": _nullable({"type": "array", "maxItems": 128, "items": TOOL}),
-        "tool_choice": {"anyOf": [{"enum": ["auto", "none"]}, {"type": "null"}],
-                        "x-error": "must be 'auto' or 'none' ('required' and named functions are not supported yet)"},
+        "tool_choice": {"anyOf": [
+            {"enum": ["auto", "none", "required"]},
+            {"type": "object", "required": ["type", "function"],
+             "properties": {"type": {"enum": ["function"]},
+                            "function": {"type": "object", "required": ["name"], "properties": {"name": _NAME},
+                                         "additionalProperties": False}},
+             "additionalProperties": False},
+            {"type": "null"}],
+            "x-error": "must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}"},
         "parallel_tool_calls": _nullable({"type": "boolean"}),
         "response_format": RESPONSE_FORMAT,
         "reasoning_effort": {"enum": ["none", "minimal", "low", "medium", "high", None]},
@@ -152,7 +161,8 @@ CHAT_REQUEST = {
             "properties": {"enable_thinking": {"type": "boolean"}, "preserve_thinking": {"type": "boolean"}},
             "additionalProperties": False}),
         "thinking_budget": _number(0, 1 << 24, integer=True),
-        "logprobs": {"enum": [False, None], "x-error": "is not supported"},
+        "logprobs": _nullable({"type": "boolean"}),
+        "top_logprobs": _number(0, MAX_TOP_LOGPROBS, integer=True),
         "metadata": _nullable(_OBJECT),
         "store": _nullable({"type": "boolean"}),
     },
@@ -167,10 +177,114 @@ COMPLETION_REQUEST = {
                    "x-error": "must be a string (or a list holding one string)"},
         "echo": {"enum": [False, None], "x-error": "is not supported"},
         "suffix": {"type": "null", "x-error": "is not supported"},
-        "logprobs": {"type": "null", "x-error": "is not supported"},
+        "logprobs": _number(0, 5, integer=True),
     },
     "additionalProperties": False,
 }
+
+# -- Ollama's API (/api/*) ------------------------------------------------------------------------
+def _only(value: int) -> dict:
+    """An option accepted only at its neutral value (anything else would change the output silently)."""
+    return {"anyOf": [{"enum": [value, float(value)]}, {"type": "null"}],
+            "x-error": f"is not supported yet (only {value})"}
+
+
+_NOOP = {}  # options about loading/hardware: accepted, the server's own settings apply
+
+OLLAMA_OPTIONS = _nullable({
+    "type": "object",
+    "properties": {
+        **{k: v for k, v in SAMPLING.items() if k not in ("presence_penalty", "frequency_penalty")},
+        "num_predict": _number(-2, 1 << 24, integer=True),
+        "num_ctx": _number(1, 1 << 24, integer=True),
+        "stop": _nullable(_STOP_LIST),
+        "presence_penalty": _ZERO_ONLY, "frequency_penalty": _ZERO_ONLY,
+        "mirostat": _only(0), "typical_p": _only(1), "tfs_z": _only(1),
+        "repeat_last_n": _only(64), "penalize_newline": _nullable({"type": "boolean"}),
+        **{k: _NOOP for k in ("num_keep", "num_batch", "num_gpu", "main_gpu", "num_thread", "numa", "low_vram",
+                              "f16_kv", "vocab_only", "use_mmap", "use_mlock", "logits_all", "embedding_only")},
+    },
+    "additionalProperties": False,
+})
+
+_OLLAMA_IMAGES = _nullable({"type": "array", "maxItems": 16, "items": _STRING})
+_OLLAMA_FORMAT = {"anyOf": [{"enum": ["", "json"]}, _OBJECT, {"type": "null"}],
+                  "x-error": 'must be "json" or a JSON schema object'}
+_OLLAMA_THINK = {"anyOf": [{"type": "boolean"}, {"enum": ["low", "medium", "high"]}, {"type": "null"}],
+                 "x-error": 'must be true, false, "low", "medium" or "high"'}
+_KEEP_ALIVE = {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "number"}, {"type": "null"}],
+               "x-error": 'must be a duration ("5m") or a number of seconds'}
+
+OLLAMA_TOOL_CALL = {
+    "type": "object", "required": ["function"],
+    "properties": {
+        "id": _NAME, "type": {"enum": ["function"]},
+        "function": {"type": "object", "required": ["name"],
+                     "properties": {"name": _NAME, "arguments": _nullable(_OBJECT),
+                                    "index": {"type": "integer", "minimum": 0, "maximum": 1024}},
+                     "additionalProperties": False},
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_MESSAGE = {
+    "type": "object", "required": ["role"],
+    "properties": {
+        "role": {"enum": ["system", "user", "assistant", "tool"]},
+        "content": _nullable(_STRING),
+        "images": _OLLAMA_IMAGES,
+        "thinking": _nullable(_STRING),
+        "tool_calls": _nullable({"type": "array", "maxItems": 128, "items": OLLAMA_TOOL_CALL}),
+        "tool_name": _NAME,
+        "tool_call_id": _NAME,
+    },
+    "additionalProperties": False,
+}
+
+_OLLAMA_COMMON = {
+    "model": _NAME,
+    "stream": _nullable({"type": "boolean"}),
+    "format": _OLLAMA_FORMAT,
+    "options": OLLAMA_OPTIONS,
+    "keep_alive": _KEEP_ALIVE,
+    "think": _OLLAMA_THINK,
+    "logprobs": _nullable({"type": "boolean"}),
+    "top_logprobs": _number(0, MAX_TOP_LOGPROBS, integer=True),
+}
+
+OLLAMA_CHAT_REQUEST = {
+    "type": "object", "required": ["model"],
+    "properties": {
+        **_OLLAMA_COMMON,
+        "messages": _nullable({"type": "array", "maxItems": 4096, "items": OLLAMA_MESSAGE}),
+        "tools": _nullable({"type": "array", "maxItems": 128, "items": TOOL}),
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_GENERATE_REQUEST = {
+    "type": "object", "required": ["model"],
+    "properties": {
+        **_OLLAMA_COMMON,
+        "prompt": _nullable(_STRING),
+        "system": _nullable(_STRING),
+        "raw": _nullable({"type": "boolean"}),
+        "images": _OLLAMA_IMAGES,
+        "suffix": {"anyOf": [{"enum": [""]}, {"type": "null"}], "x-error": "is not supported yet"},
+        "template": {"anyOf": [{"enum": [""]}, {"type": "null"}],
+                     "x-error": "is not supported (the model's own turn format is always used)"},
+        "context": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}],
+                    "x-error": "is not supported (deprecated by Ollama: send the conversation to /api/chat)"},
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_SHOW_REQUEST = {
+    "type": "object",
+    "properties": {"model": _NAME, "name": _NAME, "verbose": _nullable({"type": "boolean"})},
+    "additionalProperties": False,
+}
+
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
