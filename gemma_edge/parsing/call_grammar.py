@@ -10,7 +10,7 @@ grammar is complete, so the grammar ends with the last call and the model's next
 
 Supported schema keywords: type (also a list), properties, required, items, enum, const, anyOf /
 oneOf, nullable. Optional properties may be left out; objects without `properties` are `{}`;
-string lengths and numeric ranges are not enforced (the parser reads any value).
+maxLength (up to 256) bounds strings; minLength and numeric ranges are not enforced (the parser reads any value).
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ PRIMITIVES = {
     "boolean": '"true" | "false"',
     "null": '"null"',
 }
-PRIMITIVES["number"] = PRIMITIVES["integer"].join("()") + ' ("." [0-9]{1,%d})? ([eE] [-+]? [0-9]{1,3})?' % MAX_DIGITS
+PRIMITIVES["number"] = PRIMITIVES["integer"].join("()") + ' ("." [0-9]{1,%d})? ([eE] [-+]? [0-9]{1,2})?' % MAX_DIGITS
+MAX_STRING = 256  # a bounded maxLength keeps the grammar small
 KEY = "[A-Za-z_] [A-Za-z0-9_]{0,63}"
 
 
@@ -34,8 +35,13 @@ class SchemaError(ValueError):
     """A tool's schema uses something this grammar cannot express."""
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def gbnf_literal(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    """`text` as a GBNF string literal (other control characters as \\xHH)."""
+    return '"' + "".join(_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 else c) for c in text) + '"'
+
 
 
 def tool_call_grammar(syntax: OutputSyntax, tools: list[dict], *, parallel: bool,
@@ -64,7 +70,7 @@ class _Builder:
         self.token_id = token_id
         self.rules: list[str] = []
         self.quote = quote = self.marker(syntax.string_delim)
-        self.rules += [f"string ::= {quote} ([^<] | \"<\" [^|<])* {quote}",
+        self.rules += [f"string ::= {quote} string-char* {quote}", 'string-char ::= [^<] | "<" [^|<]',
                        *(f"{name} ::= {body}" for name, body in PRIMITIVES.items()),
                        "value ::= string | number | boolean | null | any-array | any-object",
                        'any-array ::= "[" (value ("," value)*)? "]"',
@@ -107,6 +113,8 @@ class _Builder:
 
     def typed(self, kind: str, schema: dict) -> str:
         if kind == "string":
+            if isinstance(schema.get("maxLength"), int):
+                return f"{self.quote} string-char{{0,{min(schema['maxLength'], MAX_STRING)}}} {self.quote}"
             return "string"
         if kind in PRIMITIVES:
             return kind

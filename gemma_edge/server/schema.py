@@ -19,8 +19,11 @@ _NAME = {"type": "string", "maxLength": 256}
 _OBJECT = {"type": "object"}
 
 
+_NULL = {"type": "null"}
+
+
 def _nullable(schema: dict) -> dict:
-    return {"anyOf": [schema, {"type": "null"}]}
+    return {"anyOf": [schema, _NULL]}
 
 
 def _number(minimum=None, maximum=None, exclusive_minimum=None, integer=False) -> dict:
@@ -320,12 +323,14 @@ def _fail(schema: dict, path: str, message: str):
 
 def _check(value: Any, schema: dict, path: str) -> None:
     if "anyOf" in schema:
+        inner = None
         for option in schema["anyOf"]:
             try:
                 _check(value, option, path)
                 return
             except _Invalid as e:
-                inner = e
+                if inner is None or option != _NULL:  # "must be of type null" explains nothing
+                    inner = e
         if "x-error" in schema:
             _fail(schema, path, "")
         raise inner
