@@ -8,9 +8,10 @@ Markers that are single special tokens are named by id (`<[id]>`): text rules ca
 control token. End-of-generation tokens cannot be named in a grammar; llama.cpp allows them once the
 grammar is complete, so the grammar ends with the last call and the model's next token ends the turn.
 
-Supported schema keywords: type (also a list), properties, required, items, enum, const, anyOf /
-oneOf, nullable. Optional properties may be left out; objects without `properties` are `{}`;
-maxLength (up to 256) bounds strings; minLength and numeric ranges are not enforced (the parser reads any value).
+Supported schema keywords: type (also a list), properties, required, items, minItems, maxItems,
+maxLength, enum, const, anyOf / oneOf, nullable. Optional properties may be left out; objects without
+`properties` are `{}`; arrays and strings are bounded (256 items / characters at most, so a call
+always ends); minLength and numeric ranges are not enforced.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ PRIMITIVES = {
     "null": '"null"',
 }
 PRIMITIVES["number"] = PRIMITIVES["integer"].join("()") + ' ("." [0-9]{1,%d})? ([eE] [-+]? [0-9]{1,2})?' % MAX_DIGITS
-MAX_STRING = 256  # a bounded maxLength keeps the grammar small
+MAX_STRING = 256  # characters of a string, items of an array: bounded, so every call ends
+MAX_CALLS = 16     # calls in one reply when parallel calls are allowed
 KEY = "[A-Za-z_] [A-Za-z0-9_]{0,63}"
 
 
@@ -61,8 +63,12 @@ def tool_call_grammar(syntax: OutputSyntax, tools: list[dict], *, parallel: bool
     marker = builder.marker
     call = f'{marker(syntax.call_open)} {gbnf_literal(syntax.call_prefix)} ({" | ".join(names)}) ' \
            f'{marker(syntax.call_close)}'
-    rules = [f"root ::= call{'+' if parallel else ''}", f"call ::= {call}", *builder.rules]
+    rules = [f"root ::= call{{1,{MAX_CALLS if parallel else 1}}}", f"call ::= {call}", *builder.rules]
     return "\n".join(rules) + "\n"
+
+
+def _count(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
 class _Builder:
@@ -70,10 +76,10 @@ class _Builder:
         self.token_id = token_id
         self.rules: list[str] = []
         self.quote = quote = self.marker(syntax.string_delim)
-        self.rules += [f"string ::= {quote} string-char* {quote}", 'string-char ::= [^<] | "<" [^|<]',
+        self.rules += [f"string ::= {quote} string-char{{0,{MAX_STRING}}} {quote}", 'string-char ::= [^<] | "<" [^|<]',
                        *(f"{name} ::= {body}" for name, body in PRIMITIVES.items()),
                        "value ::= string | number | boolean | null | any-array | any-object",
-                       'any-array ::= "[" (value ("," value)*)? "]"',
+                       'any-array ::= "[" (value ("," value){0,%d})? "]"' % (MAX_STRING - 1),
                        f'any-object ::= "{{" ({KEY} ":" value ("," {KEY} ":" value)*)? "}}"']
         self.count = 0
 
@@ -113,18 +119,27 @@ class _Builder:
 
     def typed(self, kind: str, schema: dict) -> str:
         if kind == "string":
-            if isinstance(schema.get("maxLength"), int):
-                return f"{self.quote} string-char{{0,{min(schema['maxLength'], MAX_STRING)}}} {self.quote}"
-            return "string"
+            return f"{self.quote} string-char{{0,{min(_count(schema.get('maxLength'), MAX_STRING), MAX_STRING)}}} " \
+                   f"{self.quote}"
         if kind in PRIMITIVES:
             return kind
         if kind == "array":
-            item = self.value(schema.get("items", {}))
-            first = f"{item} (\",\" {item})*"
-            return f'"[" {first if schema.get("minItems", 0) > 0 else f"({first})?"} "]"'
+            return self.array(schema)
         if kind == "object":
             return self.object(schema)
         raise SchemaError(f"unknown type {kind!r}")
+
+    def array(self, schema: dict) -> str:
+        """`[item,…]` with minItems and maxItems (each up to MAX_STRING) enforced."""
+        least = min(_count(schema.get("minItems"), 0), MAX_STRING)
+        most = min(_count(schema.get("maxItems"), MAX_STRING), MAX_STRING)
+        if most < least:
+            raise SchemaError("maxItems is below minItems")
+        if most == 0:
+            return '"[]"'
+        item = self.value(schema.get("items", {}))
+        items = f'{item} ("," {item}){{{max(least - 1, 0)},{most - 1}}}'
+        return f'"[" {items if least else f"({items})?"} "]"'
 
     def object(self, schema: dict) -> str:
         """`{key:value,…}`: the properties in the template's key order, the required ones always."""
