@@ -59,7 +59,9 @@ async def _not_supported(request: Request) -> Response:
 
 
 def _ndjson(payload: dict) -> str:
-    return json.dumps(payload, ensure_ascii=False) + "\n"
+    """One line; ASCII-only, so no character in the text (U+0085, U+2028) can look like a line break to a
+    client that splits lines the way Python's str.splitlines does."""
+    return json.dumps(payload) + "\n"
 
 
 class OllamaApi:

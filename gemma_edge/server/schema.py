@@ -429,15 +429,23 @@ def openapi_document(version: str) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "gemma-edge", "version": version,
-                 "description": "OpenAI-compatible chat and text completions on a local Gemma model."},
+                 "description": "OpenAI- and Ollama-compatible chat and text completions on a local Gemma model "
+                                "(Ollama endpoints answer errors as {\"error\": message})."},
         "paths": {
             "/v1/chat/completions": _generation_op("Chat completion", "ChatCompletionRequest"),
             "/v1/completions": _generation_op("Text completion (no chat template)", "CompletionRequest"),
             "/v1/models": _get_op("The loaded model"),
             "/health": _get_op("Liveness and queue length"),
+            "/api/chat": _generation_op("Ollama chat (NDJSON lines unless stream is false)", "OllamaChatRequest"),
+            "/api/generate": _generation_op("Ollama generate (NDJSON lines unless stream is false)",
+                                            "OllamaGenerateRequest"),
+            "/api/tags": _get_op("Ollama: the loaded model"),
+            "/api/ps": _get_op("Ollama: the running model"),
+            "/api/version": _get_op("Ollama: the server's version"),
         },
         "components": {
             "schemas": {"ChatCompletionRequest": CHAT_REQUEST, "CompletionRequest": COMPLETION_REQUEST,
+                        "OllamaChatRequest": OLLAMA_CHAT_REQUEST, "OllamaGenerateRequest": OLLAMA_GENERATE_REQUEST,
                         "Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
