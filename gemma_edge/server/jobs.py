@@ -114,8 +114,9 @@ class Job:
             self._take({"type": "tool_call", "tool_call": call})
 
     def _outcome(self, finish_reason: str, generation) -> Outcome:
+        timings = generation.timings.as_dict(generation.prompt_evaluated, len(generation.tokens))
         return Outcome("".join(self.content), "".join(self.thinking) or None, self.calls, finish_reason,
-                       generation.usage, generation.timings.as_dict(generation.prompt_evaluated, len(generation.tokens)),
+                       generation.usage, timings,
                        generation.logprob_records() if generation.logprobs is not None else None)
 
     # -- event loop -----------------------------------------------------------------------------

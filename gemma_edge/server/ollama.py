@@ -85,6 +85,7 @@ class OllamaApi:
         body = await read_json(request, config.max_body_bytes)
         schema.validate(body, schema.OLLAMA_CHAT_REQUEST if chat else schema.OLLAMA_GENERATE_REQUEST)
         name = body.get("model") or self._name
+        om.check_capabilities(body, self.server.model.turn_format, self._name)
         if om.is_load_request(body, chat):
             return JSONResponse(om.load_json(name, chat))
         to_request = om.chat_request if chat else om.generate_request

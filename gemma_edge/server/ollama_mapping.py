@@ -53,6 +53,15 @@ def generate_request(body: dict, *, n_ctx: int, default_max_tokens: int,
     return GenerationRequest(messages, args, **_delivery(body))
 
 
+def check_capabilities(body: dict, turn_format, model_name: str) -> None:
+    """Like Ollama, refuse `think` or `tools` for a model whose turn format has no such thing."""
+    for field, supported, what in (("think", turn_format.supports_thinking, "thinking"),
+                                   ("tools", turn_format.supports_tools, "tools")):
+        if body.get(field) and not supported:
+            raise RequestError(f"{field}: {model_name} ({turn_format.name} format) does not support {what}",
+                               param=field)
+
+
 def is_load_request(body: dict, chat: bool) -> bool:
     """Ollama loads the model (and generates nothing) for an empty prompt or message list."""
     return not (body.get("messages") if chat else body.get("prompt"))

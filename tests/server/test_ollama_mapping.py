@@ -72,6 +72,8 @@ def test_think_and_format():
 @pytest.mark.parametrize("body, param", [
     ({"messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 4096}}, "options.num_ctx"),
     ({"messages": [{"role": "user", "content": "hi"}], "format": "json", "think": True}, "format"),
+    ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}],
+      "format": "json"}, "format"),
     ({"messages": [{"role": "user", "content": "hi"}], "format": {"type": "array", "maxItems": 10**6}}, "format"),
     ({"messages": [{"role": "user", "content": "hi"}], "options": {"mirostat": 1}}, "options.mirostat"),
     ({"messages": [{"role": "user", "content": "hi"}], "options": {"temprature": 1}}, "options.temprature"),
@@ -83,6 +85,20 @@ def test_refusals_name_the_field(body, param):
     with pytest.raises(RequestError) as e:
         chat(body)
     assert e.value.param == param
+
+
+def test_think_and_tools_need_a_format_that_has_them():
+    from gemma_edge.formats import get_format
+
+    body = {"think": True, "tools": [{"type": "function", "function": {"name": "f"}}]}
+    om.check_capabilities(body, get_format("gemma4-small"), "m")
+    for format, field in (("gemma3", "think"), ("functiongemma", "think")):
+        with pytest.raises(RequestError) as e:
+            om.check_capabilities(body, get_format(format), "m")
+        assert e.value.param == field
+    with pytest.raises(RequestError) as e:
+        om.check_capabilities({"tools": body["tools"], "think": False}, get_format("gemma3"), "m")
+    assert e.value.param == "tools"
 
 
 def test_generate_applies_the_turn_format_unless_raw():

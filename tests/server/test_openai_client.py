@@ -184,7 +184,8 @@ def test_chat_logprobs_equal_llama_cpps(client, library_model, logits_oracle, st
     for token, row, chosen in zip(content, rows, generated):
         assert token.logprob == pytest.approx(float(row[chosen]), abs=2e-3)
         best = np.argsort(-row)[:4]
-        assert [t.token for t in token.top_logprobs] == [library_model.engine.token_piece(int(i))["token"] for i in best]
+        piece = library_model.engine.token_piece
+        assert [t.token for t in token.top_logprobs] == [piece(int(i))["token"] for i in best]
         assert [t.logprob for t in token.top_logprobs] == pytest.approx([float(row[i]) for i in best], abs=2e-3)
         assert bytes(token.bytes).decode("utf-8", errors="replace") == token.token
 
