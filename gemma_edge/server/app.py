@@ -23,7 +23,7 @@ from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.media import Limits
 from gemma_edge.server import mapping, schema, webpage
 from gemma_edge.server.media import decode_media, has_media
-from gemma_edge.server.errors import RequestError, error_body
+from gemma_edge.server.errors import RequestError, error_body_for
 from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
 from gemma_edge.server.security import ApiKey, HostAllowlist, allowed_hosts
 
@@ -371,15 +371,15 @@ def _finite_float(text: str) -> float:
 
 
 async def _request_error(request: Request, error: RequestError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status,
+    return JSONResponse(error.body(request.url.path), status_code=error.status,
                         headers={"retry-after": "5"} if error.status == 503 else None)
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
-    return JSONResponse(error_body(str(error.detail), error.status_code), status_code=error.status_code,
-                        headers=error.headers)
+    return JSONResponse(error_body_for(request.url.path, str(error.detail), error.status_code),
+                        status_code=error.status_code, headers=error.headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal server error", 500), status_code=500)
+    return JSONResponse(error_body_for(request.url.path, "internal server error", 500), status_code=500)

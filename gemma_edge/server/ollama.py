@@ -1,12 +1,13 @@
 """Ollama-compatible endpoints (`/api/chat`, `/api/generate`, `/api/tags`, `/api/show`, `/api/ps`,
 `/api/version`) on the same server, queue and security as the OpenAI ones. Mapping lives in
-`ollama_mapping`; errors answer in Ollama's shape, `{"error": "..."}`, also as a line inside a stream.
+`ollama_mapping`; errors answer in Ollama's shape, `{"error": "..."}` (`errors.RequestError.body` picks
+it for paths under /api/), also as the last line of a broken stream.
 """
 from __future__ import annotations
 
 import json
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,28 +30,14 @@ NEVER_EXPIRES = "9999-12-31T23:59:59Z"  # the model stays loaded as long as the 
 def routes(server: Server) -> list[Route]:
     api = OllamaApi(server)
     return [
-        Route("/api/chat", _ollama_errors(api.chat), methods=["POST"]),
-        Route("/api/generate", _ollama_errors(api.generate), methods=["POST"]),
-        Route("/api/tags", _ollama_errors(api.tags), methods=["GET"]),
-        Route("/api/show", _ollama_errors(api.show), methods=["POST"]),
-        Route("/api/ps", _ollama_errors(api.ps), methods=["GET"]),
-        Route("/api/version", _ollama_errors(api.version), methods=["GET"]),
-        *[Route(path, _ollama_errors(_not_supported), methods=[method]) for path, method in NOT_SUPPORTED.items()],
+        Route("/api/chat", api.chat, methods=["POST"]),
+        Route("/api/generate", api.generate, methods=["POST"]),
+        Route("/api/tags", api.tags, methods=["GET"]),
+        Route("/api/show", api.show, methods=["POST"]),
+        Route("/api/ps", api.ps, methods=["GET"]),
+        Route("/api/version", api.version, methods=["GET"]),
+        *[Route(path, _not_supported, methods=[method]) for path, method in NOT_SUPPORTED.items()],
     ]
-
-
-def _ollama_errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def answer(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except RequestError as e:
-            return _error(e)
-    return answer
-
-
-def _error(error: RequestError) -> Response:
-    return JSONResponse({"error": error.message}, status_code=error.status,
-                        headers={"retry-after": "5"} if error.status == 503 else None)
 
 
 async def _not_supported(request: Request) -> Response:

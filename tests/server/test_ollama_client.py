@@ -157,6 +157,20 @@ def test_malformed_bodies_have_ollamas_shape(server):
     assert answer.status_code == 415 and set(answer.json()) == {"error"}
 
 
+def test_api_key(embedded_model_path):
+    """The Ollama client sends the key as a bearer token (OLLAMA_API_KEY or a header); refusals keep Ollama's shape."""
+    key = "sk-test-" + "0llama" * 4
+    running = start_server(serve_argv(embedded_model_path, "--api-key", key))
+    try:
+        with pytest.raises(ollama.ResponseError) as e:
+            ollama.Client(host=running.url).list()
+        assert e.value.status_code == 401 and "API key" in e.value.error
+        keyed = ollama.Client(host=running.url, headers={"authorization": f"Bearer {key}"})
+        assert keyed.chat(model="m", messages=MESSAGES, options={"num_predict": 1}).done
+    finally:
+        stop_server(running)
+
+
 # -- Gemma 4: thinking and tool calls ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gemma4_path():
