@@ -405,14 +405,14 @@ def _error_responses(*codes: int) -> dict:
     return {str(code): {"description": "error", **ref} for code in codes}
 
 
-def _generation_op(summary: str, request_ref: str) -> dict:
+def _generation_op(summary: str, request_ref: str, streamed: str = "text/event-stream") -> dict:
     return {"post": {
         "summary": summary,
         "requestBody": {"required": True,
                         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request_ref}"}}}},
-        "responses": {"200": {"description": "the completion (JSON), or server-sent events when stream is true",
+        "responses": {"200": {"description": f"the completion (JSON), or {streamed} when streaming",
                               "content": {"application/json": {"schema": {"type": "object"}},
-                                          "text/event-stream": {"schema": {"type": "string"}}}},
+                                          streamed: {"schema": {"type": "string"}}}},
                       **_error_responses(400, 401, 408, 413, 415, 503, 504)},
     }}
 
@@ -436,9 +436,10 @@ def openapi_document(version: str) -> dict:
             "/v1/completions": _generation_op("Text completion (no chat template)", "CompletionRequest"),
             "/v1/models": _get_op("The loaded model"),
             "/health": _get_op("Liveness and queue length"),
-            "/api/chat": _generation_op("Ollama chat (NDJSON lines unless stream is false)", "OllamaChatRequest"),
-            "/api/generate": _generation_op("Ollama generate (NDJSON lines unless stream is false)",
-                                            "OllamaGenerateRequest"),
+            "/api/chat": _generation_op("Ollama chat (streamed unless stream is false)", "OllamaChatRequest",
+                                        "application/x-ndjson"),
+            "/api/generate": _generation_op("Ollama generate (streamed unless stream is false)",
+                                            "OllamaGenerateRequest", "application/x-ndjson"),
             "/api/tags": _get_op("Ollama: the loaded model"),
             "/api/ps": _get_op("Ollama: the running model"),
             "/api/version": _get_op("Ollama: the server's version"),
