@@ -76,7 +76,11 @@ class _Builder:
         self.token_id = token_id
         self.rules: list[str] = []
         self.quote = quote = self.marker(syntax.string_delim)
-        self.rules += [f"string ::= {quote} string-char{{0,{MAX_STRING}}} {quote}", 'string-char ::= [^<] | "<" [^|<]',
+        # A string may hold "<" but never the start of a marker's text: the parser reads markers in the
+        # text whether or not they came as special tokens (every Gemma marker starts with "<").
+        after = "".join(f"\\x{ord(c):02x}" for c in sorted({m[1] for m in syntax.all_markers() if len(m) > 1} | {"<"}))
+        self.rules += [f"string ::= {quote} string-char{{0,{MAX_STRING}}} {quote}",
+                       f'string-char ::= [^<] | "<" [^{after}]',
                        *(f"{name} ::= {body}" for name, body in PRIMITIVES.items()),
                        "value ::= string | number | boolean | null | any-array | any-object",
                        'any-array ::= "[" (value ("," value){0,%d})? "]"' % (MAX_STRING - 1),
