@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gemma_edge.server import ollama_mapping as om, schema
+from gemma_edge.server import ollama_mapping as om, schema, webpage
 from gemma_edge.server.app import Server, as_request_error, job_messages, read_json
 from gemma_edge.server.errors import RequestError
 from gemma_edge.server.jobs import DONE
@@ -128,7 +128,7 @@ class OllamaApi:
             "parameters": parameters, "template": "", "details": om.details_json(facts),
             "model_info": {"general.architecture": facts.architecture, "general.parameter_count": facts.parameters,
                            f"{facts.architecture}.context_length": facts.context_length},
-            "capabilities": om.capabilities(model),
+            "capabilities": om.capabilities(webpage.capabilities(model)),
             "modified_at": om.model_json(self._name, facts, "")["modified_at"]})
 
     async def version(self, request: Request) -> Response:

@@ -229,12 +229,9 @@ def details_json(facts) -> dict:
             "parameter_size": facts.size_label, "quantization_level": facts.quantization}
 
 
-def capabilities(model) -> list[str]:
-    """Ollama's capability names for what the loaded model can take."""
-    names = ["completion"]
-    if model.turn_format.supports_tools:
-        names.append("tools")
-    if model.turn_format.supports_thinking:
-        names.append("thinking")
-    names += [name for kind, name in (("image", "vision"), ("audio", "audio")) if model.engine.supports(kind)]
-    return names
+OLLAMA_CAPABILITIES = (("tools", "tools"), ("thinking", "thinking"), ("image", "vision"), ("audio", "audio"))
+
+
+def capabilities(caps: dict) -> list[str]:
+    """Ollama's capability names for `webpage.capabilities(model)`."""
+    return ["completion", *(name for key, name in OLLAMA_CAPABILITIES if caps.get(key))]
