@@ -195,10 +195,13 @@ class Server:
                 job = self._job(choice)
                 try:
                     await self.scheduler.submit(job)
+                    first = await job.next_message()
                 except RequestError as e:
                     yield index, FAILED, e
                     return
-                first = await job.next_message()
+                except BaseException:  # the client went away (Starlette cancels the stream)
+                    job.cancel()
+                    raise
             async for kind, item in job_messages(job, first):
                 yield index, kind, item
                 if kind == FAILED:
