@@ -209,8 +209,9 @@ class Model:
     # -- generation -----------------------------------------------------------------------------
     def stream(self, prompt: str | list[dict], *, raw: bool = False, tools=None, enable_thinking: bool | None = None,
                max_tokens: int = DEFAULT_MAX_TOKENS, thinking_budget: int | None = None, grammar: str | None = None,
-               template_vars: dict | None = None, **sampling) -> ResponseStream:
-        """Start a generation for a prompt string (one user turn) or a message list."""
+               template_vars: dict | None = None, logprobs: int | None = None, **sampling) -> ResponseStream:
+        """Start a generation for a prompt string (one user turn) or a message list. `logprobs`: record
+        each generated token's log-probability and that many alternatives (`stream.generation.token_logprobs`)."""
         from gemma_edge.parsing import StreamParser
 
         samp = self.sampling(**sampling)
@@ -218,13 +219,15 @@ class Model:
         if raw:
             if not isinstance(prompt, str):
                 raise GemmaEdgeError("raw completion takes a text prompt, not messages")
-            gen = self.engine.generate(self.tokenize_raw(prompt), samp, max_tokens=max_tokens, grammar=grammar)
+            gen = self.engine.generate(self.tokenize_raw(prompt), samp, max_tokens=max_tokens, grammar=grammar,
+                                       logprobs=logprobs)
             return ResponseStream(gen, None, raw=True)
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         schemas = _tool_schemas(tools)
         tokens, tail = self.tokenize_messages(messages, tools=schemas, enable_thinking=think, **(template_vars or {}))
         budget = self._thinking_budget(thinking_budget, tail) if think and thinking_budget is not None else None
-        gen = self.engine.generate(tokens, samp, max_tokens=max_tokens, grammar=grammar, intervene=budget)
+        gen = self.engine.generate(tokens, samp, max_tokens=max_tokens, grammar=grammar, intervene=budget,
+                                   logprobs=logprobs)
         parser = StreamParser(self.format, enable_thinking=think, prompt_tail=tail, tools=schemas)
         return ResponseStream(gen, parser, raw=False)
 

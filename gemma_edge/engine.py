@@ -52,9 +52,12 @@ class Generation:
     max_tokens: int
     grammar: str | None = None
     intervene: Callable[[list[int]], list[int] | None] | None = None
+    logprobs: int | None = None  # record each generated token's log-probability and this many alternatives
     finish_reason: str | None = None
     prompt_evaluated: int = 0
     tokens: list[int] = field(default_factory=list)
+    # with `logprobs`: per generated token (log-probability, [(alternative id, log-probability), …])
+    token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
 
     def __iter__(self) -> Iterator[str]:
@@ -62,6 +65,15 @@ class Generation:
 
     def text(self) -> str:
         return "".join(self)
+
+    def logprob_records(self) -> list[dict]:
+        """The recorded log-probabilities as `{"token", "bytes", "logprob", "top_logprobs": [{"token",
+        "bytes", "logprob"}, …]}` per generated token (a token's text may be part of a UTF-8 character:
+        `bytes` is exact, `token` decoded with replacement)."""
+        piece = self.engine.token_piece
+        return [{**piece(token), "logprob": logprob,
+                 "top_logprobs": [{**piece(other), "logprob": p} for other, p in top]}
+                for token, (logprob, top) in zip(self.tokens, self.token_logprobs)]
 
     @property
     def usage(self) -> dict:
@@ -233,6 +245,11 @@ class Engine:
         """Token ids of segments; with `media(part) -> MediaChunk`, media segments become chunks."""
         return self.tokenizer.tokenize(segments, media)
 
+    def token_piece(self, token: int) -> dict:
+        """One token's `{"token": text, "bytes": [...]}` (special tokens' text kept)."""
+        data = self.llm.detokenize([token], special=True)
+        return {"token": data.decode("utf-8", errors="replace"), "bytes": list(data)}
+
     def detokenize(self, tokens: Sequence[int], special: bool = True) -> str:
         return self.llm.detokenize(list(tokens), special=special).decode("utf-8", errors="replace")
 
@@ -260,9 +277,12 @@ class Engine:
     # -- generation ---------------------------------------------------------------------------
     def generate(self, prompt_tokens: Sequence[PromptItem], sampling: Sampling, *, max_tokens: int = 512,
                  grammar: str | None = None,
-                 intervene: Callable[[list[int]], list[int] | None] | None = None) -> Generation:
+                 intervene: Callable[[list[int]], list[int] | None] | None = None,
+                 logprobs: int | None = None) -> Generation:
         """A lazy generation of a prompt of token ids and media chunks. `intervene(generated_ids)` may
-        return tokens to force in next (e.g. a thinking budget closing the thought channel)."""
+        return tokens to force in next (e.g. a thinking budget closing the thought channel).
+        `logprobs`: record each token's log-probability under the model (the raw logits, before
+        sampling settings) and the `logprobs` most likely alternatives."""
         prompt_tokens = list(prompt_tokens)
         n_prompt = prompt_positions(prompt_tokens)
         if n_prompt >= self.n_ctx:
@@ -271,7 +291,7 @@ class Engine:
                 f"(model maximum {self.facts.context_length}); shorten it or raise --ctx-size")
         if not prompt_tokens or isinstance(prompt_tokens[-1], MediaChunk):
             raise GemmaEdgeError("a prompt must end with text (its last token gives the next-token logits)")
-        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene)
+        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs)
 
     def _prefill(self, items: list[PromptItem]) -> int:
         """Evaluate what the KV cache lacks of the prompt; returns how many positions were evaluated.
@@ -331,6 +351,19 @@ class Engine:
             suppress_first(sampler, self.llm.n_vocab(), self.facts.suppress_tokens)
         return sampler
 
+    def _logprobs(self, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+        """`token`'s log-probability in the last evaluated position's logits, and the `top` most likely."""
+        import numpy as np
+
+        from gemma_edge.perplexity import log_softmax
+
+        n_vocab = self.llm.n_vocab()
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        logp = log_softmax(logits)
+        best = np.argpartition(-logp, top)[:top] if 0 < top < n_vocab else np.arange(n_vocab if top else 0)
+        best = best[np.argsort(-logp[best], kind="stable")]
+        return float(logp[token]), [(int(i), float(logp[i])) for i in best]
+
     def _run(self, gen: Generation) -> Iterator[str]:
         with self.lock:
             start = time.perf_counter()
@@ -358,6 +391,8 @@ class Engine:
                         gen.finish_reason = "stop"
                         break
                     gen.tokens.append(token)
+                    if gen.logprobs is not None:
+                        gen.token_logprobs.append(self._logprobs(token, gen.logprobs))
                     piece = decoder.decode(llm.detokenize([token], special=True))
                     if piece:
                         yield piece

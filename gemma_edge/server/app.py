@@ -23,7 +23,7 @@ from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.media import Limits
 from gemma_edge.server import mapping, schema, webpage
 from gemma_edge.server.media import decode_media, has_media
-from gemma_edge.server.errors import RequestError, error_body
+from gemma_edge.server.errors import RequestError, error_body_for
 from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
 from gemma_edge.server.security import ApiKey, HostAllowlist, allowed_hosts
 
@@ -65,6 +65,9 @@ def create_app(model, config: ServerConfig) -> Starlette:
         Route("/openapi.json", server.openapi, methods=["GET"]),
         Route(webpage.PAGE_PATH, webpage.chat_page, methods=["GET"]),
     ]
+    from gemma_edge.server import ollama  # it builds on this module
+
+    routes += ollama.routes(server)
     middleware = [Middleware(HostAllowlist, hosts=allowed_hosts(config.bind_host, config.allow_hosts))]
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -95,7 +98,7 @@ class Server:
         body = await read_json(request, self.config.max_body_bytes)
         schema.validate(body, schema.CHAT_REQUEST)
         wanted = mapping.chat_request(body, default_max_tokens=self.config.default_max_tokens,
-                                      max_tokens_limit=self.config.max_tokens_limit)
+                                      max_tokens_limit=self.config.max_tokens_limit, call_grammar=self._call_grammar)
         if has_media(wanted.prompt):
             wanted.prompt = await self._decode_media(wanted.prompt)
         return await self._respond(request, wanted, chat=True)
@@ -118,6 +121,13 @@ class Server:
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(schema.openapi_document(self.config.version))
 
+    def _call_grammar(self, tools: list[dict], parallel: bool) -> str:
+        from gemma_edge.parsing import syntax_for
+        from gemma_edge.parsing.call_grammar import tool_call_grammar
+
+        return tool_call_grammar(syntax_for(self.model.format), tools, parallel=parallel,
+                                 token_id=self.model.engine.special_id)
+
     async def _decode_media(self, messages: list[dict]) -> list[dict]:
         """Images and audio decoded in a worker thread (a 20 MB image must not stall the event loop),
         a few requests at a time so concurrent uploads cannot pile up decoded pixels."""
@@ -136,34 +146,66 @@ class Server:
             return self.model.stream(wanted.prompt, **wanted.model_args)
         return start
 
-    async def _respond(self, request: Request, wanted: mapping.GenerationRequest, *, chat: bool) -> Response:
-        loop = asyncio.get_running_loop()
-        job = Job(self._start(wanted), stops=wanted.stops, deadline=time.monotonic() + self.config.timeout_s,
-                  loop=loop)
-        ids = ResponseIds(("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12), int(time.time()),
-                          self.config.model_id)
+    def _job(self, wanted: mapping.GenerationRequest) -> Job:
+        return Job(self._start(wanted), stops=wanted.stops, deadline=time.monotonic() + self.config.timeout_s,
+                   loop=asyncio.get_running_loop(), max_calls=wanted.max_calls)
+
+    async def run(self, request: Request, wanted: mapping.GenerationRequest):
+        """Queue `wanted` and start it. Streaming: `(job, first message)` (a failure before the first
+        token raised as a RequestError, so it still gets a status code); otherwise the Outcome.
+        A client that disconnects meanwhile cancels the job."""
+        job = self._job(wanted)
         gone = asyncio.create_task(_client_gone(request))
         try:
             await _unless_gone(self.scheduler.submit(job), gone, job)
             if wanted.stream:
-                first = await _unless_gone(job.next_message(), gone, job)  # errors before any token: a status code
+                first = await _unless_gone(job.next_message(), gone, job)
                 if first[0] == FAILED:
-                    raise _as_request_error(first[1])
-                gone.cancel()
-                body = _chat_events(job, first, ids, wanted) if chat else _completion_events(job, first, ids, wanted)
-                return StreamingResponse(body, media_type="text/event-stream",
-                                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                    raise as_request_error(first[1])
+                return job, first
             try:
-                outcome = await _unless_gone(job.outcome(), gone, job)
+                return await _unless_gone(job.outcome(), gone, job)
             except BaseException as e:
-                raise _as_request_error(e) from None
+                raise as_request_error(e) from None
         finally:
             gone.cancel()
+
+    async def _respond(self, request: Request, wanted: mapping.GenerationRequest, *, chat: bool) -> Response:
+        ids = ResponseIds(("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12), int(time.time()),
+                          self.config.model_id)
+        choices = mapping.choice_requests(wanted)
+        if wanted.stream:
+            job, first = await self.run(request, choices[0])
+            messages = self._choice_messages(job, first, choices)
+            body = _chat_events(messages, ids, wanted) if chat else _completion_events(messages, ids, wanted)
+            return StreamingResponse(body, media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        outcomes = [await self.run(request, choice) for choice in choices]
         if chat:
-            call_ids = [_call_id() for _ in outcome.tool_calls]
-            return JSONResponse(mapping.chat_completion_json(outcome, completion_id=ids.id, created=ids.created,
+            call_ids = [[_call_id() for _ in outcome.tool_calls] for outcome in outcomes]
+            return JSONResponse(mapping.chat_completion_json(outcomes, completion_id=ids.id, created=ids.created,
                                                              model=ids.model, call_ids=call_ids))
-        return JSONResponse(mapping.completion_json(outcome, completion_id=ids.id, created=ids.created, model=ids.model))
+        return JSONResponse(mapping.completion_json(outcomes, prompt=wanted.prompt, completion_id=ids.id,
+                                                    created=ids.created, model=ids.model))
+
+    async def _choice_messages(self, job: Job, first, choices: list) -> AsyncIterator[tuple[int, str, object]]:
+        """`(choice index, kind, item)` for each choice in turn; the first one is already running."""
+        for index, choice in enumerate(choices):
+            if index:
+                job = self._job(choice)
+                try:
+                    await self.scheduler.submit(job)
+                    first = await job.next_message()
+                except RequestError as e:
+                    yield index, FAILED, e
+                    return
+                except BaseException:  # the client went away (Starlette cancels the stream)
+                    job.cancel()
+                    raise
+            async for kind, item in job_messages(job, first):
+                yield index, kind, item
+                if kind == FAILED:
+                    return
 
 
 @dataclass(frozen=True)
@@ -182,7 +224,7 @@ def _sse(payload: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
-async def _messages(job: Job, first) -> AsyncIterator[tuple[str, object]]:
+async def job_messages(job: Job, first) -> AsyncIterator[tuple[str, object]]:
     """The job's messages from `first` on; the generation is cancelled if the response stops early
     (the client went away: Starlette cancels the streaming task)."""
     try:
@@ -197,44 +239,53 @@ async def _messages(job: Job, first) -> AsyncIterator[tuple[str, object]]:
 
 
 def _stream_error(error: BaseException) -> str:
-    e = _as_request_error(error)
+    e = as_request_error(error)
     return _sse(e.body())
 
 
-async def _chat_events(job: Job, first, ids: ResponseIds, wanted: mapping.GenerationRequest) -> AsyncIterator[str]:
-    chunk = lambda delta, finish=None: mapping.chat_chunk_json(  # noqa: E731
-        delta, completion_id=ids.id, created=ids.created, model=ids.model, finish_reason=finish)
-    yield _sse(chunk({"role": "assistant", "content": ""}))
-    calls = 0
-    async for kind, item in _messages(job, first):
+async def _chat_events(messages: AsyncIterator, ids: ResponseIds,
+                       wanted: mapping.GenerationRequest) -> AsyncIterator[str]:
+    chunk = lambda delta, index, **kw: mapping.chat_chunk_json(  # noqa: E731
+        delta, completion_id=ids.id, created=ids.created, model=ids.model, index=index, **kw)
+    outcomes, calls, current = [], 0, -1
+    async for index, kind, item in messages:
+        if index != current:
+            current, calls = index, 0
+            yield _sse(chunk({"role": "assistant", "content": ""}, index))
         if kind == "event":
-            yield _sse(chunk(mapping.chat_delta(item, tool_index=calls, call_id=_call_id())))
+            yield _sse(chunk(mapping.chat_delta(item, tool_index=calls, call_id=_call_id()), index))
             calls += item["type"] == "tool_call"
         elif kind == DONE:
-            yield _sse(chunk({}, item.finish_reason))
-            if wanted.include_usage:
-                yield _sse(mapping.usage_chunk_json(item, completion_id=ids.id, created=ids.created, model=ids.model,
-                                                    chat=True))
-            yield _sse("[DONE]")
+            outcomes.append(item)
+            yield _sse(chunk({}, index, finish_reason=item.finish_reason, logprobs=mapping.chat_logprobs_json(item)))
         else:
             yield _stream_error(item)
+            return
+    if wanted.include_usage:
+        yield _sse(mapping.usage_chunk_json(mapping.total_usage(outcomes), completion_id=ids.id, created=ids.created,
+                                            model=ids.model, chat=True))
+    yield _sse("[DONE]")
 
 
-async def _completion_events(job: Job, first, ids: ResponseIds,
+async def _completion_events(messages: AsyncIterator, ids: ResponseIds,
                              wanted: mapping.GenerationRequest) -> AsyncIterator[str]:
-    chunk = lambda text, finish=None: mapping.completion_chunk_json(  # noqa: E731
-        text, completion_id=ids.id, created=ids.created, model=ids.model, finish_reason=finish)
-    async for kind, item in _messages(job, first):
+    chunk = lambda text, index, **kw: mapping.completion_chunk_json(  # noqa: E731
+        text, completion_id=ids.id, created=ids.created, model=ids.model, index=index, **kw)
+    outcomes = []
+    async for index, kind, item in messages:
         if kind == "event":
-            yield _sse(chunk(item["text"]))
+            yield _sse(chunk(item["text"], index))
         elif kind == DONE:
-            yield _sse(chunk("", item.finish_reason))
-            if wanted.include_usage:
-                yield _sse(mapping.usage_chunk_json(item, completion_id=ids.id, created=ids.created, model=ids.model,
-                                                    chat=False))
-            yield _sse("[DONE]")
+            outcomes.append(item)
+            yield _sse(chunk("", index, finish_reason=item.finish_reason,
+                             logprobs=mapping.completion_logprobs_json(item, wanted.prompt)))
         else:
             yield _stream_error(item)
+            return
+    if wanted.include_usage:
+        yield _sse(mapping.usage_chunk_json(mapping.total_usage(outcomes), completion_id=ids.id, created=ids.created,
+                                            model=ids.model, chat=False))
+    yield _sse("[DONE]")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -262,7 +313,7 @@ async def _unless_gone(awaitable, gone: asyncio.Task, job: Job):
     raise RequestError("client disconnected", 400, code="client_disconnected")
 
 
-def _as_request_error(error: BaseException) -> RequestError:
+def as_request_error(error: BaseException) -> RequestError:
     """What a failed generation answers: model/template errors are the request's fault (400)."""
     if isinstance(error, RequestError):
         return error
@@ -323,15 +374,15 @@ def _finite_float(text: str) -> float:
 
 
 async def _request_error(request: Request, error: RequestError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status,
+    return JSONResponse(error.body(request.url.path), status_code=error.status,
                         headers={"retry-after": "5"} if error.status == 503 else None)
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
-    return JSONResponse(error_body(str(error.detail), error.status_code), status_code=error.status_code,
-                        headers=error.headers)
+    return JSONResponse(error_body_for(request.url.path, str(error.detail), error.status_code),
+                        status_code=error.status_code, headers=error.headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal server error", 500), status_code=500)
+    return JSONResponse(error_body_for(request.url.path, "internal server error", 500), status_code=500)

@@ -31,8 +31,9 @@ class Cancelled(Exception):
 class Job:
     """One generation. `start()` runs on the generation thread and returns a ResponseStream."""
 
-    def __init__(self, start: Callable, *, stops: list[str], deadline: float, loop: asyncio.AbstractEventLoop):
-        self.start, self.deadline, self.loop = start, deadline, loop
+    def __init__(self, start: Callable, *, stops: list[str], deadline: float, loop: asyncio.AbstractEventLoop,
+                 max_calls: int | None = None):
+        self.start, self.deadline, self.loop, self.max_calls = start, deadline, loop, max_calls
         self.stops = StopFilter(stops)
         self.cancelled = threading.Event()
         self.messages: asyncio.Queue = asyncio.Queue()
@@ -58,6 +59,7 @@ class Job:
         stream = self.start()
         events = iter(stream)
         self.content, self.thinking, self.calls, self.raw_content = [], [], [], []
+        ended = None  # why the job ended the generation early, if it did
         try:
             for event in events:
                 if self.cancelled.is_set():
@@ -65,14 +67,20 @@ class Job:
                 if time.monotonic() > self.deadline:
                     raise GenerationTimeout()
                 if self._take(event):
-                    return self._outcome("stop", stream.generation.usage)
+                    ended = "stop"  # a stop string
+                elif self.max_calls is not None and len(self.calls) >= self.max_calls:
+                    ended = "tool_calls"
+                if ended:
+                    break
         finally:
             events.close()  # cancels a generation stopped early; a no-op after the last token
+        if ended:
+            return self._outcome(ended, stream.generation)
         response = stream.response
         self._reconcile(response)
         if self._take({"type": "content", "text": self.stops.flush()}, raw=False):
-            return self._outcome("stop", response.usage)
-        return self._outcome(response.finish_reason, response.usage)
+            return self._outcome("stop", stream.generation)
+        return self._outcome(response.finish_reason, stream.generation)
 
     def _take(self, event: dict, raw: bool = True) -> bool:
         """Forward one parser event; True when a stop string ended the content."""
@@ -102,11 +110,14 @@ class Job:
         streamed = "".join(self.raw_content)
         if response.content.startswith(streamed):
             self._take({"type": "content", "text": response.content[len(streamed):]})
-        for call in response.tool_calls[len(self.calls):]:
+        for call in response.tool_calls[len(self.calls):self.max_calls]:
             self._take({"type": "tool_call", "tool_call": call})
 
-    def _outcome(self, finish_reason: str, usage: dict) -> Outcome:
-        return Outcome("".join(self.content), "".join(self.thinking) or None, self.calls, finish_reason, usage)
+    def _outcome(self, finish_reason: str, generation) -> Outcome:
+        timings = generation.timings.as_dict(generation.prompt_evaluated, len(generation.tokens))
+        return Outcome("".join(self.content), "".join(self.thinking) or None, self.calls, finish_reason,
+                       generation.usage, timings,
+                       generation.logprob_records() if generation.logprobs is not None else None)
 
     # -- event loop -----------------------------------------------------------------------------
     async def next_message(self) -> tuple[str, object]:

@@ -8,8 +8,8 @@ gemma-edge parts still to be decoded (`server.media` does that off the event loo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 from gemma_edge.server.errors import RequestError
 
@@ -38,6 +38,8 @@ class GenerationRequest:
     stream: bool = False
     include_usage: bool = False
     stops: list[str] = field(default_factory=list)
+    n: int = 1                    # choices, generated one after another
+    max_calls: int | None = None  # generation ends after this many tool calls
 
 
 @dataclass
@@ -48,57 +50,115 @@ class Outcome:
     tool_calls: list[dict]
     finish_reason: str
     usage: dict
+    timings: dict = field(default_factory=dict)
+    logprobs: list[dict] | None = None  # per generated token, when asked (Generation.logprob_records)
 
 
 # -- requests -----------------------------------------------------------------------------------
-def chat_request(body: dict, *, default_max_tokens: int, max_tokens_limit: int | None) -> GenerationRequest:
-    tools = tools_from_openai(body.get("tools")) if body.get("tool_choice") != "none" else None
-    thinking = thinking_flag(body)
-    grammar = grammar_for(body.get("response_format"))
-    if grammar is not None:
-        if tools:
-            raise RequestError("response_format cannot be combined with tools (the grammar would forbid tool calls)",
-                               param="response_format")
-        if thinking:
-            raise RequestError("response_format cannot be combined with thinking (the grammar covers the whole "
-                               "output); turn thinking off", param="response_format")
-        thinking = False
+def chat_request(body: dict, *, default_max_tokens: int, max_tokens_limit: int | None,
+                 call_grammar: Callable[[list[dict], bool], str] | None = None) -> GenerationRequest:
+    """`call_grammar(tools, parallel)`: the grammar forcing a call to one of `tools` in the model's syntax
+    (for tool_choice "required" or a named function)."""
+    choice = body.get("tool_choice")
+    tools = tools_from_openai(body.get("tools")) if choice != "none" else None
+    parallel = body.get("parallel_tool_calls") is not False
+    forced = _forced_tools(choice, tools)
+    if forced is None:
+        structure = structured_output(tools, thinking_flag(body), grammar_for(body.get("response_format")),
+                                      param="response_format")
+    else:
+        structure = _forced_calls(body, tools, forced, parallel, call_grammar)
     args: dict[str, Any] = {
-        "tools": tools, "enable_thinking": thinking, "grammar": grammar,
-        "max_tokens": _max_tokens(body.get("max_completion_tokens") or body.get("max_tokens"),
-                                  default_max_tokens, max_tokens_limit),
-        **_sampling(body),
+        **structure,
+        "max_tokens": capped_max_tokens(body.get("max_completion_tokens") or body.get("max_tokens"),
+                                        default_max_tokens, max_tokens_limit),
+        **sampling_args(body),
     }
     if body.get("thinking_budget") is not None:
         args["thinking_budget"] = body["thinking_budget"]
+    if body.get("logprobs"):
+        args["logprobs"] = body.get("top_logprobs") or 0
+    elif body.get("top_logprobs"):
+        raise RequestError("top_logprobs: needs logprobs: true", param="top_logprobs")
     extra = {k: v for k, v in (body.get("chat_template_kwargs") or {}).items() if k != "enable_thinking"}
     if extra:
         args["template_vars"] = extra
-    return GenerationRequest(messages_from_openai(body["messages"]), args, **_delivery(body))
+    return GenerationRequest(messages_from_openai(body["messages"]), args, **_delivery(body),
+                             max_calls=None if parallel else 1)
+
+
+def _forced_tools(choice: str | dict | None, tools: list[dict] | None) -> list[dict] | None:
+    """The tools a call is forced to (tool_choice "required": any of them; a named function: that one)."""
+    if choice in (None, "auto", "none"):
+        return None
+    if not tools:
+        raise RequestError("tool_choice: forcing a tool call needs tools", param="tool_choice")
+    if choice == "required":
+        return tools
+    name = choice["function"]["name"]
+    named = [t for t in tools if t["function"]["name"] == name]
+    if not named:
+        raise RequestError(f"tool_choice.function.name: {name!r} is not among the tools", param="tool_choice")
+    return named
+
+
+def _forced_calls(body: dict, tools: list[dict], forced: list[dict], parallel: bool,
+                  call_grammar: Callable[[list[dict], bool], str] | None) -> dict:
+    if body.get("response_format") and body["response_format"].get("type") != "text":
+        raise RequestError("response_format cannot be combined with a tool_choice that forces a call",
+                           param="response_format")
+    if thinking_flag(body):
+        raise RequestError("a tool_choice that forces a call cannot be combined with thinking (the grammar "
+                           "covers the whole output); turn thinking off", param="tool_choice")
+    if call_grammar is None:
+        raise RequestError("tool_choice: this server cannot force tool calls", param="tool_choice")
+    from gemma_edge.parsing.call_grammar import SchemaError
+
+    try:
+        grammar = call_grammar(forced, parallel)
+    except SchemaError as e:
+        raise RequestError(f"tool_choice: cannot force this call ({e})", param="tool_choice") from None
+    return {"tools": tools, "enable_thinking": False, "grammar": grammar}
+
+
+def structured_output(tools: list | None, thinking: bool | None, grammar: str | None, *, param: str) -> dict:
+    """`tools`, `enable_thinking` and `grammar` for Model.stream: a grammar covers the whole output, so it
+    cannot be combined with tools or thinking (thinking left to the model's default is turned off)."""
+    if grammar is not None:
+        if tools:
+            raise RequestError(f"{param} cannot be combined with tools (the grammar would forbid tool calls)",
+                               param=param)
+        if thinking:
+            raise RequestError(f"{param} cannot be combined with thinking (the grammar covers the whole "
+                               "output); turn thinking off", param=param)
+        thinking = False
+    return {"tools": tools, "enable_thinking": thinking, "grammar": grammar}
 
 
 def completion_request(body: dict, *, default_max_tokens: int, max_tokens_limit: int | None) -> GenerationRequest:
     prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
     if not prompt:
         raise RequestError("prompt: must not be empty", param="prompt")
-    args = {"raw": True, "max_tokens": _max_tokens(body.get("max_tokens"), default_max_tokens, max_tokens_limit),
-            **_sampling(body)}
+    args = {"raw": True, "max_tokens": capped_max_tokens(body.get("max_tokens"), default_max_tokens, max_tokens_limit),
+            **sampling_args(body)}
+    if body.get("logprobs") is not None:
+        args["logprobs"] = body["logprobs"]
     return GenerationRequest(prompt, args, **_delivery(body))
 
 
 def _delivery(body: dict) -> dict:
     stop = body.get("stop")
-    return {"stream": bool(body.get("stream")),
+    return {"stream": bool(body.get("stream")), "n": body.get("n") or 1,
             "include_usage": bool((body.get("stream_options") or {}).get("include_usage")),
             "stops": [stop] if isinstance(stop, str) else list(stop or [])}
 
 
-def _max_tokens(requested: int | None, default: int, limit: int | None) -> int:
+def capped_max_tokens(requested: int | None, default: int, limit: int | None) -> int:
     value = requested or default
     return min(value, limit) if limit else value
 
 
-def _sampling(body: dict) -> dict:
+def sampling_args(body: dict) -> dict:
     """OpenAI sampling fields as gemma-edge sampling overrides (None: the model's default)."""
     out = {k: body[k] for k in SAMPLING_KEYS if body.get(k) is not None}
     if "seed" in out:
@@ -248,7 +308,7 @@ def check_parameters_schema(schema: Any, where: str) -> None:
         check_parameters_schema(schema["items"], f"{where}.items")
 
 
-def grammar_for(response_format: dict | None) -> str | None:
+def grammar_for(response_format: dict | None, where: str = "response_format.json_schema.schema") -> str | None:
     """A llama.cpp GBNF grammar forcing the output `response_format` asks for (None: free text)."""
     if not response_format or response_format["type"] == "text":
         return None
@@ -257,15 +317,14 @@ def grammar_for(response_format: dict | None) -> str | None:
     if response_format["type"] == "json_object":
         return JSON_GBNF
     schema = response_format["json_schema"].get("schema") or {"type": "object"}
-    _check_repetitions(schema)
+    _check_repetitions(schema, where)
     try:
         return json_schema_to_gbnf(json.dumps(schema))
     except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError, RecursionError, AssertionError) as e:
-        raise RequestError(f"response_format.json_schema.schema: cannot be turned into a grammar ({e})",
-                           param="response_format.json_schema.schema") from None
+        raise RequestError(f"{where}: cannot be turned into a grammar ({e})", param=where) from None
 
 
-def _check_repetitions(schema: Any) -> None:
+def _check_repetitions(schema: Any, where: str) -> None:
     stack = [schema]
     while stack:
         node = stack.pop()
@@ -273,8 +332,7 @@ def _check_repetitions(schema: Any) -> None:
             for key in REPETITION_KEYWORDS:
                 value = node.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_REPETITION:
-                    raise RequestError(f"response_format.json_schema.schema: {key} above {MAX_REPETITION} "
-                                       "is not supported", param="response_format.json_schema.schema")
+                    raise RequestError(f"{where}: {key} above {MAX_REPETITION} is not supported", param=where)
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -296,23 +354,64 @@ def tool_call_json(call: dict, call_id: str) -> dict:
                          "arguments": json.dumps(function.get("arguments") or {}, ensure_ascii=False)}}
 
 
-def chat_completion_json(outcome: Outcome, *, completion_id: str, created: int, model: str,
-                         call_ids: list[str]) -> dict:
+def choice_requests(wanted: GenerationRequest) -> list[GenerationRequest]:
+    """One request per choice; with a seed, choice i uses seed + i (the same seed would repeat choice 0)."""
+    out = []
+    for i in range(wanted.n):
+        args = dict(wanted.model_args)
+        if i and args.get("seed") is not None:
+            args["seed"] = (args["seed"] + i) % (1 << 32)
+        out.append(replace(wanted, model_args=args, n=1))
+    return out
+
+
+def total_usage(outcomes: list[Outcome]) -> dict:
+    """Several choices for one prompt: the prompt counted once, the completions added up."""
+    first = outcomes[0].usage
+    return {**first, "completion_tokens": sum(o.usage.get("completion_tokens", 0) for o in outcomes)}
+
+
+def chat_logprobs_json(outcome: Outcome) -> dict | None:
+    return None if outcome.logprobs is None else {"content": outcome.logprobs, "refusal": None}
+
+
+def completion_logprobs_json(outcome: Outcome, prompt: str) -> dict | None:
+    """The legacy completions shape; text offsets count from the start of the prompt."""
+    if outcome.logprobs is None:
+        return None
+    offsets, offset = [], len(prompt)
+    for record in outcome.logprobs:
+        offsets.append(offset)
+        offset += len(record["token"])
+    return {"tokens": [r["token"] for r in outcome.logprobs],
+            "token_logprobs": [r["logprob"] for r in outcome.logprobs],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in r["top_logprobs"]} for r in outcome.logprobs],
+            "text_offset": offsets}
+
+
+def chat_message_json(outcome: Outcome, call_ids: list[str]) -> dict:
     message: dict[str, Any] = {"role": "assistant",
                                "content": outcome.content if outcome.content or not outcome.tool_calls else None}
     if outcome.thinking:
         message["reasoning_content"] = outcome.thinking
     if outcome.tool_calls:
         message["tool_calls"] = [tool_call_json(c, i) for c, i in zip(outcome.tool_calls, call_ids)]
+    return message
+
+
+def chat_completion_json(outcomes: list[Outcome], *, completion_id: str, created: int, model: str,
+                         call_ids: list[list[str]]) -> dict:
+    choices = [{"index": i, "message": chat_message_json(outcome, ids), "logprobs": chat_logprobs_json(outcome),
+                "finish_reason": outcome.finish_reason}
+               for i, (outcome, ids) in enumerate(zip(outcomes, call_ids))]
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": outcome.finish_reason}],
-            "usage": usage_json(outcome.usage)}
+            "choices": choices, "usage": usage_json(total_usage(outcomes))}
 
 
 def chat_chunk_json(delta: dict, *, completion_id: str, created: int, model: str,
-                    finish_reason: str | None = None) -> dict:
+                    finish_reason: str | None = None, index: int = 0, logprobs: dict | None = None) -> dict:
     return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
 
 
 def chat_delta(event: dict, *, tool_index: int, call_id: str) -> dict:
@@ -325,19 +424,19 @@ def chat_delta(event: dict, *, tool_index: int, call_id: str) -> dict:
     return {"content": event["text"]}
 
 
-def completion_json(outcome: Outcome, *, completion_id: str, created: int, model: str) -> dict:
+def completion_json(outcomes: list[Outcome], *, prompt: str, completion_id: str, created: int, model: str) -> dict:
+    choices = [{"index": i, "text": outcome.content, "logprobs": completion_logprobs_json(outcome, prompt),
+                "finish_reason": outcome.finish_reason} for i, outcome in enumerate(outcomes)]
     return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": outcome.content, "logprobs": None,
-                         "finish_reason": outcome.finish_reason}],
-            "usage": usage_json(outcome.usage)}
+            "choices": choices, "usage": usage_json(total_usage(outcomes))}
 
 
 def completion_chunk_json(text: str, *, completion_id: str, created: int, model: str,
-                          finish_reason: str | None = None) -> dict:
+                          finish_reason: str | None = None, index: int = 0, logprobs: dict | None = None) -> dict:
     return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
 
 
-def usage_chunk_json(outcome: Outcome, *, completion_id: str, created: int, model: str, chat: bool) -> dict:
+def usage_chunk_json(usage: dict, *, completion_id: str, created: int, model: str, chat: bool) -> dict:
     return {"id": completion_id, "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": created, "model": model, "choices": [], "usage": usage_json(outcome.usage)}
+            "created": created, "model": model, "choices": [], "usage": usage_json(usage)}

@@ -19,8 +19,11 @@ _NAME = {"type": "string", "maxLength": 256}
 _OBJECT = {"type": "object"}
 
 
+_NULL = {"type": "null"}
+
+
 def _nullable(schema: dict) -> dict:
-    return {"anyOf": [schema, {"type": "null"}]}
+    return {"anyOf": [schema, _NULL]}
 
 
 def _number(minimum=None, maximum=None, exclusive_minimum=None, integer=False) -> dict:
@@ -48,13 +51,15 @@ SAMPLING = {
     "frequency_penalty": _ZERO_ONLY,
 }
 
-STOP = {"anyOf": [
-    {"type": "string", "minLength": 1, "maxLength": 256},
-    {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1, "maxLength": 256}},
-    {"type": "null"},
-], "x-error": "must be a non-empty string or a list of at most 4 (each at most 256 characters)"}
+MAX_STOPS = 16
+_STOP_STRING = {"type": "string", "minLength": 1, "maxLength": 256}
+_STOP_LIST = {"type": "array", "maxItems": MAX_STOPS, "items": _STOP_STRING}
+STOP = {"anyOf": [_STOP_STRING, _STOP_LIST, {"type": "null"}],
+        "x-error": f"must be a non-empty string or a list of at most {MAX_STOPS} (each at most 256 characters)"}
 
 MAX_TOKENS = _number(1, 1 << 24, integer=True)
+MAX_CHOICES = 8
+MAX_TOP_LOGPROBS = 20
 
 COMMON = {
     "model": _NAME,
@@ -63,8 +68,8 @@ COMMON = {
                                  "additionalProperties": False}),
     "max_tokens": MAX_TOKENS,
     "stop": STOP,
-    "n": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1}, {"type": "null"}],
-          "x-error": "must be 1 (one choice per request)"},
+    "n": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}, {"type": "null"}],
+          "x-error": f"must be an integer from 1 to {MAX_CHOICES} (the choices are generated one after another)"},
     "user": _NAME,
     **SAMPLING,
 }
@@ -142,8 +147,15 @@ CHAT_REQUEST = {
         "messages": {"type": "array", "minItems": 1, "maxItems": 4096, "items": MESSAGE},
         "max_completion_tokens": MAX_TOKENS,
         "tools": _nullable({"type": "array", "maxItems": 128, "items": TOOL}),
-        "tool_choice": {"anyOf": [{"enum": ["auto", "none"]}, {"type": "null"}],
-                        "x-error": "must be 'auto' or 'none' ('required' and named functions are not supported yet)"},
+        "tool_choice": {"anyOf": [
+            {"enum": ["auto", "none", "required"]},
+            {"type": "object", "required": ["type", "function"],
+             "properties": {"type": {"enum": ["function"]},
+                            "function": {"type": "object", "required": ["name"], "properties": {"name": _NAME},
+                                         "additionalProperties": False}},
+             "additionalProperties": False},
+            {"type": "null"}],
+            "x-error": "must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}"},
         "parallel_tool_calls": _nullable({"type": "boolean"}),
         "response_format": RESPONSE_FORMAT,
         "reasoning_effort": {"enum": ["none", "minimal", "low", "medium", "high", None]},
@@ -152,7 +164,8 @@ CHAT_REQUEST = {
             "properties": {"enable_thinking": {"type": "boolean"}, "preserve_thinking": {"type": "boolean"}},
             "additionalProperties": False}),
         "thinking_budget": _number(0, 1 << 24, integer=True),
-        "logprobs": {"enum": [False, None], "x-error": "is not supported"},
+        "logprobs": _nullable({"type": "boolean"}),
+        "top_logprobs": _number(0, MAX_TOP_LOGPROBS, integer=True),
         "metadata": _nullable(_OBJECT),
         "store": _nullable({"type": "boolean"}),
     },
@@ -167,10 +180,114 @@ COMPLETION_REQUEST = {
                    "x-error": "must be a string (or a list holding one string)"},
         "echo": {"enum": [False, None], "x-error": "is not supported"},
         "suffix": {"type": "null", "x-error": "is not supported"},
-        "logprobs": {"type": "null", "x-error": "is not supported"},
+        "logprobs": _number(0, 5, integer=True),
     },
     "additionalProperties": False,
 }
+
+# -- Ollama's API (/api/*) ------------------------------------------------------------------------
+def _only(value: int) -> dict:
+    """An option accepted only at its neutral value (anything else would change the output silently)."""
+    return {"anyOf": [{"enum": [value, float(value)]}, {"type": "null"}],
+            "x-error": f"is not supported yet (only {value})"}
+
+
+_NOOP = {}  # options about loading/hardware: accepted, the server's own settings apply
+
+OLLAMA_OPTIONS = _nullable({
+    "type": "object",
+    "properties": {
+        **{k: v for k, v in SAMPLING.items() if k not in ("presence_penalty", "frequency_penalty")},
+        "num_predict": _number(-2, 1 << 24, integer=True),
+        "num_ctx": _number(1, 1 << 24, integer=True),
+        "stop": _nullable(_STOP_LIST),
+        "presence_penalty": _ZERO_ONLY, "frequency_penalty": _ZERO_ONLY,
+        "mirostat": _only(0), "typical_p": _only(1), "tfs_z": _only(1),
+        "repeat_last_n": _only(64), "penalize_newline": _nullable({"type": "boolean"}),
+        **{k: _NOOP for k in ("num_keep", "num_batch", "num_gpu", "main_gpu", "num_thread", "numa", "low_vram",
+                              "f16_kv", "vocab_only", "use_mmap", "use_mlock", "logits_all", "embedding_only")},
+    },
+    "additionalProperties": False,
+})
+
+_OLLAMA_IMAGES = _nullable({"type": "array", "maxItems": 16, "items": _STRING})
+_OLLAMA_FORMAT = {"anyOf": [{"enum": ["", "json"]}, _OBJECT, {"type": "null"}],
+                  "x-error": 'must be "json" or a JSON schema object'}
+_OLLAMA_THINK = {"anyOf": [{"type": "boolean"}, {"enum": ["low", "medium", "high"]}, {"type": "null"}],
+                 "x-error": 'must be true, false, "low", "medium" or "high"'}
+_KEEP_ALIVE = {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "number"}, {"type": "null"}],
+               "x-error": 'must be a duration ("5m") or a number of seconds'}
+
+OLLAMA_TOOL_CALL = {
+    "type": "object", "required": ["function"],
+    "properties": {
+        "id": _NAME, "type": {"enum": ["function"]},
+        "function": {"type": "object", "required": ["name"],
+                     "properties": {"name": _NAME, "arguments": _nullable(_OBJECT),
+                                    "index": {"type": "integer", "minimum": 0, "maximum": 1024}},
+                     "additionalProperties": False},
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_MESSAGE = {
+    "type": "object", "required": ["role"],
+    "properties": {
+        "role": {"enum": ["system", "user", "assistant", "tool"]},
+        "content": _nullable(_STRING),
+        "images": _OLLAMA_IMAGES,
+        "thinking": _nullable(_STRING),
+        "tool_calls": _nullable({"type": "array", "maxItems": 128, "items": OLLAMA_TOOL_CALL}),
+        "tool_name": _NAME,
+        "tool_call_id": _NAME,
+    },
+    "additionalProperties": False,
+}
+
+_OLLAMA_COMMON = {
+    "model": _NAME,
+    "stream": _nullable({"type": "boolean"}),
+    "format": _OLLAMA_FORMAT,
+    "options": OLLAMA_OPTIONS,
+    "keep_alive": _KEEP_ALIVE,
+    "think": _OLLAMA_THINK,
+    "logprobs": _nullable({"type": "boolean"}),
+    "top_logprobs": _number(0, MAX_TOP_LOGPROBS, integer=True),
+}
+
+OLLAMA_CHAT_REQUEST = {
+    "type": "object", "required": ["model"],
+    "properties": {
+        **_OLLAMA_COMMON,
+        "messages": _nullable({"type": "array", "maxItems": 4096, "items": OLLAMA_MESSAGE}),
+        "tools": _nullable({"type": "array", "maxItems": 128, "items": TOOL}),
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_GENERATE_REQUEST = {
+    "type": "object", "required": ["model"],
+    "properties": {
+        **_OLLAMA_COMMON,
+        "prompt": _nullable(_STRING),
+        "system": _nullable(_STRING),
+        "raw": _nullable({"type": "boolean"}),
+        "images": _OLLAMA_IMAGES,
+        "suffix": {"anyOf": [{"enum": [""]}, {"type": "null"}], "x-error": "is not supported yet"},
+        "template": {"anyOf": [{"enum": [""]}, {"type": "null"}],
+                     "x-error": "is not supported (the model's own turn format is always used)"},
+        "context": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}],
+                    "x-error": "is not supported (deprecated by Ollama: send the conversation to /api/chat)"},
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_SHOW_REQUEST = {
+    "type": "object",
+    "properties": {"model": _NAME, "name": _NAME, "verbose": _nullable({"type": "boolean"})},
+    "additionalProperties": False,
+}
+
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -206,12 +323,14 @@ def _fail(schema: dict, path: str, message: str):
 
 def _check(value: Any, schema: dict, path: str) -> None:
     if "anyOf" in schema:
+        inner = None
         for option in schema["anyOf"]:
             try:
                 _check(value, option, path)
                 return
             except _Invalid as e:
-                inner = e
+                if inner is None or option != _NULL:  # "must be of type null" explains nothing
+                    inner = e
         if "x-error" in schema:
             _fail(schema, path, "")
         raise inner
@@ -286,14 +405,14 @@ def _error_responses(*codes: int) -> dict:
     return {str(code): {"description": "error", **ref} for code in codes}
 
 
-def _generation_op(summary: str, request_ref: str) -> dict:
+def _generation_op(summary: str, request_ref: str, streamed: str = "text/event-stream") -> dict:
     return {"post": {
         "summary": summary,
         "requestBody": {"required": True,
                         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request_ref}"}}}},
-        "responses": {"200": {"description": "the completion (JSON), or server-sent events when stream is true",
+        "responses": {"200": {"description": f"the completion (JSON), or {streamed} when streaming",
                               "content": {"application/json": {"schema": {"type": "object"}},
-                                          "text/event-stream": {"schema": {"type": "string"}}}},
+                                          streamed: {"schema": {"type": "string"}}}},
                       **_error_responses(400, 401, 408, 413, 415, 503, 504)},
     }}
 
@@ -310,15 +429,24 @@ def openapi_document(version: str) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "gemma-edge", "version": version,
-                 "description": "OpenAI-compatible chat and text completions on a local Gemma model."},
+                 "description": "OpenAI- and Ollama-compatible chat and text completions on a local Gemma model "
+                                "(Ollama endpoints answer errors as {\"error\": message})."},
         "paths": {
             "/v1/chat/completions": _generation_op("Chat completion", "ChatCompletionRequest"),
             "/v1/completions": _generation_op("Text completion (no chat template)", "CompletionRequest"),
             "/v1/models": _get_op("The loaded model"),
             "/health": _get_op("Liveness and queue length"),
+            "/api/chat": _generation_op("Ollama chat (streamed unless stream is false)", "OllamaChatRequest",
+                                        "application/x-ndjson"),
+            "/api/generate": _generation_op("Ollama generate (streamed unless stream is false)",
+                                            "OllamaGenerateRequest", "application/x-ndjson"),
+            "/api/tags": _get_op("Ollama: the loaded model"),
+            "/api/ps": _get_op("Ollama: the running model"),
+            "/api/version": _get_op("Ollama: the server's version"),
         },
         "components": {
             "schemas": {"ChatCompletionRequest": CHAT_REQUEST, "CompletionRequest": COMPLETION_REQUEST,
+                        "OllamaChatRequest": OLLAMA_CHAT_REQUEST, "OllamaGenerateRequest": OLLAMA_GENERATE_REQUEST,
                         "Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

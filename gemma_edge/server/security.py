@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 import json
 
-from gemma_edge.server.errors import error_body
+from gemma_edge.server.errors import error_body_for
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -56,7 +56,7 @@ class HostAllowlist:
         if scope["type"] == "http" and self.hosts is not None:
             host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"host"), "")
             if host_name(host) not in self.hosts:
-                return await _reply(send, 400, "Host header not allowed (start the server with --allow-host NAME "
+                return await _reply(send, scope, 400, "Host header not allowed (start the server with --allow-host NAME "
                                                 "to answer to another name)", code="host_not_allowed")
         return await self.app(scope, receive, send)
 
@@ -73,13 +73,13 @@ class ApiKey:
             authorization = next((v.decode("latin-1") for k, v in scope.get("headers", [])
                                   if k.lower() == b"authorization"), None)
             if not key_matches(bearer_token(authorization), self._api_key):
-                return await _reply(send, 401, "missing or wrong API key (send Authorization: Bearer KEY)",
+                return await _reply(send, scope, 401, "missing or wrong API key (send Authorization: Bearer KEY)",
                                     code="invalid_api_key", extra_headers=[(b"www-authenticate", b"Bearer")])
         return await self.app(scope, receive, send)
 
 
-async def _reply(send, status: int, message: str, *, code: str, extra_headers=()) -> None:
-    body = json.dumps(error_body(message, status, code=code)).encode()
+async def _reply(send, scope, status: int, message: str, *, code: str, extra_headers=()) -> None:
+    body = json.dumps(error_body_for(scope.get("path", ""), message, status, code=code)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *extra_headers]})

@@ -15,10 +15,6 @@ from gemma_edge.server import ServerConfig, create_app
 from gemma_edge.server.run import bind_socket, serve_app
 
 
-def gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def main(model_path: str, grammar_path: str) -> None:
     grammar = Path(grammar_path).read_text()
     model = Model(Path(model_path), n_threads=1)  # the whole (small) context

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from gemma_edge.parsing.call_grammar import gbnf_literal
 from tests.server.browser import local_storage, start_chromium, url_recorder, wait_for
 from tests.server.conftest import library_answer, serve_argv, start_server, stop_server
-from tests.server.forced_server import gbnf_literal
 
 CONVERSATIONS = "gemma-edge.conversations"
 QUESTION = "What is the capital of France?"

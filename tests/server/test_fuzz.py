@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 BODY_LIMIT = 65536
 FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-ENDPOINTS = {"/v1/chat/completions": "ChatCompletionRequest", "/v1/completions": "CompletionRequest"}
+ENDPOINTS = {"/v1/chat/completions": "ChatCompletionRequest", "/v1/completions": "CompletionRequest",
+             "/api/chat": "OllamaChatRequest", "/api/generate": "OllamaGenerateRequest"}
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,23 @@ def request_schemas(http):
 
 
 def check_answer(response: httpx.Response) -> None:
+    """OpenAI's shapes on /v1, Ollama's on /api (also for errors, also inside an NDJSON stream)."""
     assert response.status_code < 500, response.text
+    ollama = response.request.url.path.startswith("/api/")
     if response.status_code == 200:
-        if response.headers["content-type"].startswith("text/event-stream"):
+        kind = response.headers["content-type"]
+        if kind.startswith("text/event-stream"):
             assert response.text.rstrip().endswith("data: [DONE]") or '"error"' in response.text
+        elif kind.startswith("application/x-ndjson"):
+            last = json.loads(response.text.rstrip("\n").split("\n")[-1])
+            assert last.get("done") is True or isinstance(last.get("error"), str)
         else:
-            assert "choices" in response.json()
+            assert "done" in response.json() if ollama else "choices" in response.json()
         return
     error = response.json()["error"]
+    if ollama:
+        assert isinstance(error, str) and error
+        return
     assert isinstance(error["message"], str) and error["message"] and isinstance(error["type"], str)
 
 
@@ -81,7 +91,8 @@ def test_schema_valid_requests(http, request_schemas, path, data):
 @FUZZ
 @given(data=st.data(), where=st.lists(st.integers(0, 5) | st.sampled_from(
     ["messages", "role", "content", "tools", "function", "parameters", "prompt", "stop", "type", "tool_calls",
-     "arguments", "response_format", "json_schema", "schema", "max_tokens", "temperature", "zzz"]), max_size=5),
+     "arguments", "response_format", "json_schema", "schema", "max_tokens", "temperature", "zzz", "options",
+     "images", "format", "think", "num_predict", "tool_choice", "logprobs", "n"]), max_size=5),
        replacement=ANY_JSON)
 def test_mutated_requests(http, request_schemas, path, data, where, replacement):
     """Wrong types, unknown roles and fields, broken tool schemas: valid requests with one node replaced."""
@@ -125,6 +136,17 @@ def test_hostile_requests(http, fuzz_server):
         (http.get(chat), 405),
         (http.get("/v1/nothing"), 404),
         (http.get("/health", headers={"host": "rebound.example.com"}), 400),
+        (http.post("/api/chat", content=b"x" * (BODY_LIMIT + 1), headers={"content-type": "application/json"}), 413),
+        (post_json(http, "/api/chat", {"model": "m", "messages": [{"role": "user", "content": "word " * 3000}]}),
+         400),
+        (post_json(http, "/api/chat", {"model": "m", "messages": [{"role": "user", "content": "hi",
+                                                                    "images": ["not base64!"]}]}), 400),
+        (post_json(http, "/api/generate", {"model": "m", "prompt": "hi", "options": {"temperature": -1}}), 400),
+        (post_json(http, "/api/generate", {"model": "m", "prompt": "hi", "format": {"type": "array",
+                                                                                      "minItems": 10**6}}), 400),
+        (http.post("/api/delete", content=b'{"model": "m"}', headers={"content-type": "application/json"}), 405),
+        (http.get("/api/nothing"), 404),
+        (http.get("/api/tags", headers={"host": "rebound.example.com"}), 400),
     ]
     for response, status in cases:
         assert response.status_code == status, response.text

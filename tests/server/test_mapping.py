@@ -102,11 +102,44 @@ def test_invalid_tool_schemas_are_refused(parameters, param):
     assert e.value.param == param
 
 
-@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "f"}}])
-def test_unsupported_tool_choice_is_refused_by_the_schema(choice):
+TWO_TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("f", "g")]
+
+
+@pytest.mark.parametrize("choice, forced, parallel", [
+    ("required", ["f", "g"], True),
+    ({"type": "function", "function": {"name": "g"}}, ["g"], False),
+])
+def test_forcing_tool_choice_asks_for_a_call_grammar(choice, forced, parallel):
+    asked = []
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": TWO_TOOLS, "tool_choice": choice,
+            "parallel_tool_calls": parallel}
+    schema.validate(body, schema.CHAT_REQUEST)
+    request = mapping.chat_request(body, **LIMITS, call_grammar=lambda tools, p: asked.append((tools, p)) or "G")
+    assert [[t["function"]["name"] for t in tools] for tools, _ in asked] == [forced]
+    assert asked[0][1] is parallel and request.model_args["grammar"] == "G"
+    assert [t["function"]["name"] for t in request.model_args["tools"]] == ["f", "g"]  # all still declared
+    assert request.model_args["enable_thinking"] is False
+    assert request.max_calls == (None if parallel else 1)
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"tool_choice": "required"}, "tool_choice"),  # no tools
+    ({"tools": TWO_TOOLS, "tool_choice": {"type": "function", "function": {"name": "h"}}}, "tool_choice"),
+    ({"tools": TWO_TOOLS, "tool_choice": "required", "reasoning_effort": "high"}, "tool_choice"),
+    ({"tools": TWO_TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": TWO_TOOLS, "tool_choice": "auto", "top_logprobs": 3}, "top_logprobs"),
+])
+def test_impossible_tool_choices_are_refused(body, param):
     with pytest.raises(RequestError) as e:
-        chat({"messages": [{"role": "user", "content": "hi"}], "tool_choice": choice})
-    assert e.value.param == "tool_choice"
+        mapping.chat_request({"messages": [{"role": "user", "content": "hi"}], **body}, **LIMITS,
+                             call_grammar=lambda tools, p: "G")
+    assert e.value.param == param
+
+
+def test_choices_get_their_own_seeds():
+    request = chat({"messages": [{"role": "user", "content": "hi"}], "n": 3, "seed": 7})
+    assert [c.model_args["seed"] for c in mapping.choice_requests(request)] == [7, 8, 9]
+    assert all(c.n == 1 for c in mapping.choice_requests(request))
 
 
 def test_response_format_becomes_a_llama_cpp_grammar():
@@ -153,7 +186,8 @@ OUTCOME = mapping.Outcome(content="", thinking="let me think", finish_reason="to
 
 
 def test_chat_completion_json_is_a_valid_openai_chat_completion():
-    doc = mapping.chat_completion_json(OUTCOME, completion_id="chatcmpl-1", created=1, model="m", call_ids=["call_a"])
+    doc = mapping.chat_completion_json([OUTCOME], completion_id="chatcmpl-1", created=1, model="m",
+                                       call_ids=[["call_a"]])
     parsed = ChatCompletion.model_validate(doc)
     message = parsed.choices[0].message
     assert message.content is None and parsed.choices[0].finish_reason == "tool_calls"
@@ -171,13 +205,14 @@ def test_chunks_are_valid_openai_chunks():
         ChatCompletionChunk.model_validate(mapping.chat_chunk_json(delta, completion_id="c", created=1, model="m"))
     call = mapping.chat_delta({"type": "tool_call", "tool_call": OUTCOME.tool_calls[0]}, tool_index=2, call_id="c9")
     assert call["tool_calls"][0]["index"] == 2 and call["tool_calls"][0]["id"] == "c9"
-    ChatCompletionChunk.model_validate(mapping.usage_chunk_json(OUTCOME, completion_id="c", created=1, model="m",
-                                                                chat=True))
+    ChatCompletionChunk.model_validate(mapping.usage_chunk_json(OUTCOME.usage, completion_id="c", created=1,
+                                                                model="m", chat=True))
 
 
 def test_completion_json_is_a_valid_openai_completion():
     outcome = mapping.Outcome("text", None, [], "length", {"prompt_tokens": 3, "completion_tokens": 2})
-    parsed = Completion.model_validate(mapping.completion_json(outcome, completion_id="cmpl-1", created=1, model="m"))
+    parsed = Completion.model_validate(mapping.completion_json([outcome], prompt="p", completion_id="cmpl-1",
+                                                               created=1, model="m"))
     assert parsed.choices[0].text == "text" and parsed.choices[0].finish_reason == "length"
     # (the wire sends finish_reason null until the last chunk; the client reads chunks without validation)
     Completion.model_validate(mapping.completion_chunk_json("t", completion_id="c", created=1, model="m",

@@ -82,7 +82,8 @@ def test_stop_string_cuts_the_output(client, library_model, stream):
     full = library_answer(library_model, COUNTING, raw=True, temperature=0, max_tokens=24).content
     stop = full[len(full) // 2:len(full) // 2 + 2]
     expected = full[:full.find(stop)]
-    kw = dict(model="any", prompt=COUNTING, temperature=0, max_tokens=24, stop=[stop, "never-seen-xyz"])
+    stops = [f"never-seen-{i}" for i in range(7)] + [stop]  # more than OpenAI's 4
+    kw = dict(model="any", prompt=COUNTING, temperature=0, max_tokens=24, stop=stops)
     if stream:
         chunks = list(client.completions.create(stream=True, **kw))
         text, finish = "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason
@@ -107,13 +108,86 @@ def test_json_schema_response_format_is_enforced(client):
     ([{"role": "user", "content": "word " * 3000}], "context_length_exceeded"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}],
      "no projector loaded"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "no tool-call syntax"),
 ])
 def test_bad_requests_are_400_through_the_client(client, messages, code_or_text):
+    extra = messages if isinstance(messages, dict) else {}
+    messages = MESSAGES if extra else messages
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="any", messages=messages, max_tokens=4)
+        client.chat.completions.create(model="any", messages=messages, max_tokens=4, **extra)
     assert e.value.status_code == 400
     error = e.value.body
     assert code_or_text in (error.get("code"), error.get("param")) or code_or_text in error["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_choices_are_generated_one_after_another(client, library_model, stream):
+    """Choice i is the library's answer with seed + i."""
+    expected = [library_answer(library_model, MESSAGES, temperature=0.9, seed=5 + i, max_tokens=8).content
+                for i in range(3)]
+    kw = dict(model="any", messages=MESSAGES, temperature=0.9, seed=5, max_tokens=8, n=3)
+    if stream:
+        texts = ["", "", ""]
+        for chunk in client.chat.completions.create(stream=True, **kw):
+            for choice in chunk.choices:
+                texts[choice.index] += choice.delta.content or ""
+    else:
+        reply = client.chat.completions.create(**kw)
+        texts = [c.message.content for c in sorted(reply.choices, key=lambda c: c.index)]
+        assert reply.usage.completion_tokens == 3 * 8
+    assert texts == expected
+
+
+@pytest.fixture(scope="module")
+def logits_oracle(embedded_model_path):
+    """llama.cpp's own logits for every position (llama-cpp-python with logits_all), on a small context."""
+    from gemma_edge.llama import llama_cpp
+
+    return llama_cpp().Llama(str(embedded_model_path), n_ctx=96, n_batch=96, n_threads=1, logits_all=True,
+                             verbose=False)
+
+
+def test_completion_logprobs_equal_llama_cpps(client, logits_oracle):
+    expected = logits_oracle.create_completion(COUNTING, max_tokens=2, temperature=0, logprobs=3)["choices"][0]
+    reply = client.completions.create(model="any", prompt=COUNTING, max_tokens=2, temperature=0, logprobs=3)
+    got = reply.choices[0].logprobs
+    assert reply.choices[0].text == expected["text"] and got.tokens == expected["logprobs"]["tokens"]
+    assert got.token_logprobs == pytest.approx(expected["logprobs"]["token_logprobs"], abs=2e-3)
+    assert got.text_offset == expected["logprobs"]["text_offset"]
+    for ours, theirs in zip(got.top_logprobs, expected["logprobs"]["top_logprobs"]):
+        assert ours.keys() == theirs.keys()
+        assert list(ours.values()) == pytest.approx([theirs[k] for k in ours], abs=2e-3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_logprobs_equal_llama_cpps(client, library_model, logits_oracle, stream):
+    """The logprob of each generated token, and its top alternatives, under the logits llama.cpp
+    computes for the same prompt tokens."""
+    import numpy as np
+
+    library_model.engine.reset()
+    generation = library_model.stream(MESSAGES, temperature=0, max_tokens=8)
+    generation.consume()
+    prompt, generated = generation.generation.prompt_tokens, generation.generation.tokens
+    logits_oracle.reset()
+    logits_oracle.eval(prompt)
+    for token in generated[:-1]:  # one at a time, as generation evaluates them (batch sizes change the numerics)
+        logits_oracle.eval([token])
+    rows = logits_oracle.logits_to_logprobs(logits_oracle.scores[len(prompt) - 1:len(prompt) - 1 + len(generated)])
+    kw = dict(model="any", messages=MESSAGES, temperature=0, max_tokens=8, logprobs=True, top_logprobs=4)
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kw))
+        [content] = [c.choices[0].logprobs.content for c in chunks if c.choices and c.choices[0].logprobs]
+    else:
+        content = client.chat.completions.create(**kw).choices[0].logprobs.content
+    assert [t.token for t in content] == [library_model.engine.token_piece(i)["token"] for i in generated]
+    for token, row, chosen in zip(content, rows, generated):
+        assert token.logprob == pytest.approx(float(row[chosen]), abs=2e-3)
+        best = np.argsort(-row)[:4]
+        piece = library_model.engine.token_piece
+        assert [t.token for t in token.top_logprobs] == [piece(int(i))["token"] for i in best]
+        assert [t.logprob for t in token.top_logprobs] == pytest.approx([float(row[i]) for i in best], abs=2e-3)
+        assert bytes(token.bytes).decode("utf-8", errors="replace") == token.token
 
 
 def test_prompt_cache_reports_cached_tokens(embedded_model_path):

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.server.conftest import start_server, stop_server
-from tests.server.forced_server import gbnf_literal
+from gemma_edge.parsing.call_grammar import gbnf_literal
 
 pytestmark = pytest.mark.slow
 

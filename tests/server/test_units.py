@@ -2,6 +2,8 @@
 the whole-text cut for streamed stop filtering, the `jsonschema` library for our validator."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
@@ -131,8 +133,11 @@ class ScriptedStream:
         from gemma_edge.response import Response
 
         self.texts = texts
+        from gemma_edge.engine import Timings
+
         self.response = Response(content="".join(texts), finish_reason="stop", usage={"completion_tokens": len(texts)})
-        self.generation = None
+        self.generation = SimpleNamespace(usage=self.response.usage, timings=Timings(), prompt_evaluated=0,
+                                          tokens=texts, logprobs=None)
 
     def __iter__(self):
         for text in self.texts:
