@@ -115,7 +115,8 @@ def convert_checkpoint(
         staged_text.unlink(missing_ok=True)
         staged_mm.unlink(missing_ok=True)
     summary.mmproj = None if mm.empty else mm_output
-    summary.notes = mm.notes if not mm.empty else plan.notes + mm.notes
+    # with an mmproj written, the text GGUF's "towers skipped" note does not apply; config notes always do
+    summary.notes = plan.hparams.notes + mm.notes if not mm.empty else plan.notes + mm.notes
     summary.seconds = time.monotonic() - started
     summary.peak_rss_mb = peak_rss_mb()
     return summary

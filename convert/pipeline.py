@@ -67,7 +67,7 @@ def plan_conversion(checkpoint: Checkpoint, output: OutputType, name: str | None
         *vocab.fields,
     ]
     tensors = [_to_write(t, output) for t in planned]
-    return Plan(generation, hp, fields, tensors, generation.notes(hp, checkpoint.dropped))
+    return Plan(generation, hp, fields, tensors, hp.notes + generation.notes(hp, checkpoint.dropped))
 
 
 def match_tensors(generation: Generation, hp: HParams, checkpoint: Checkpoint, n_tokens: int) -> list[PlannedTensor]:

@@ -10,8 +10,16 @@ branches on a generation's name; it only reads the fields below. To add a genera
 
 2. **Hyper-parameters.** ``defaults`` — the transformers config-class defaults (``GemmaConfig()``...)
    for every field the generation reads, because official config files omit fields that equal the
-   defaults. The pipeline builds :class:`HParams` = ``{**defaults, **config}`` (with ``text_config``
-   merged over the top level first, see ``convert/checkpoint.py``).
+   defaults. :meth:`Generation.hparams` resolves a config the way the transformers config class does
+   (``tests/convert/test_hub_configs.py`` checks it against that class on the Hub's own config files):
+   :class:`HParams` = ``{**defaults, **config}`` (with ``text_config`` merged over the top level first,
+   see ``convert/checkpoint.py``); then every :class:`LegacyValue` transformers rewrites on load is
+   rewritten the same way, with a note (Gemma 1's ``hidden_act: "gelu"``); then ``layer_types(hp)``
+   replaces ``layer_types`` with the per-layer attention kinds and ``rope(hp)`` replaces
+   ``rope_parameters`` with the RoPE parameters per attention kind (``convert/generations/rope.py``:
+   ``rope_scaling`` / ``rope_theta`` / ``rope_local_base_freq`` of older configs folded in as
+   transformers folds them). A ``null`` keeps its meaning: no value (``HParams.require`` refuses it
+   where transformers' field is not optional).
    ``metadata(hp)`` returns the architecture's GGUF keys as :class:`Field` values (build them with
    :func:`u32`, :func:`f32`, :func:`string`, :func:`boolean`, :func:`i32_array`, ...; key names from
    ``gguf.Keys`` formatted with ``arch=gguf_arch``). It must **refuse** (raise
@@ -47,7 +55,8 @@ branches on a generation's name; it only reads the fields below. To add a genera
    ``tokenizer.*`` keys). ``convert/vocab.py`` provides the SentencePiece path shared by Gemma 1-3n.
 
 6. **Notes.** ``notes(hp, dropped)`` returns human-readable lines printed with the summary, e.g. that a
-   vision tower was skipped (``dropped`` = normalised names removed as multimodal).
+   vision tower was skipped (``dropped`` = normalised names removed as multimodal). Notes about the
+   config itself (legacy values) are collected in ``hp.notes`` by :meth:`Generation.hparams`.
 
 Everything here is pure data and pure functions; reading files and writing GGUF happen elsewhere.
 """
@@ -119,7 +128,14 @@ def string_array(key: str, values: Sequence[str]) -> Field:
 
 
 class HParams(dict):
-    """Effective hyper-parameters: generation defaults, overridden by config.json (text_config merged)."""
+    """Effective hyper-parameters: generation defaults, overridden by config.json (text_config merged).
+
+    ``notes`` holds one line per config value that was read differently from what the file says (legacy
+    values transformers rewrites on load), printed with the conversion summary."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.notes: list[str] = []
 
     def require(self, key: str) -> Any:
         value = self.get(key)
@@ -301,6 +317,21 @@ def _no_notes(hp: HParams, dropped: Sequence[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class LegacyValue:
+    """A config value transformers rewrites when it loads the config (and warns about): ``key: value`` is
+    read as ``key: replacement``, and ``note`` says so once in the conversion summary."""
+
+    key: str
+    value: Any
+    replacement: Any
+    note: str
+
+
+def _as_configured(hp: HParams) -> Any:
+    return hp.get("layer_types")
+
+
+@dataclass(frozen=True)
 class Generation:
     """All a generation contributes to a conversion (module docstring explains each field)."""
 
@@ -311,13 +342,24 @@ class Generation:
     metadata: Callable[[HParams], list[Field]]
     tensors: tuple[TensorRule, ...]
     vocab: Callable[[Any, HParams], Vocab]
+    rope: Callable[[HParams], dict[str, dict[str, Any]]]
+    layer_types: Callable[[HParams], list[str] | None] = _as_configured
+    legacy_values: tuple[LegacyValue, ...] = ()
     extra_tensors: Callable[[HParams, int, set[str]], list[PlannedTensor]] = _no_extra_tensors
     notes: Callable[[HParams, Sequence[str]], list[str]] = _no_notes
     block_count_key: str = "num_hidden_layers"
     fixed: Mapping[str, Any] = field(default_factory=dict)  # keys the architecture ignores in config.json
 
     def hparams(self, config: Mapping[str, Any]) -> HParams:
-        return HParams({**self.defaults, **config, **self.fixed})
+        """The config as the transformers config class resolves it (module docstring, step 2)."""
+        hp = HParams({**self.defaults, **config, **self.fixed})
+        for legacy in self.legacy_values:
+            if hp.get(legacy.key) == legacy.value:
+                hp[legacy.key] = legacy.replacement
+                hp.notes.append(legacy.note)
+        hp["layer_types"] = self.layer_types(hp)
+        hp["rope_parameters"] = self.rope(hp)
+        return hp
 
     def block_count(self, hp: Mapping[str, Any]) -> int:
         return int(hp[self.block_count_key])

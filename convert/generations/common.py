@@ -16,9 +16,7 @@ from convert.generations.base import (
     top_rule,
     u32,
 )
-
-SLIDING = "sliding_attention"
-FULL = "full_attention"
+from convert.generations.rope import FULL, SLIDING
 
 
 def core_metadata(arch: str, hp: HParams) -> list[Field]:
@@ -41,8 +39,8 @@ def core_metadata(arch: str, hp: HParams) -> list[Field]:
 
 def refuse_common(arch: str, hp: HParams, activation_key: str) -> None:
     """Refusals that hold for every Gemma 1-3 runtime in llama.cpp."""
-    activation = hp.get(activation_key)
-    if activation not in (None, "gelu_pytorch_tanh", "gelu_tanh", "gelu_new"):
+    activation = hp.require(activation_key)
+    if activation not in ("gelu_pytorch_tanh", "gelu_tanh", "gelu_new"):
         raise UnsupportedConfig(
             f"llama.cpp's {arch} runtime hard-codes the tanh-approximated GELU, "
             f"but {activation_key} is {activation!r}"

@@ -1,8 +1,11 @@
 """Gemma 1 (``GemmaForCausalLM``) → llama.cpp arch ``gemma`` (docs/converter-spec.md §3)."""
 from __future__ import annotations
 
-from convert.generations.base import Field, Generation, HParams, TensorRule, f32, rope_parameters, top_rule
+from convert.generations.base import (
+    Field, Generation, HParams, LegacyValue, TensorRule, f32, rope_parameters, top_rule,
+)
 from convert.generations.common import core_metadata, gemma_tensor_rules, refuse_common, refuse_untied_output
+from convert.generations.rope import shared_rope
 from convert.vocab import sentencepiece_vocab_with_eot
 
 ARCH = "gemma"
@@ -14,6 +17,15 @@ DEFAULTS = {  # transformers 5.23 GemmaConfig()
     "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
     "tie_word_embeddings": True, "attention_bias": False,
 }
+
+# The official Gemma 1 / 1.1 config files say "gelu"; GemmaConfig reads it as the tanh approximation the
+# models were trained with (and warns). Older files also carry a `hidden_activation` key: GemmaConfig
+# ignores it (the MLP reads hidden_act only), and so does this table.
+LEGACY_GELU = LegacyValue(
+    "hidden_act", "gelu", "gelu_pytorch_tanh",
+    'config.json has hidden_act "gelu", the legacy value of the official Gemma 1 releases: '
+    'converted with the tanh-approximated GELU ("gelu_pytorch_tanh") these models use, as transformers does',
+)
 
 
 def metadata(hp: HParams) -> list[Field]:
@@ -40,4 +52,6 @@ GEMMA = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=sentencepiece_vocab_with_eot,
+    rope=shared_rope,
+    legacy_values=(LEGACY_GELU,),
 )

@@ -8,6 +8,7 @@ from convert.generations.common import (
     core_metadata, gemma_tensor_rules, layer_types, refuse_common, refuse_query_scale, refuse_untied_output,
     swa_pattern_if_not_periodic,
 )
+from convert.generations.rope import shared_rope
 from convert.vocab import sentencepiece_vocab
 
 ARCH = "gemma2"
@@ -23,8 +24,8 @@ DEFAULTS = {  # transformers 5.23 Gemma2Config()
 }
 
 
-def _is_full(i: int) -> bool:  # transformers: layer i slides iff (i + 1) % 2 != 0
-    return (i + 1) % 2 == 0
+def gemma2_layer_types(hp: HParams) -> list[str]:  # transformers: layer i slides iff (i + 1) % 2 != 0
+    return layer_types(hp, lambda i: (i + 1) % 2 == 0)
 
 
 def metadata(hp: HParams) -> list[Field]:
@@ -47,7 +48,7 @@ def metadata(hp: HParams) -> list[Field]:
     ]
     if theta != RUNTIME_ROPE_THETA:
         fields.append(f32(f"{ARCH}.rope.freq_base", theta))
-    fields += swa_pattern_if_not_periodic(ARCH, layer_types(hp, _is_full), period=2)
+    fields += swa_pattern_if_not_periodic(ARCH, gemma2_layer_types(hp), period=2)
     return fields
 
 
@@ -63,4 +64,6 @@ GEMMA2 = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=sentencepiece_vocab,
+    rope=shared_rope,
+    layer_types=gemma2_layer_types,
 )

@@ -11,6 +11,7 @@ from convert.generations.common import (
     FULL, core_metadata, gemma_tensor_rules, layer_types, refuse_common, refuse_query_scale,
     swa_pattern_if_not_periodic,
 )
+from convert.generations.rope import layered_rope
 from convert.vocab import sentencepiece_vocab
 
 ARCH = "gemma3"
@@ -27,9 +28,10 @@ DEFAULTS = {  # transformers 5.23 Gemma3TextConfig()
 }
 
 
-def _default_is_full(hp: HParams):
-    period = int(hp.get("sliding_window_pattern") or hp.get("_sliding_window_pattern") or RUNTIME_SWA_PERIOD)
-    return lambda i: (i + 1) % period == 0
+def gemma3_layer_types(hp: HParams) -> list[str]:
+    """``layer_types``, else every ``sliding_window_pattern``-th layer full. Gemma3TextConfig reads only that
+    key: ``_sliding_window_pattern`` (written by transformers 4.5x beside ``layer_types``) is not used for it."""
+    return layer_types(hp, lambda i: (i + 1) % int(hp.require("sliding_window_pattern")) == 0)
 
 
 def metadata(hp: HParams) -> list[Field]:
@@ -44,7 +46,7 @@ def metadata(hp: HParams) -> list[Field]:
     if swa.get("rope_type", "default") != "default":
         raise UnsupportedConfig("llama.cpp's gemma3 runtime applies no rope scaling to sliding layers")
 
-    types = layer_types(hp, _default_is_full(hp))
+    types = gemma3_layer_types(hp)
     fields = core_metadata(ARCH, hp)
     if rope_type == "linear" and full.get("factor") is not None:
         fields += [string(f"{ARCH}.rope.scaling.type", "linear"), f32(f"{ARCH}.rope.scaling.factor", full["factor"])]
@@ -79,5 +81,7 @@ GEMMA3 = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=sentencepiece_vocab,
+    rope=layered_rope,
+    layer_types=gemma3_layer_types,
     notes=notes,
 )

@@ -26,6 +26,7 @@ from convert.generations.base import (
 )
 from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
                                         text_only_notes)
+from convert.generations.rope import layered_rope
 from convert.vocab import sentencepiece_vocab
 
 ARCH = "gemma3n"
@@ -62,10 +63,8 @@ def sparsity_pattern(hp: HParams) -> list[float]:
     if pattern is None:
         n_sparse = RUNTIME_SPARSE_LAYERS if n_layer > RUNTIME_SPARSE_LAYERS else 0
         return [RUNTIME_SPARSITY] * n_sparse + [0.0] * (n_layer - n_sparse)
-    if not isinstance(pattern, list):
-        pattern = [pattern] * n_layer
-    if len(pattern) != n_layer:
-        raise UnsupportedConfig(f"activation_sparsity_pattern must have {n_layer} values, it has {len(pattern)}")
+    if not isinstance(pattern, list) or len(pattern) != n_layer:  # transformers refuses a single number too
+        raise UnsupportedConfig(f"activation_sparsity_pattern must list {n_layer} values, it is {pattern!r}")
     return [float(p) for p in pattern]
 
 
@@ -201,6 +200,8 @@ GEMMA3N = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=sentencepiece_vocab,
+    rope=layered_rope,
+    layer_types=gemma3n_layer_types,
     extra_tensors=kv_placeholders,
     notes=text_only_notes,
 )

@@ -38,6 +38,7 @@ from convert.generations.base import (
 )
 from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
                                         text_only_notes)
+from convert.generations.rope import given_rope
 from convert.vocab_bpe import gemma4_vocab
 
 ARCH = "gemma4"
@@ -46,7 +47,7 @@ FROZEN_ROPE_FACTOR = 1e30  # llama.cpp divides a pair's frequency by its factor:
 DEFAULTS = {  # transformers 5.23 Gemma4TextConfig()
     "vocab_size": 262144, "vocab_size_per_layer_input": 262144, "hidden_size": 2304,
     "intermediate_size": 9216, "num_hidden_layers": 30, "num_attention_heads": 8, "num_key_value_heads": 4,
-    "head_dim": 256, "global_head_dim": None, "num_global_key_value_heads": None, "per_layer_config": None,
+    "head_dim": 256, "global_head_dim": 512, "num_global_key_value_heads": None,
     "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
     "sliding_window": 512, "layer_types": None, "final_logit_softcapping": None,
     "use_bidirectional_attention": None, "hidden_size_per_layer_input": 256, "attention_k_eq_v": False,
@@ -57,7 +58,6 @@ DEFAULTS = {  # transformers 5.23 Gemma4TextConfig()
         "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
     },
 }
-TRANSFORMERS_GLOBAL_HEAD_DIM = 512  # what Gemma4TextConfig assumes when a legacy config omits global_head_dim
 
 
 def gemma4_layer_types(hp: HParams) -> list[str]:
@@ -77,20 +77,18 @@ def _full_layer_override(hp: HParams, key: str):
 
 
 def full_layer_head_dim(hp: HParams) -> int:
-    if hp.get("per_layer_config"):
+    """As Gemma4TextConfig resolves it: a file with ``per_layer_config`` (transformers ≥ 5.2x) gives the full
+    layers' overrides (``head_dim`` where none is given); an older file gives ``global_head_dim`` (default 512)."""
+    if "per_layer_config" in hp:
         value = _full_layer_override(hp, "head_dim")
-    else:
-        value = hp.get("global_head_dim") or TRANSFORMERS_GLOBAL_HEAD_DIM
-    if value is None:
-        raise UnsupportedConfig("config.json gives no head dim for full-attention layers "
-                                "(global_head_dim or per_layer_config)")
-    return int(value)
+        return int(hp.require("head_dim") if value is None else value)
+    return int(hp.require("global_head_dim"))
 
 
 def full_layer_kv_heads(hp: HParams) -> int | None:
     """The full layers' KV-head count when it differs from the sliding layers' (31B, 26B-A4B). In the legacy
     format transformers applies ``num_global_key_value_heads`` only with ``attention_k_eq_v``."""
-    if hp.get("per_layer_config"):
+    if "per_layer_config" in hp:
         return _full_layer_override(hp, "num_key_value_heads")
     if hp.get("attention_k_eq_v"):
         return hp.get("num_global_key_value_heads")
@@ -246,6 +244,8 @@ GEMMA4 = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=gemma4_vocab,
+    rope=given_rope(DEFAULTS["rope_parameters"]),
+    layer_types=gemma4_layer_types,
     extra_tensors=extra_tensors,
     notes=text_only_notes,
 )
