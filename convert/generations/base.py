@@ -18,8 +18,9 @@ branches on a generation's name; it only reads the fields below. To add a genera
    replaces ``layer_types`` with the per-layer attention kinds and ``rope(hp)`` replaces
    ``rope_parameters`` with the RoPE parameters per attention kind (``convert/generations/rope.py``:
    ``rope_scaling`` / ``rope_theta`` / ``rope_local_base_freq`` of older configs folded in as
-   transformers folds them). A ``null`` keeps its meaning: no value (``HParams.require`` refuses it
-   where transformers' field is not optional).
+   transformers folds them). A ``null`` keeps its meaning, no value: it is refused for every key of
+   ``defaults`` with a value there unless the key is in ``nullable`` (transformers types it ``X | None``),
+   as transformers' strict config classes refuse it.
    ``metadata(hp)`` returns the architecture's GGUF keys as :class:`Field` values (build them with
    :func:`u32`, :func:`f32`, :func:`string`, :func:`boolean`, :func:`i32_array`, ...; key names from
    ``gguf.Keys`` formatted with ``arch=gguf_arch``). It must **refuse** (raise
@@ -345,6 +346,7 @@ class Generation:
     rope: Callable[[HParams], dict[str, dict[str, Any]]]
     layer_types: Callable[[HParams], list[str] | None] = _as_configured
     legacy_values: tuple[LegacyValue, ...] = ()
+    nullable: frozenset[str] = frozenset()  # keys of `defaults` transformers types as `X | None`
     extra_tensors: Callable[[HParams, int, set[str]], list[PlannedTensor]] = _no_extra_tensors
     notes: Callable[[HParams, Sequence[str]], list[str]] = _no_notes
     block_count_key: str = "num_hidden_layers"
@@ -352,6 +354,10 @@ class Generation:
 
     def hparams(self, config: Mapping[str, Any]) -> HParams:
         """The config as the transformers config class resolves it (module docstring, step 2)."""
+        for key, default in self.defaults.items():
+            optional = key in self.nullable or key in self.fixed
+            if config.get(key, default) is None and default is not None and not optional:
+                raise UnsupportedConfig(f"config.json sets {key} to null, but it needs a value")
         hp = HParams({**self.defaults, **config, **self.fixed})
         for legacy in self.legacy_values:
             if hp.get(legacy.key) == legacy.value:

@@ -13,6 +13,7 @@ from convert.generations.base import (
     f32,
     layer_rule,
     plus_one,
+    rope_parameters,
     top_rule,
     u32,
 )
@@ -23,14 +24,14 @@ def core_metadata(arch: str, hp: HParams) -> list[Field]:
     """The keys every Gemma text GGUF carries (llama.cpp ``conversion/gemma.py`` GemmaModel)."""
     head_dim = int(hp.require("head_dim"))
     n_head = int(hp.require("num_attention_heads"))
-    n_head_kv = hp.get("num_key_value_heads")
+    n_head_kv = hp.require("num_key_value_heads")
     return [
         u32(f"{arch}.context_length", hp.require("max_position_embeddings")),
         u32(f"{arch}.embedding_length", hp.require("hidden_size")),
         u32(f"{arch}.block_count", hp.require("num_hidden_layers")),
         u32(f"{arch}.feed_forward_length", hp.require("intermediate_size")),
         u32(f"{arch}.attention.head_count", n_head),
-        u32(f"{arch}.attention.head_count_kv", n_head if n_head_kv is None else n_head_kv),
+        u32(f"{arch}.attention.head_count_kv", n_head_kv),
         f32(f"{arch}.attention.layer_norm_rms_epsilon", hp.require("rms_norm_eps")),
         u32(f"{arch}.attention.key_length", head_dim),
         u32(f"{arch}.attention.value_length", head_dim),
@@ -61,6 +62,19 @@ def refuse_untied_output(arch: str, hp: HParams) -> None:
             f"llama.cpp's {arch} runtime always reuses token_embd as the output layer, "
             "but tie_word_embeddings is false"
         )
+
+
+def plain_rope_theta(arch: str, hp: HParams) -> float:
+    """The one rope theta of llama.cpp's gemma/gemma2 runtimes, which rotate every layer with plain rope
+    (``rope.freq_base``); a config that scales rope or gives the two attention kinds different thetas is refused."""
+    full, swa = rope_parameters(hp)
+    for params in (full, swa):
+        if params.get("rope_type", "default") != "default":
+            raise UnsupportedConfig(f"llama.cpp's {arch} runtime has no {params['rope_type']!r} rope scaling")
+    theta = float(full["rope_theta"])
+    if float(swa.get("rope_theta", theta)) != theta:
+        raise UnsupportedConfig(f"llama.cpp's {arch} runtime uses one rope theta for all layers")
+    return theta
 
 
 def refuse_query_scale(arch: str, hp: HParams, big_layer_count: int) -> None:

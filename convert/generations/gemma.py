@@ -1,10 +1,10 @@
 """Gemma 1 (``GemmaForCausalLM``) → llama.cpp arch ``gemma`` (docs/converter-spec.md §3)."""
 from __future__ import annotations
 
-from convert.generations.base import (
-    Field, Generation, HParams, LegacyValue, TensorRule, f32, rope_parameters, top_rule,
+from convert.generations.base import Field, Generation, HParams, LegacyValue, TensorRule, f32, top_rule
+from convert.generations.common import (
+    core_metadata, gemma_tensor_rules, plain_rope_theta, refuse_common, refuse_untied_output,
 )
-from convert.generations.common import core_metadata, gemma_tensor_rules, refuse_common, refuse_untied_output
 from convert.generations.rope import shared_rope
 from convert.vocab import sentencepiece_vocab_with_eot
 
@@ -31,9 +31,8 @@ LEGACY_GELU = LegacyValue(
 def metadata(hp: HParams) -> list[Field]:
     refuse_common(ARCH, hp, "hidden_act")
     refuse_untied_output(ARCH, hp)
-    full, _ = rope_parameters(hp)
+    theta = plain_rope_theta(ARCH, hp)
     fields = core_metadata(ARCH, hp)
-    theta = float(full.get("rope_theta", RUNTIME_ROPE_THETA))
     if theta != RUNTIME_ROPE_THETA:
         fields.append(f32(f"{ARCH}.rope.freq_base", theta))
     return fields

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from convert.generations.base import (
-    Field, Generation, HParams, TensorRule, UnsupportedConfig, f32, rope_parameters, top_rule, u32,
+    Field, Generation, HParams, TensorRule, UnsupportedConfig, f32, top_rule, u32,
 )
 from convert.generations.common import (
-    core_metadata, gemma_tensor_rules, layer_types, refuse_common, refuse_query_scale, refuse_untied_output,
-    swa_pattern_if_not_periodic,
+    core_metadata, gemma_tensor_rules, layer_types, plain_rope_theta, refuse_common, refuse_query_scale,
+    refuse_untied_output, swa_pattern_if_not_periodic,
 )
 from convert.generations.rope import shared_rope
 from convert.vocab import sentencepiece_vocab
@@ -35,12 +35,7 @@ def metadata(hp: HParams) -> list[Field]:
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if not hp.get(key):
             raise UnsupportedConfig(f"llama.cpp's gemma2 runtime always applies {key}, but the config disables it")
-    full, swa = rope_parameters(hp)
-    if full.get("rope_type", "default") != "default":
-        raise UnsupportedConfig(f"llama.cpp's gemma2 runtime has no {full['rope_type']!r} rope scaling")
-    theta = float(full.get("rope_theta", RUNTIME_ROPE_THETA))
-    if float(swa.get("rope_theta", theta)) != theta:
-        raise UnsupportedConfig("llama.cpp's gemma2 runtime uses one rope theta for all layers")
+    theta = plain_rope_theta(ARCH, hp)
     fields = core_metadata(ARCH, hp) + [
         f32(f"{ARCH}.attn_logit_softcapping", hp["attn_logit_softcapping"]),
         f32(f"{ARCH}.final_logit_softcapping", hp["final_logit_softcapping"]),
@@ -66,4 +61,5 @@ GEMMA2 = Generation(
     vocab=sentencepiece_vocab,
     rope=shared_rope,
     layer_types=gemma2_layer_types,
+    nullable=frozenset({"sliding_window", "final_logit_softcapping", "attn_logit_softcapping"}),
 )

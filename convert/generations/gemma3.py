@@ -84,4 +84,5 @@ GEMMA3 = Generation(
     rope=layered_rope,
     layer_types=gemma3_layer_types,
     notes=notes,
+    nullable=frozenset({"sliding_window", "use_bidirectional_attention"}),
 )

@@ -53,10 +53,10 @@ DEFAULTS = {  # transformers 5.23 Gemma4TextConfig()
     "use_bidirectional_attention": None, "hidden_size_per_layer_input": 256, "attention_k_eq_v": False,
     "num_kv_shared_layers": 0, "enable_moe_block": False, "use_double_wide_mlp": False, "num_experts": None,
     "top_k_experts": None, "moe_intermediate_size": None, "tie_word_embeddings": True, "attention_bias": False,
-    "rope_parameters": {
-        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
-    },
+}
+DEFAULT_ROPE = {  # Gemma4TextConfig.__post_init__'s rope_parameters when the file has none
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
 }
 
 
@@ -244,7 +244,7 @@ GEMMA4 = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=gemma4_vocab,
-    rope=given_rope(DEFAULTS["rope_parameters"]),
+    rope=given_rope(DEFAULT_ROPE),
     layer_types=gemma4_layer_types,
     extra_tensors=extra_tensors,
     notes=text_only_notes,

@@ -10,11 +10,13 @@ One rule per family of transformers config classes:
   it is keyed by the config's layer types, otherwise every layer uses it.
 * :func:`layered_rope` — ``Gemma3TextConfig`` / ``Gemma3nTextConfig``: ``rope_parameters`` per kind
   (default: plain rope for both); ``rope_scaling`` is merged into the full-attention entry;
-  ``rope_theta`` / ``rope_local_base_freq`` fill in missing full / sliding thetas. A ``type`` key does
+  ``rope_theta`` / ``rope_local_base_freq`` fill in missing full / sliding thetas (``rope_scaling`` with
+  ``rope_parameters`` lacking a full-attention entry is refused: transformers fails on it). A ``type`` key does
   not override a ``rope_type`` that is already there, and flat keys beside the per-kind entries are
   ignored — both as in transformers.
 * :func:`given_rope` — ``Gemma4TextConfig``: ``rope_parameters`` as given (no older format exists),
-  the class default when the file has none.
+  the class default when the file has none; a ``rope_scaling`` key is refused (transformers would let it
+  replace ``rope_parameters``, even when null, and then cannot build the rotary embedding).
 
 A theta that is ``null`` in the file is refused: transformers keeps the ``None`` and cannot build the
 rotary embedding from it.
@@ -59,7 +61,9 @@ def layered_rope(hp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if params is None:
         params = {SLIDING: {"rope_type": "default"}, FULL: {"rope_type": "default"}}
     if hp.get("rope_scaling") is not None:
-        params.setdefault(FULL, {}).update(hp["rope_scaling"])
+        if params.get(FULL) is None:  # transformers fails on it (KeyError)
+            raise UnsupportedConfig("config.json has rope_scaling but no full_attention rope_parameters to apply it to")
+        params[FULL].update(hp["rope_scaling"])
     for kind, theta_key in ((FULL, "rope_theta"), (SLIDING, "rope_local_base_freq")):
         if params.get(kind) is None:
             params[kind] = {"rope_type": "default"}
@@ -70,6 +74,9 @@ def layered_rope(hp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def given_rope(default: Mapping[str, dict[str, Any]]) -> Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]]:
     """The rule for a config class whose ``rope_parameters`` is ``default`` when the file has none (or null)."""
     def rope(hp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        if "rope_scaling" in hp:  # transformers would replace rope_parameters with it (null included)
+            raise UnsupportedConfig("config.json has rope_scaling, which this generation's configs do not use "
+                                    "(rope_parameters holds the RoPE settings)")
         params = hp.get("rope_parameters")
         return _standardized(default if params is None else params)
     return rope

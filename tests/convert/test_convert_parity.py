@@ -48,8 +48,10 @@ def reference_logits(case: str) -> np.ndarray:
     return hf_logits(tiny_checkpoint(case), IDS)
 
 
+# gemma-hub: the gemma weights under config.json as the official Gemma 1 releases ship it (hidden_act "gelu")
 CASES = [(case, type_name) for case in ("gemma", "gemma2", "gemma3", "gemma3-linear")
-         for type_name in ("f32", "f16", "q8_0")] + [("gemma3", "bf16"), ("gemma3-mm", "f32")]
+         for type_name in ("f32", "f16", "q8_0")] + [("gemma3", "bf16"), ("gemma3-mm", "f32"),
+                                                     ("gemma-hub", "f32"), ("gemma-hub", "q8_0")]
 
 
 @pytest.mark.slow

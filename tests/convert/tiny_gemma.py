@@ -1,6 +1,11 @@
-"""Tiny Gemma 1/2/3 checkpoints (docs/converter-spec.md §9.3), cached by recipe."""
+"""Tiny Gemma 1/2/3 checkpoints (docs/converter-spec.md §9.3), cached by recipe.
+
+``gemma-hub`` is the ``gemma`` checkpoint (same seed, same weights) whose config.json is rewritten in the form
+the official Gemma 1 releases ship (:func:`hub_gemma1_config`), so tests convert the file users have.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.convert.tiny import VOCAB_SIZE, build_checkpoint, cached_dir
@@ -13,6 +18,7 @@ COMMON = {
 
 RECIPES = {
     "gemma": ("GemmaForCausalLM", "GemmaConfig", {**COMMON, "num_hidden_layers": 2}),
+    "gemma-hub": ("GemmaForCausalLM", "GemmaConfig", {**COMMON, "num_hidden_layers": 2}),
     "gemma2": ("Gemma2ForCausalLM", "Gemma2Config", {
         **COMMON, "num_hidden_layers": 4, "query_pre_attn_scalar": 16, "sliding_window": 4,
         "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
@@ -48,6 +54,20 @@ RECIPES = {
 }
 
 
+def hub_gemma1_config(saved: dict) -> dict:
+    """A transformers-5.23 Gemma 1 config.json rewritten as google/gemma-2b's (transformers 4.38, see
+    tests/convert/hub_configs.py): ``hidden_act: "gelu"``, ``rope_theta`` with ``rope_scaling: null`` instead
+    of ``rope_parameters``, ``torch_dtype`` instead of ``dtype``, and none of the keys 4.38 did not write."""
+    dropped = ("rope_parameters", "dtype", "tie_word_embeddings", "use_bidirectional_attention")
+    hub = {key: value for key, value in saved.items() if key not in dropped}
+    hub.update(hidden_act="gelu", rope_scaling=None, rope_theta=saved["rope_parameters"]["rope_theta"],
+               torch_dtype=saved["dtype"], transformers_version="4.38.0.dev0")
+    return dict(sorted(hub.items()))
+
+
+HUB_FORMS = {"gemma-hub": hub_gemma1_config}  # case → config.json rewrite applied after saving
+
+
 def tiny_checkpoint(case: str, seed: int = 0, dtype: str = "float32") -> Path:
     model_name, config_name, config = RECIPES[case]
     recipe = {"case": case, "model": model_name, "config": config, "seed": seed, "dtype": dtype, "v": 1}
@@ -58,5 +78,8 @@ def tiny_checkpoint(case: str, seed: int = 0, dtype: str = "float32") -> Path:
         model_class = getattr(transformers, model_name)
         config_object = getattr(transformers, config_name)(**config)
         build_checkpoint(directory, model_class, config_object, seed, dtype)
+        if case in HUB_FORMS:
+            path = directory / "config.json"
+            path.write_text(json.dumps(HUB_FORMS[case](json.loads(path.read_text())), indent=2) + "\n")
 
     return cached_dir(f"hf-{case}", recipe, build)
