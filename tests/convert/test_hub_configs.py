@@ -138,7 +138,8 @@ def test_official_config_converts_as_transformers_reads_it(name: str, tmp_path: 
     assert resolution_differences(generation_for(architecture).name, hp, oracle) == []
 
 
-@pytest.mark.parametrize(("key", "value"), MUTATIONS, ids=[f"{k}={v!r}"[:40] for k, v in MUTATIONS])
+@pytest.mark.parametrize(("key", "value"), MUTATIONS,
+                         ids=[f"{k}={'(missing)' if v is DELETE else repr(v)}"[:48] for k, v in MUTATIONS])
 @pytest.mark.parametrize("name", list(HUB_CONFIGS))
 def test_legacy_keys_and_nulls_resolve_as_transformers(name: str, key: str, value, tmp_path: Path) -> None:
     """Where transformers refuses the file, the converter refuses it in one line; where transformers reads it,
@@ -234,7 +235,7 @@ def test_gemma_edge_convert_on_the_hub_form_gemma1_checkpoint(tmp_path: Path) ->
     assert json.loads((model / "config.json").read_text())["hidden_act"] == "gelu"
     out = tmp_path / "gemma1.gguf"
     result = subprocess.run([sys.executable, "-m", "gemma_edge", "convert", str(model), "-o", str(out), "--type", "q8_0"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert out.is_file()
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
