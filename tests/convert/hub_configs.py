@@ -41,6 +41,50 @@ def _gemma1(extra: str, hidden: int, ffn: int, heads: int, layers: int, kv_heads
         extra, hidden, ffn, heads, layers, kv_heads, version) + "}"
 
 
+_GEMMA_2_LAYOUT = """{
+  "architectures": ["Gemma2ForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "attn_logit_softcapping": 50.0,
+  "bos_token_id": 2,
+  "cache_implementation": "hybrid",
+  "eos_token_id": %s,
+  "final_logit_softcapping": 30.0,
+  "head_dim": 256,
+  "hidden_act": "gelu_pytorch_tanh",
+  "hidden_activation": "gelu_pytorch_tanh",
+  "hidden_size": %d,
+  "initializer_range": 0.02,
+  "intermediate_size": %d,
+  "max_position_embeddings": 8192,
+  "model_type": "gemma2",
+  "num_attention_heads": %d,
+  "num_hidden_layers": %d,
+  "num_key_value_heads": %d,
+  "pad_token_id": 0,
+  "query_pre_attn_scalar": 256,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 10000.0,
+  "sliding_window": 4096,%s
+  "torch_dtype": "%s",
+  "transformers_version": "%s",
+  "use_cache": true,
+  "vocab_size": 256000
+}"""
+
+
+def _gemma2(eos: str, hidden: int, ffn: int, heads: int, layers: int, kv_heads: int, extra: str, dtype: str,
+            version: str) -> str:
+    return _GEMMA_2_LAYOUT % (eos, hidden, ffn, heads, layers, kv_heads, extra, dtype, version)
+
+
+# Gemma 3 4B-27B's SigLIP tower (896 px, patch 14), as their files list it
+_SIGLIP_896 = json.dumps({
+    "hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+    "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False,
+})
+
+
 def _layer_types(n: int, period: int) -> str:
     return json.dumps(["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n)])
 
@@ -69,70 +113,11 @@ HUB_CONFIGS: dict[str, tuple[str, str]] = {
     "google/gemma-2-2b-it": (
         "gemma-2-9b-it's key set (below) with the 2B shape of Gemma2Config's defaults (2304 / 9216 / 8 heads / "
         "26 layers / 4 KV heads) and eos [1, 107]; both activation keys: text-generation-inference PR #2381",
-        """{
-  "architectures": ["Gemma2ForCausalLM"],
-  "attention_bias": false,
-  "attention_dropout": 0.0,
-  "attn_logit_softcapping": 50.0,
-  "bos_token_id": 2,
-  "cache_implementation": "hybrid",
-  "eos_token_id": [1, 107],
-  "final_logit_softcapping": 30.0,
-  "head_dim": 256,
-  "hidden_act": "gelu_pytorch_tanh",
-  "hidden_activation": "gelu_pytorch_tanh",
-  "hidden_size": 2304,
-  "initializer_range": 0.02,
-  "intermediate_size": 9216,
-  "max_position_embeddings": 8192,
-  "model_type": "gemma2",
-  "num_attention_heads": 8,
-  "num_hidden_layers": 26,
-  "num_key_value_heads": 4,
-  "pad_token_id": 0,
-  "query_pre_attn_scalar": 256,
-  "rms_norm_eps": 1e-06,
-  "rope_theta": 10000.0,
-  "sliding_window": 4096,
-  "torch_dtype": "float32",
-  "transformers_version": "4.42.4",
-  "use_cache": true,
-  "vocab_size": 256000
-}""",
+        _gemma2("[1, 107]", 2304, 9216, 8, 26, 4, "", "float32", "4.42.4"),
     ),
     "google/gemma-2-9b-it": (
         "quoted verbatim (cat models--google--gemma-2-9b-it/config.json) in a vLLM usage issue (id 56964966687)",
-        """{
-  "architectures": ["Gemma2ForCausalLM"],
-  "attention_bias": false,
-  "attention_dropout": 0.0,
-  "attn_logit_softcapping": 50.0,
-  "bos_token_id": 2,
-  "cache_implementation": "hybrid",
-  "eos_token_id": 1,
-  "final_logit_softcapping": 30.0,
-  "head_dim": 256,
-  "hidden_act": "gelu_pytorch_tanh",
-  "hidden_activation": "gelu_pytorch_tanh",
-  "hidden_size": 3584,
-  "initializer_range": 0.02,
-  "intermediate_size": 14336,
-  "max_position_embeddings": 8192,
-  "model_type": "gemma2",
-  "num_attention_heads": 16,
-  "num_hidden_layers": 42,
-  "num_key_value_heads": 8,
-  "pad_token_id": 0,
-  "query_pre_attn_scalar": 256,
-  "rms_norm_eps": 1e-06,
-  "rope_theta": 10000.0,
-  "sliding_window": 4096,
-  "sliding_window_size": 4096,
-  "torch_dtype": "bfloat16",
-  "transformers_version": "4.42.0.dev0",
-  "use_cache": true,
-  "vocab_size": 256000
-}""",
+        _gemma2("1", 3584, 14336, 16, 42, 8, '\n  "sliding_window_size": 4096,', "bfloat16", "4.42.0.dev0"),
     ),
     "google/gemma-3-270m": (
         "vendored verbatim as gemma_3_config_dict in safety-research/circuit-tracer's Gemma 3 tests (id 11932151692)",
@@ -229,17 +214,8 @@ HUB_CONFIGS: dict[str, tuple[str, str]] = {
   },
   "torch_dtype": "bfloat16",
   "transformers_version": "4.50.0.dev0",
-  "vision_config": {
-    "hidden_size": 1152,
-    "image_size": 896,
-    "intermediate_size": 4304,
-    "model_type": "siglip_vision_model",
-    "num_attention_heads": 16,
-    "num_hidden_layers": 27,
-    "patch_size": 14,
-    "vision_use_head": false
-  }
-}""",
+  "vision_config": %s
+}""" % _SIGLIP_896,
     ),
     "google/gemma-3-12b-it": (
         "text_config vendored (a Gemma3Config(**{...}) for LTX-2's text encoder) in ostris/ai-toolkit (id 53185873524)",
@@ -283,17 +259,8 @@ HUB_CONFIGS: dict[str, tuple[str, str]] = {
   },
   "torch_dtype": "bfloat16",
   "transformers_version": "4.51.3",
-  "vision_config": {
-    "hidden_size": 1152,
-    "image_size": 896,
-    "intermediate_size": 4304,
-    "model_type": "siglip_vision_model",
-    "num_attention_heads": 16,
-    "num_hidden_layers": 27,
-    "patch_size": 14,
-    "vision_use_head": false
-  }
-}""",
+  "vision_config": %s
+}""" % _SIGLIP_896,
     ),
     "google/gemma-3n-E2B-it": (
         "Gemma3nTextConfig keys as vendored 3n text configs list them (ids 45379166470, 58141470368); E2B shape: "

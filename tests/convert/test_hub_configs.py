@@ -234,8 +234,9 @@ def test_gemma_edge_convert_on_the_hub_form_gemma1_checkpoint(tmp_path: Path) ->
     model = tiny_checkpoint("gemma-hub")
     assert json.loads((model / "config.json").read_text())["hidden_act"] == "gelu"
     out = tmp_path / "gemma1.gguf"
-    result = subprocess.run([sys.executable, "-m", "gemma_edge", "convert", str(model), "-o", str(out), "--type", "q8_0"],
-                            capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    command = [sys.executable, "-m", "gemma_edge", "convert", str(model), "-o", str(out), "--type", "q8_0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert out.is_file()
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
