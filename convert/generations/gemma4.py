@@ -288,5 +288,6 @@ GEMMA4_UNIFIED = replace(
     hf_architectures=("Gemma4UnifiedForConditionalGeneration", "Gemma4UnifiedForCausalLM"),
     defaults=UNIFIED_DEFAULTS,
     fixed=UNIFIED_FIXED,
+    nullable=frozenset({"use_bidirectional_attention"}),  # default "vision" here; null = causal, as in Gemma 4
     vocab=unified_vocab,
 )
