@@ -30,9 +30,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from convert.quantize import QuantizeError
     from convert.vocab import TokenizerError
     from convert.writer import OutputExists
+    from gemma_edge.errors import InvalidModelError
 
     return (CheckpointError, UnsupportedArchitecture, UnsupportedCheckpoint, UnsupportedConfig,
-            QuantizeError, TokenizerError, OutputExists, UnrunnableModel)
+            QuantizeError, TokenizerError, OutputExists, UnrunnableModel, InvalidModelError)
 
 
 def _run(action):

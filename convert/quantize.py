@@ -2,7 +2,9 @@
 
 Any llama.cpp file type is accepted by name (``q4_k_m``, ``iq4_nl``, ``q6_k``, ``f16``...): the names
 are derived from llama-cpp-python's ``LLAMA_FTYPE_*`` constants, so new types need no code here.
-The output is written to a temporary file and renamed into place only when the quantizer succeeds.
+The input is read by gemma_edge's validating GGUF reader first (a malformed file is refused with
+InvalidModelError, before llama.cpp could crash on it). The output is written to a temporary file and
+renamed into place only when the quantizer succeeds.
 """
 from __future__ import annotations
 
@@ -30,6 +32,17 @@ def file_types() -> dict[str, int]:
     return types
 
 
+def _check_input(source: Path) -> None:
+    from gemma_edge.gguf_file import GGUFFile
+    from gemma_edge.gguf_keys import check_vocabulary
+
+    gguf = GGUFFile(source)
+    try:
+        check_vocabulary(gguf)
+    finally:
+        gguf.close()
+
+
 def quantize(source: Path, destination: Path, type_name: str, force: bool = False, threads: int = 0,
              allow_requantize: bool = False) -> None:
     import llama_cpp
@@ -41,6 +54,7 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     source, destination = Path(source), Path(destination)
     if not source.is_file():
         raise QuantizeError(f"{source} does not exist")
+    _check_input(source)
     if destination.exists() and not force:
         raise OutputExists(f"{destination} exists (use --force to overwrite)")
     partial = temporary_path(destination)

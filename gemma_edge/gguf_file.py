@@ -3,9 +3,18 @@
 gguf-py's GGUFReader parses every array element into numpy views (seconds for a 262k-token vocab);
 `info`, generation detection and the memory check only need scalars, a few token look-ups and the
 tensor extents, so this reads those and leaves big arrays as byte ranges until asked.
+
+It is also the gate in front of llama.cpp: every GGUF the runtime, the quantizer or mtmd opens is read
+here first. Every length, count, type and offset is checked against the format and the file's size
+before it is used (the rules of llama.cpp's gguf.cpp: string and array bounds, no nested arrays, unique
+keys and tensor names, at most 4 dimensions, known tensor types with whole blocks per row, tensors laid
+out back to back at the file's alignment), every tensor's data must lie inside the file, and the keys
+llama.cpp reads without checking must have the type and range it assumes (gemma_edge/gguf_keys.py).
+A file that breaks a rule raises InvalidModelError naming the rule; nothing else escapes.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -14,11 +23,21 @@ from pathlib import Path
 from gemma_edge.errors import InvalidModelError
 
 MAGIC = b"GGUF"
+VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_NAME = 64  # GGML_MAX_NAME: a tensor name is shorter
+MAX_STRING = 1 << 30  # GGUF_MAX_STRING_LENGTH
+INT64_MAX = (1 << 63) - 1
 _SCALARS = {  # GGUF value type -> struct format
     0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+TYPE_NAMES = {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "int32", 6: "float32", 7: "bool",
+              8: "string", 9: "array", 10: "uint64", 11: "int64", 12: "float64"}
 _ALIGNMENT_KEY = "general.alignment"
+_KV_MIN_BYTES = 8 + 4 + 1  # key length, value type, the smallest value
+_TENSOR_MIN_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 
 
 @dataclass(frozen=True)
@@ -40,109 +59,176 @@ class ArrayRef:
 
 
 class _Cursor:
-    def __init__(self, data: bytes | memoryview, path: Path):
-        self.data, self.pos, self.path = data, 0, path
+    """Reads little-endian GGUF fields from a buffer (mmap, bytes, memoryview), refusing any read past its end."""
 
-    def take(self, n: int) -> memoryview:
-        if self.pos + n > len(self.data):
-            raise InvalidModelError(f"{self.path}: truncated GGUF header (file ends at byte {len(self.data)})")
-        view = memoryview(self.data)[self.pos:self.pos + n]
+    def __init__(self, data, path: Path, pos: int = 0):
+        self.data, self.size, self.pos, self.path = data, len(data), pos, path
+
+    def corrupt(self, what: str) -> InvalidModelError:
+        return InvalidModelError(f"{self.path}: corrupt GGUF header: {what} (at byte {self.pos:,})")
+
+    def skip(self, n: int, what: str = "a field") -> int:
+        """Advance past `n` bytes; returns where they start."""
+        if n > self.size - self.pos:
+            raise InvalidModelError(f"{self.path}: truncated GGUF header: {what} needs {n:,} bytes at byte "
+                                    f"{self.pos:,} but the file ends at byte {self.size:,}")
+        start = self.pos
         self.pos += n
-        return view
+        return start
 
-    def scalar(self, fmt: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+    def scalar(self, fmt: str, what: str = "a field"):
+        return struct.unpack_from(fmt, self.data, self.skip(struct.calcsize(fmt), what))[0]
 
-    def string(self) -> str:
-        n = self.scalar("<Q")
-        return bytes(self.take(n)).decode("utf-8", errors="replace")
+    def string(self, what: str = "a string") -> str:
+        n = self.scalar("<Q", what)
+        if n > MAX_STRING:
+            raise self.corrupt(f"{what} claims {n:,} bytes (at most {MAX_STRING:,})")
+        start = self.skip(n, what)
+        return bytes(self.data[start:self.pos]).decode("utf-8", errors="replace")
+
+    def count(self, what: str, min_bytes: int) -> int:
+        """A uint64 count of items of at least `min_bytes` each, checked against the bytes left."""
+        n = self.scalar("<Q", what)
+        if n * min_bytes > self.size - self.pos:
+            raise InvalidModelError(f"{self.path}: corrupt or truncated GGUF header: {what} is {n:,}, more than "
+                                    f"the {self.size - self.pos:,} bytes left after byte {self.pos:,} can hold")
+        return n
 
     def skip_strings(self, count: int) -> None:
-        pos, data, unpack = self.pos, self.data, struct.unpack_from
-        try:
-            for _ in range(count):
-                pos += 8 + unpack("<Q", data, pos)[0]
-        except struct.error:
-            pos = len(data) + 1
-        if pos > len(data):
-            raise InvalidModelError(f"{self.path}: truncated GGUF header (file ends at byte {len(data)})")
+        pos, size, data, unpack = self.pos, self.size, self.data, struct.unpack_from
+        for _ in range(count):
+            if pos + 8 > size:
+                pos = size + 1
+                break
+            pos += 8 + unpack("<Q", data, pos)[0]
+        if pos > size:
+            raise InvalidModelError(f"{self.path}: truncated GGUF header: a string array that starts at byte "
+                                    f"{self.pos:,} runs past the end of the file ({size:,} bytes)")
         self.pos = pos
-
-    def skip_value(self, vtype: int) -> None:
-        if vtype in _SCALARS:
-            self.take(struct.calcsize(_SCALARS[vtype]))
-        elif vtype == _STRING:
-            self.take(self.scalar("<Q"))
-        elif vtype == _ARRAY:
-            item_type, count = self.scalar("<I"), self.scalar("<Q")
-            if item_type in _SCALARS:
-                self.take(struct.calcsize(_SCALARS[item_type]) * count)
-            else:
-                for _ in range(count):
-                    self.skip_value(item_type)
-        else:
-            raise InvalidModelError(f"{self.path}: corrupt GGUF metadata (value type {vtype})")
 
 
 class GGUFFile:
-    """Metadata and tensor layout of a GGUF file, validated against the file's size."""
+    """Metadata and tensor layout of a GGUF file, validated against the format and the file's size."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():
             raise InvalidModelError(f"{self.path}: no such file")
-        self.file_size = self.path.stat().st_size
         with open(self.path, "rb") as f:
             if f.read(4) != MAGIC:
                 raise InvalidModelError(f"{self.path}: not a GGUF file (wrong magic bytes)")
-            f.seek(0)
-            import mmap
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        cur = _Cursor(self._map, self.path)
-        cur.take(4)
-        self.version = cur.scalar("<I")
-        if self.version not in (2, 3):
+        self._parse(self._map)  # on failure the map closes with this object
+
+    @classmethod
+    def from_buffer(cls, data, path: str | os.PathLike = "<buffer>") -> GGUFFile:
+        """Read a GGUF held in memory (any buffer: bytes, bytearray, mmap); its length is the file size."""
+        self = cls.__new__(cls)
+        self.path, self._map = Path(path), None
+        if bytes(data[:4]) != MAGIC:
+            raise InvalidModelError(f"{self.path}: not a GGUF file (wrong magic bytes)")
+        self._parse(data)
+        return self
+
+    def _parse(self, data) -> None:
+        self._data = data
+        self.file_size = len(data)
+        cur = _Cursor(data, self.path, 4)
+        self.version = cur.scalar("<I", "the version")
+        if self.version not in VERSIONS:
             raise InvalidModelError(f"{self.path}: unsupported GGUF version {self.version}")
-        n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
-        if n_tensors > 10_000_000 or n_kv > 10_000_000:
-            raise InvalidModelError(f"{self.path}: corrupt GGUF header")
+        n_tensors = cur.scalar("<Q", "the tensor count")
+        n_kv = cur.count("the metadata key count", _KV_MIN_BYTES)
         self.metadata: dict[str, object] = {}
+        self.value_types: dict[str, int] = {}  # key -> GGUF value type (arrays: ARRAY; see ArrayRef.item_type)
         for _ in range(n_kv):
-            key, vtype = cur.string(), cur.scalar("<I")
-            self.metadata[key] = self._read_value(cur, vtype)
-        tensors = []
-        for _ in range(n_tensors):
-            name = cur.string()
-            n_dims = cur.scalar("<I")
-            shape = tuple(cur.scalar("<Q") for _ in range(n_dims))
-            ggml_type, offset = cur.scalar("<I"), cur.scalar("<Q")
-            tensors.append((name, shape, ggml_type, offset))
-        alignment = int(self.metadata.get(_ALIGNMENT_KEY, 32))
-        self.data_start = (cur.pos + alignment - 1) // alignment * alignment
-        self.tensors = [TensorInfo(n, s, t, o, _tensor_bytes(s, t, self.path)) for n, s, t, o in tensors]
-        end = max((t.offset + t.n_bytes + self.data_start for t in self.tensors), default=0)
+            key = cur.string("a metadata key")
+            if not key:
+                raise cur.corrupt("an empty metadata key")
+            if key in self.metadata:
+                raise cur.corrupt(f"metadata key '{key}' appears twice")
+            vtype = cur.scalar("<I", f"the type of '{key}'")
+            self.value_types[key] = vtype
+            self.metadata[key] = self._read_value(cur, key, vtype)
+        self.alignment = self._alignment()
+        if n_tensors * _TENSOR_MIN_BYTES > self.file_size - cur.pos:
+            raise InvalidModelError(f"{self.path}: corrupt or truncated GGUF header: {n_tensors:,} tensors do "
+                                    f"not fit in the {self.file_size - cur.pos:,} bytes after byte {cur.pos:,}")
+        headers = [self._read_tensor_info(cur) for _ in range(n_tensors)]
+        names = {name for name, *_ in headers}
+        if len(names) != len(headers):
+            raise cur.corrupt("two tensors have the same name")
+        self.data_start = _pad(cur.pos, self.alignment)
+        self.tensors = self._lay_out(headers)
+        from gemma_edge.gguf_keys import check_keys
+
+        check_keys(self)
+
+    def _read_value(self, cur: _Cursor, key: str, vtype: int):
+        if vtype in _SCALARS:
+            return cur.scalar(_SCALARS[vtype], f"the value of '{key}'")
+        if vtype == _STRING:
+            return cur.string(f"the value of '{key}'")
+        if vtype != _ARRAY:
+            raise cur.corrupt(f"'{key}' has value type {vtype}, which GGUF does not define")
+        item_type = cur.scalar("<I", f"the element type of '{key}'")
+        if item_type == _STRING:
+            count = cur.count(f"the length of '{key}'", 8)
+            start = cur.pos
+            cur.skip_strings(count)
+        elif item_type in _SCALARS:
+            item_size = struct.calcsize(_SCALARS[item_type])
+            count = cur.count(f"the length of '{key}'", item_size)
+            start = cur.skip(item_size * count, f"the elements of '{key}'")
+        else:
+            raise cur.corrupt(f"array '{key}' has element type {item_type} (nested arrays and unknown types "
+                              "are not GGUF)")
+        return ArrayRef(item_type, count, start, cur.pos)
+
+    def _alignment(self) -> int:
+        if _ALIGNMENT_KEY not in self.metadata:
+            return DEFAULT_ALIGNMENT
+        value = self.metadata[_ALIGNMENT_KEY]
+        if self.value_types[_ALIGNMENT_KEY] != 4 or not value or value & (value - 1):
+            raise InvalidModelError(f"{self.path}: corrupt GGUF header: {_ALIGNMENT_KEY} must be a uint32 power "
+                                    f"of two, not {value!r}")
+        return value
+
+    def _read_tensor_info(self, cur: _Cursor) -> tuple[str, tuple[int, ...], int, int]:
+        name = cur.string("a tensor name")
+        if len(name.encode("utf-8", errors="replace")) >= MAX_NAME:
+            raise cur.corrupt(f"tensor name '{name[:MAX_NAME]}…' is longer than {MAX_NAME - 1} bytes")
+        n_dims = cur.scalar("<I", f"the dimension count of '{name}'")
+        if n_dims > MAX_DIMS:
+            raise cur.corrupt(f"tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})")
+        shape = struct.unpack_from(f"<{n_dims}q", cur.data, cur.skip(8 * n_dims, f"the shape of '{name}'"))
+        if any(d < 0 for d in shape):
+            raise cur.corrupt(f"tensor '{name}' has a negative dimension {shape}")
+        if _elements(shape) > INT64_MAX:
+            raise cur.corrupt(f"tensor '{name}' has too many elements {shape}")
+        ggml_type = cur.scalar("<I", f"the type of '{name}'")
+        offset = cur.scalar("<Q", f"the data offset of '{name}'")
+        return name, shape, ggml_type, offset
+
+    def _lay_out(self, headers) -> list[TensorInfo]:
+        """Tensor extents, checked as llama.cpp lays them out: back to back, each padded to the alignment,
+        the whole data section inside the file."""
+        tensors, expected = [], 0
+        for name, shape, ggml_type, offset in headers:
+            n_bytes = _tensor_bytes(name, shape, ggml_type, self.path)
+            if offset != expected:
+                raise InvalidModelError(f"{self.path}: corrupt GGUF header: tensor '{name}' starts at data offset "
+                                        f"{offset:,}, expected {expected:,}")
+            tensors.append(TensorInfo(name, shape, ggml_type, offset, n_bytes))
+            expected += _pad(n_bytes, self.alignment)
+        if not tensors:
+            return tensors
+        end = self.data_start + tensors[-1].offset + tensors[-1].n_bytes
         if end > self.file_size:
             raise InvalidModelError(
                 f"{self.path}: truncated GGUF ({self.file_size:,} bytes, its tensors need {end:,}); "
                 "download or convert it again")
-
-    def _read_value(self, cur: _Cursor, vtype: int):
-        if vtype in _SCALARS:
-            return cur.scalar(_SCALARS[vtype])
-        if vtype == _STRING:
-            return cur.string()
-        if vtype == _ARRAY:
-            item_type, count = cur.scalar("<I"), cur.scalar("<Q")
-            start = cur.pos
-            if item_type in _SCALARS:
-                cur.take(struct.calcsize(_SCALARS[item_type]) * count)
-            elif item_type == _STRING:
-                cur.skip_strings(count)
-            else:
-                for _ in range(count):
-                    cur.skip_value(item_type)
-            return ArrayRef(item_type, count, start, cur.pos)
-        raise InvalidModelError(f"{self.path}: corrupt GGUF metadata (value type {vtype})")
+        return tensors
 
     def get(self, key: str, default=None):
         value = self.metadata.get(key, default)
@@ -154,29 +240,43 @@ class GGUFFile:
 
     @property
     def architecture(self) -> str:
-        return str(self.metadata.get("general.architecture", ""))
+        return str(self.get("general.architecture", ""))
 
     def array(self, key: str) -> list:
         """Decode an array value (scalars or strings)."""
         ref = self.metadata.get(key)
         if not isinstance(ref, ArrayRef):
-            return [] if ref is None else list(ref)
-        cur = _Cursor(self._map, self.path)
-        cur.pos = ref.start
+            return []
         if ref.item_type == _STRING:
-            return [cur.string() for _ in range(ref.count)]
-        if ref.item_type in _SCALARS:
-            fmt = _SCALARS[ref.item_type]
-            return list(struct.unpack(f"<{ref.count}{fmt[1]}", cur.take(struct.calcsize(fmt) * ref.count)))
-        return [self._read_value(cur, ref.item_type) for _ in range(ref.count)]
+            return list(self._strings(ref))
+        fmt = _SCALARS[ref.item_type]
+        return list(struct.unpack_from(f"<{ref.count}{fmt[1]}", self._data, ref.start))
+
+    def _strings(self, ref: ArrayRef):
+        """The elements of a string array (their bounds were checked when the header was read)."""
+        cur = _Cursor(self._data, self.path, ref.start)
+        for _ in range(ref.count):
+            yield cur.string()
+
+    def string_bytes(self, key: str) -> list[bytes]:
+        """The raw elements of a string array, undecoded (e.g. to compare tokens byte for byte)."""
+        ref = self.metadata.get(key)
+        if not isinstance(ref, ArrayRef) or ref.item_type != _STRING:
+            return []
+        data, unpack, pos, out = self._data[ref.start:ref.end], struct.Struct("<Q").unpack_from, 0, []
+        append = out.append
+        for _ in range(ref.count):
+            n = unpack(data, pos)[0]
+            append(bytes(data[pos + 8:pos + 8 + n]))
+            pos += 8 + n
+        return out
 
     def string_at(self, key: str, index: int) -> str | None:
         """One element of a string array (e.g. a token's text) without decoding the elements before it."""
         ref = self.metadata.get(key)
         if not isinstance(ref, ArrayRef) or ref.item_type != _STRING or not 0 <= index < ref.count:
             return None
-        cur = _Cursor(self._map, self.path)
-        cur.pos = ref.start
+        cur = _Cursor(self._data, self.path, ref.start)
         cur.skip_strings(index)
         return cur.string()
 
@@ -184,14 +284,20 @@ class GGUFFile:
         ref = self.metadata.get(key)
         return ref.count if isinstance(ref, ArrayRef) else 0
 
+    def array_type(self, key: str) -> int | None:
+        ref = self.metadata.get(key)
+        return ref.item_type if isinstance(ref, ArrayRef) else None
+
     def has_token(self, text: str) -> bool:
         """Whether the vocabulary holds exactly this token string (a byte search, no decoding)."""
         ref = self.metadata.get("tokenizer.ggml.tokens")
-        if not isinstance(ref, ArrayRef):
+        if not isinstance(ref, ArrayRef) or ref.item_type != _STRING:
             return False
         raw = text.encode("utf-8")
         needle = struct.pack("<Q", len(raw)) + raw
-        return self._map.find(needle, ref.start, ref.end) != -1
+        if hasattr(self._data, "find"):  # mmap, bytes, bytearray: search in place
+            return self._data.find(needle, ref.start, ref.end) != -1
+        return needle in bytes(self._data[ref.start:ref.end])
 
     @property
     def weights_bytes(self) -> int:
@@ -199,26 +305,33 @@ class GGUFFile:
 
     @property
     def parameter_count(self) -> int:
-        count = 0
-        for t in self.tensors:
-            n = 1
-            for d in t.shape:
-                n *= d
-            count += n
-        return count
+        return sum(_elements(t.shape) for t in self.tensors)
 
     def close(self) -> None:
-        self._map.close()
+        if self._map is not None:
+            self._map.close()
 
 
-def _tensor_bytes(shape: tuple[int, ...], ggml_type: int, path: Path) -> int:
+def _pad(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _tensor_bytes(name: str, shape: tuple[int, ...], ggml_type: int, path: Path) -> int:
+    """Bytes of a tensor by ggml's block sizes; its rows must hold whole blocks."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     try:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
-        raise InvalidModelError(f"{path}: unknown tensor type {ggml_type} (newer llama.cpp?)") from None
-    n = 1
-    for d in shape:
-        n *= d
-    return n // block * type_size
+        raise InvalidModelError(f"{path}: tensor '{name}' has unknown type {ggml_type} (newer llama.cpp?)") from None
+    if shape and shape[0] % block:
+        raise InvalidModelError(f"{path}: corrupt GGUF header: tensor '{name}' rows of {shape[0]} elements are not "
+                                f"whole blocks of {block}")
+    return _elements(shape) // block * type_size

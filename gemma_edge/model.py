@@ -11,6 +11,7 @@ from typing import Callable
 
 from gemma_edge.errors import InvalidModelError
 from gemma_edge.gguf_file import GGUFFile
+from gemma_edge.gguf_keys import check_vocabulary
 
 FUNCTIONGEMMA_MARKER = "<start_function_call>"
 
@@ -84,7 +85,7 @@ class ModelFacts:
 
 
 def read_model_facts(path: str | Path) -> ModelFacts:
-    """Read and check a GGUF: it must be complete and of a Gemma architecture."""
+    """Read and check a GGUF: it must be well-formed, complete and of a Gemma architecture."""
     gguf = GGUFFile(path)
     try:
         generation = GENERATIONS.get(gguf.architecture)
@@ -95,6 +96,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
                 f"(gemma-edge runs: {supported})")
         if not gguf.array_length("tokenizer.ggml.tokens"):
             raise InvalidModelError(f"{gguf.path}: GGUF has no tokenizer vocabulary")
+        check_vocabulary(gguf)
 
         def token(key: str) -> str:
             idx = gguf.get(key)

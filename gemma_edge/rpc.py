@@ -608,8 +608,9 @@ def probe_links(endpoints: str | Sequence[str], model: str | Path | None = None,
     path, _ = resolve(model)
     facts = read_model_facts(path)
     gguf = GGUFFile(path)
-    n_embd = int(gguf.arch_get("embedding_length"))
+    n_embd = int(gguf.arch_get("embedding_length") or 0)
     n_vocab = gguf.array_length("tokenizer.ggml.tokens")
+    gguf.close()
     from gemma_edge.hardware import available_memory
 
     placement = plan(facts.n_layers, ["local CPU", *endpoints], [available_memory(), *(l["free_bytes"] for l in links)])

@@ -59,10 +59,12 @@ def _format_name(explicit: str | None, model_path: Path | None) -> str:
 
 
 def _open_vocab(path: Path):
-    """The model's tokenizer only (no weights), quietly."""
+    """The model's tokenizer only (no weights), quietly; the header is checked before llama.cpp reads it."""
     from gemma_edge.engine import silence_llama_logs
     from gemma_edge.llama import llama_cpp
+    from gemma_edge.model import read_model_facts
 
+    read_model_facts(path)
     lc = llama_cpp()
     silence_llama_logs(lc)
     return lc.Llama(str(path), vocab_only=True, verbose=False)
