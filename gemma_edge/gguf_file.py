@@ -146,8 +146,8 @@ class GGUFFile:
             if not key:
                 raise cur.corrupt("an empty metadata key")
             if key in self.metadata:
-                raise cur.corrupt(f"metadata key '{key}' appears twice")
-            vtype = cur.scalar("<I", f"the type of '{key}'")
+                raise cur.corrupt(f"metadata key {_shown(key)} appears twice")
+            vtype = cur.scalar("<I", f"the type of {_shown(key)}")
             self.value_types[key] = vtype
             self.metadata[key] = self._read_value(cur, key, vtype)
         self.alignment = self._alignment()
@@ -166,22 +166,22 @@ class GGUFFile:
 
     def _read_value(self, cur: _Cursor, key: str, vtype: int):
         if vtype in _SCALARS:
-            return cur.scalar(_SCALARS[vtype], f"the value of '{key}'")
+            return cur.scalar(_SCALARS[vtype], f"the value of {_shown(key)}")
         if vtype == _STRING:
-            return cur.string(f"the value of '{key}'")
+            return cur.string(f"the value of {_shown(key)}")
         if vtype != _ARRAY:
-            raise cur.corrupt(f"'{key}' has value type {vtype}, which GGUF does not define")
-        item_type = cur.scalar("<I", f"the element type of '{key}'")
+            raise cur.corrupt(f"{_shown(key)} has value type {vtype}, which GGUF does not define")
+        item_type = cur.scalar("<I", f"the element type of {_shown(key)}")
         if item_type == _STRING:
-            count = cur.count(f"the length of '{key}'", 8)
+            count = cur.count(f"the length of {_shown(key)}", 8)
             start = cur.pos
             cur.skip_strings(count)
         elif item_type in _SCALARS:
             item_size = struct.calcsize(_SCALARS[item_type])
-            count = cur.count(f"the length of '{key}'", item_size)
-            start = cur.skip(item_size * count, f"the elements of '{key}'")
+            count = cur.count(f"the length of {_shown(key)}", item_size)
+            start = cur.skip(item_size * count, f"the elements of {_shown(key)}")
         else:
-            raise cur.corrupt(f"array '{key}' has element type {item_type} (nested arrays and unknown types "
+            raise cur.corrupt(f"array {_shown(key)} has element type {item_type} (nested arrays and unknown types "
                               "are not GGUF)")
         return ArrayRef(item_type, count, start, cur.pos)
 
@@ -197,17 +197,17 @@ class GGUFFile:
     def _read_tensor_info(self, cur: _Cursor) -> tuple[str, tuple[int, ...], int, int]:
         name = cur.string("a tensor name")
         if len(name.encode("utf-8", errors="replace")) >= MAX_NAME:
-            raise cur.corrupt(f"tensor name '{name[:MAX_NAME]}…' is longer than {MAX_NAME - 1} bytes")
-        n_dims = cur.scalar("<I", f"the dimension count of '{name}'")
+            raise cur.corrupt(f"tensor name {_shown(name)} is longer than {MAX_NAME - 1} bytes")
+        n_dims = cur.scalar("<I", f"the dimension count of {_shown(name)}")
         if n_dims > MAX_DIMS:
-            raise cur.corrupt(f"tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})")
-        shape = struct.unpack_from(f"<{n_dims}q", cur.data, cur.skip(8 * n_dims, f"the shape of '{name}'"))
+            raise cur.corrupt(f"tensor {_shown(name)} has {n_dims} dimensions (at most {MAX_DIMS})")
+        shape = struct.unpack_from(f"<{n_dims}q", cur.data, cur.skip(8 * n_dims, f"the shape of {_shown(name)}"))
         if any(d < 0 for d in shape):
-            raise cur.corrupt(f"tensor '{name}' has a negative dimension {shape}")
+            raise cur.corrupt(f"tensor {_shown(name)} has a negative dimension {shape}")
         if _elements(shape) > INT64_MAX:
-            raise cur.corrupt(f"tensor '{name}' has too many elements {shape}")
-        ggml_type = cur.scalar("<I", f"the type of '{name}'")
-        offset = cur.scalar("<Q", f"the data offset of '{name}'")
+            raise cur.corrupt(f"tensor {_shown(name)} has too many elements {shape}")
+        ggml_type = cur.scalar("<I", f"the type of {_shown(name)}")
+        offset = cur.scalar("<Q", f"the data offset of {_shown(name)}")
         return name, shape, ggml_type, offset
 
     def _lay_out(self, headers) -> list[TensorInfo]:
@@ -217,7 +217,7 @@ class GGUFFile:
         for name, shape, ggml_type, offset in headers:
             n_bytes = _tensor_bytes(name, shape, ggml_type, self.path)
             if offset != expected:
-                raise InvalidModelError(f"{self.path}: corrupt GGUF header: tensor '{name}' starts at data offset "
+                raise InvalidModelError(f"{self.path}: corrupt GGUF header: tensor {_shown(name)} starts at data offset "
                                         f"{offset:,}, expected {expected:,}")
             tensors.append(TensorInfo(name, shape, ggml_type, offset, n_bytes))
             expected += _pad(n_bytes, self.alignment)
@@ -312,6 +312,11 @@ class GGUFFile:
             self._map.close()
 
 
+def _shown(name: str) -> str:
+    """A key or tensor name for a one-line message: quoted, escaped, at most 60 characters."""
+    return repr(name if len(name) <= 60 else name[:60] + "…")
+
+
 def _pad(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 
@@ -330,8 +335,8 @@ def _tensor_bytes(name: str, shape: tuple[int, ...], ggml_type: int, path: Path)
     try:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
-        raise InvalidModelError(f"{path}: tensor '{name}' has unknown type {ggml_type} (newer llama.cpp?)") from None
+        raise InvalidModelError(f"{path}: tensor {_shown(name)} has unknown type {ggml_type} (newer llama.cpp?)") from None
     if shape and shape[0] % block:
-        raise InvalidModelError(f"{path}: corrupt GGUF header: tensor '{name}' rows of {shape[0]} elements are not "
+        raise InvalidModelError(f"{path}: corrupt GGUF header: tensor {_shown(name)} rows of {shape[0]} elements are not "
                                 f"whole blocks of {block}")
     return _elements(shape) // block * type_size

@@ -92,7 +92,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
         if generation is None:
             supported = ", ".join(sorted(GENERATIONS))
             raise InvalidModelError(
-                f"{gguf.path}: architecture '{gguf.architecture or '?'}' is not a Gemma model "
+                f"{gguf.path}: architecture {gguf.architecture or '?'!r} is not a Gemma model "
                 f"(gemma-edge runs: {supported})")
         if not gguf.array_length("tokenizer.ggml.tokens"):
             raise InvalidModelError(f"{gguf.path}: GGUF has no tokenizer vocabulary")

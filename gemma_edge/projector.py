@@ -127,7 +127,7 @@ def read_projector_file(path: str | Path) -> ProjectorFile:
         raise ProjectorError(f"{path}: not a readable mmproj GGUF ({e})") from None
     try:
         if gguf.architecture != "clip":
-            raise ProjectorError(f"{path}: not an mmproj file (architecture '{gguf.architecture or '?'}', expected "
+            raise ProjectorError(f"{path}: not an mmproj file (architecture {gguf.architecture or '?'!r}, expected "
                                  "'clip'); pass the model's mmproj-*.gguf")
         has_vision = bool(gguf.get("clip.has_vision_encoder", False))
         has_audio = bool(gguf.get("clip.has_audio_encoder", False))

@@ -1,0 +1,104 @@
+"""No GGUF makes gemma-edge crash: mutated real files through the validating reader (10,000+ per run,
+seeded, deterministic) and a sample of them through the real command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.fuzz_gguf import MUTATIONS, apply_mutations, load_seed, mutate_and_read, run_campaign
+from tests.runtime.fuzz_seeds import seed_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMALL_SEED_READS = 1_500  # per converted seed: 7 seeds -> 10,500 reads (~1 ms each)
+EMBEDDED_READS = 60  # the embedded 270M's 262k-token vocabulary makes each full read ~0.1 s
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return [load_seed(path) for path in seed_files()]
+
+
+def test_every_seed_reads_and_has_fields_to_mutate(seeds):
+    names = {s.name for s in seeds}
+    assert {"gemma1-f16.gguf", "gemma3n-f32.gguf", "gemma4-e2b-f32.gguf", "mmproj-gemma3-mm-f16.gguf"} <= names
+    for seed in seeds:
+        fields = seed.fields
+        assert fields.lengths and fields.types and fields.values and fields.dims and fields.offsets, seed.name
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_mutated_converted_files_are_read_or_refused(seeds, index):
+    seed = seeds[index]
+    campaign = run_campaign([seed], SMALL_SEED_READS, seed=index)
+    assert campaign.crashes == [], campaign.crashes[0]
+    # the mutations reach past the first checks: many kinds of rejection, and intact reads too
+    assert len(campaign.rejected) >= 10 and campaign.returned > 0, (seed.name, campaign.rejected)
+
+
+def test_mutated_embedded_model_is_read_or_refused(embedded_model_path):
+    campaign = run_campaign([load_seed(embedded_model_path)], EMBEDDED_READS, seed=1)
+    assert campaign.crashes == [], campaign.crashes[0]
+    assert campaign.total == EMBEDDED_READS and len(campaign.rejected) >= 5
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__)
+def test_each_kind_of_mutation_alone_is_read_or_refused(seeds, mutation):
+    rng = np.random.default_rng(7)
+    outcomes = [mutate_and_read(rng, seeds[i % len(seeds)], (mutation,)) for i in range(140)]
+    crashes = [detail for outcome, detail in outcomes if outcome == "crash"]
+    assert crashes == [], crashes[0]
+
+
+# -- through the command line ------------------------------------------------------------------------------
+
+def _mutated_files(seeds, tmp_path, count: int, outcome: str, rng_seed: int) -> list:
+    """`count` mutated copies of the small seeds whose read gives `outcome` ("rejected" or "returned")."""
+    rng = np.random.default_rng(rng_seed)
+    files = []
+    while len(files) < count:
+        seed = seeds[len(files) % 6]  # the text models (the mmproj is not a model to run)
+        state = rng.bit_generator.state
+        if mutate_and_read(rng, seed)[0] != outcome:
+            continue
+        rng.bit_generator.state = state  # replay the same mutation to write it out
+        path = tmp_path / f"{len(files)}-{seed.name}"
+        _write_mutation(rng, seed, path)
+        files.append(path)
+    return files
+
+
+def _write_mutation(rng, seed, path) -> None:
+    with apply_mutations(rng, seed) as view:
+        path.write_bytes(view)
+
+
+def _gemma_edge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "gemma_edge", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_refused_files_give_one_line_and_exit_2_from_info_and_run(seeds, tmp_path):
+    for i, path in enumerate(_mutated_files(seeds, tmp_path, 12, "rejected", rng_seed=3)):
+        command = ("info", str(path)) if i % 2 else ("run", "hi", "-m", str(path), "--max-tokens", "2")
+        result = _gemma_edge(*command)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (command, result.returncode, result.stderr[-2000:])
+        assert lines[0].startswith("gemma-edge: error:") and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_files_that_pass_the_checks_never_kill_llama_cpp(seeds, tmp_path):
+    """Mutations the reader cannot tell from a real file (flipped weights, changed values) reach llama.cpp:
+    it generates or refuses in one line, never dies by a signal."""
+    for path in _mutated_files(seeds, tmp_path, 8, "returned", rng_seed=5):
+        result = _gemma_edge("run", "hi", "-m", str(path), "--max-tokens", "2", "--temperature", "0")
+        assert result.returncode in (0, 2), (path.name, result.returncode, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+        if result.returncode == 2:
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
