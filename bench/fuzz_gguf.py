@@ -11,7 +11,9 @@ copy-on-write map for big files) and undone after each read: a campaign never wr
 A read either returns a GGUFFile (whose tensors must lie inside the file) or raises InvalidModelError;
 anything else is a crash and is reported with its traceback.
 
-    python -m bench.fuzz_gguf [--count 100000] [--seed 0] [FILE ...]   (default: the embedded model)
+    python -m bench.fuzz_gguf [--count 100000] [--seed 0] [FILE ...]
+    (default seeds: the embedded model and, when the test cache has them, the converted tiny models of
+    every generation and an mmproj: tests/runtime/fuzz_seeds.py)
 """
 from __future__ import annotations
 
@@ -54,15 +56,21 @@ class Seed:
     data: bytearray | mmap.mmap  # mutated in place, restored after each read
     header_end: int  # where the data section starts
     fields: Fields
+    weight: float = 1.0  # its share of a campaign's reads, relative to the other seeds
+
+
+BIG_SEED = 64 << 20  # bytes: mapped copy-on-write instead of copied
+BIG_SEED_WEIGHT = 0.05  # a big real model's full read (262k-token vocabulary) takes ~100x a tiny one's
 
 
 def load_seed(path: Path, name: str | None = None) -> Seed:
     """A seed from a GGUF file: small files are copied into memory, big ones mapped copy-on-write."""
     with open(path, "rb") as f:
         size = Path(path).stat().st_size
-        data = bytearray(f.read()) if size < 64 << 20 else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        data = bytearray(f.read()) if size < BIG_SEED else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     gguf = GGUFFile.from_buffer(data, path)
-    return Seed(name or Path(path).name, data, gguf.data_start, field_map(data, gguf))
+    return Seed(name or Path(path).name, data, gguf.data_start, field_map(data, gguf),
+                1.0 if size < BIG_SEED else BIG_SEED_WEIGHT)
 
 
 def field_map(data, gguf: GGUFFile) -> Fields:
@@ -225,6 +233,7 @@ class Campaign:
     returned: int = 0
     rejected: Counter = field(default_factory=Counter)
     crashes: list[str] = field(default_factory=list)
+    per_seed: Counter = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -232,11 +241,14 @@ class Campaign:
 
 
 def run_campaign(seeds: list[Seed], count: int, seed: int = 0, campaign: Campaign | None = None) -> Campaign:
-    """`count` mutated reads spread over `seeds` in turn, from one seeded RNG (deterministic)."""
+    """`count` mutated reads spread over `seeds` by weight, from one seeded RNG (deterministic)."""
     rng = np.random.default_rng(seed)
+    weights = np.array([s.weight for s in seeds])
+    picks = rng.choice(len(seeds), size=count, p=weights / weights.sum())
     campaign = campaign or Campaign()
-    for i in range(count):
-        outcome, detail = mutate_and_read(rng, seeds[i % len(seeds)])
+    for i in picks:
+        campaign.per_seed[seeds[i].name] += 1
+        outcome, detail = mutate_and_read(rng, seeds[i])
         if outcome == "returned":
             campaign.returned += 1
         elif outcome == "rejected":
@@ -247,7 +259,8 @@ def run_campaign(seeds: list[Seed], count: int, seed: int = 0, campaign: Campaig
 
 
 def report(campaign: Campaign, seconds: float, seeds: list[Seed]) -> str:
-    lines = [f"{campaign.total:,} mutated reads of {', '.join(s.name for s in seeds)} in {seconds:.0f} s",
+    lines = [f"{campaign.total:,} mutated reads in {seconds:.0f} s: "
+             + ", ".join(f"{n:,} of {name}" for name, n in campaign.per_seed.items()),
              f"  returned (file still well-formed): {campaign.returned:,}",
              f"  rejected with InvalidModelError:   {sum(campaign.rejected.values()):,}",
              f"  crashes (any other exception):     {len(campaign.crashes):,}",
@@ -265,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.files:
         from gemma_edge.registry import embedded_model_path
+        from tests.runtime.fuzz_seeds import seed_files
 
-        args.files = [embedded_model_path()]
+        args.files = [embedded_model_path(), *seed_files()]
     seeds = [load_seed(path) for path in args.files]
     started = time.perf_counter()
     campaign = run_campaign(seeds, args.count, args.seed)

@@ -102,3 +102,57 @@ def test_files_that_pass_the_checks_never_kill_llama_cpp(seeds, tmp_path):
         assert "Traceback" not in result.stderr
         if result.returncode == 2:
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+COMMANDS = {  # every command that opens a GGUF, with {model}/{mmproj}/{tmp} filled in
+    "info": ["info", "{model}"],
+    "run": ["run", "hi", "-m", "{model}"],
+    "chat": ["chat", "-m", "{model}"],
+    "serve": ["serve", "-m", "{model}", "--port", "0"],
+    "bench": ["bench", "{model}"],
+    "perplexity": ["perplexity", "{model}", "{tmp}/text.txt"],
+    "doctor": ["doctor", "{model}"],
+    "template": ["template", "--check", "{model}"],
+    "quantize": ["quantize", "{model}", "-o", "{tmp}/out.gguf", "--type", "q8_0"],
+    "mmproj": ["run", "hi", "-m", "{text_model}", "--mmproj", "{mmproj}", "--image", "{tmp}/image.png"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_a_malformed_gguf_in_one_line(seeds, tmp_path, command):
+    from PIL import Image
+
+    model = _mutated_files(seeds, tmp_path, 1, "rejected", rng_seed=len(command))[0]
+    mmproj_seed, mmproj = seeds[6], tmp_path / "mmproj.gguf"
+    rng = np.random.default_rng(0)
+    while True:  # the first rejected mutation of the mmproj, written out
+        state = rng.bit_generator.state
+        if mutate_and_read(rng, mmproj_seed)[0] == "rejected":
+            rng.bit_generator.state = state
+            _write_mutation(rng, mmproj_seed, mmproj)
+            break
+    (tmp_path / "text.txt").write_text("Some text to score.\n")
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "image.png")
+    args = [a.format(model=model, mmproj=mmproj, tmp=tmp_path, text_model=seed_files()[3])
+            for a in COMMANDS[command]]
+    result = _gemma_edge(*args, timeout=180)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, (args, result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and str(mmproj if command == "mmproj" else model) in lines[0]
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_python_api_raises_the_projects_error(seeds, tmp_path):
+    import gemma_edge
+    from convert.quantize import quantize
+    from gemma_edge.errors import GemmaEdgeError, InvalidModelError
+
+    for path in _mutated_files(seeds, tmp_path, 4, "rejected", rng_seed=21):
+        with pytest.raises(InvalidModelError):
+            gemma_edge.load(path)
+        with pytest.raises(InvalidModelError):
+            quantize(path, tmp_path / "out.gguf", "q8_0")
+        assert not (tmp_path / "out.gguf").exists()
+    with pytest.raises(GemmaEdgeError, match="mmproj"):
+        gemma_edge.load(seed_files()[3], mmproj=tmp_path / "0-gemma1-f16.gguf")
