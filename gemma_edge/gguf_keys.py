@@ -94,7 +94,7 @@ def _check(gguf: GGUFFile, key: str, rule: Rule) -> None:
     vtype = gguf.value_types[key]
     kind = _KINDS.get(gguf.array_type(key), "?") + "[]" if vtype == _ARRAY else _KINDS[vtype]
     if kind not in rule.kinds:
-        raise InvalidModelError(f"{gguf.path}: metadata {key} is a {_describe(kind)}, expected "
+        raise InvalidModelError(f"{gguf.path}: metadata {key} is {_describe(kind)}, expected "
                                 f"{' or '.join(_describe(k) for k in rule.kinds)}")
     values = gguf.array(key) if vtype == _ARRAY and kind == "int[]" else [gguf.metadata[key]]
     if kind == "int" or kind == "int[]":
@@ -105,9 +105,12 @@ def _check(gguf: GGUFFile, key: str, rule: Rule) -> None:
         raise InvalidModelError(f"{gguf.path}: metadata {key} is {values[0]!r}, not one of {', '.join(rule.choices)}")
 
 
+_NAMES = {"int": ("an integer", "integers"), "float": ("a number", "numbers"), "bool": ("a boolean", "booleans"),
+          "str": ("a string", "strings"), "?": ("an unknown type", "values of an unknown type")}
+
+
 def _describe(kind: str) -> str:
-    names = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "?": "unknown"}
-    return f"array of {names[kind[:-2]]}s" if kind.endswith("[]") else names[kind]
+    return f"an array of {_NAMES[kind[:-2]][1]}" if kind.endswith("[]") else _NAMES[kind][0]
 
 
 def _check_lengths(gguf: GGUFFile, arch: str) -> None:

@@ -198,6 +198,9 @@ class Projector:
     """An mtmd context for a loaded llama model. Not thread-safe: the engine's lock serialises it."""
 
     def __init__(self, path: str | Path, llama_model, *, n_threads: int, cache_size: int = CHUNK_CACHE_SIZE):
+        # set first: close() (run by __del__ when a step below fails) needs them
+        self._ctx, self._cache_size = None, cache_size
+        self._cache: OrderedDict[tuple[str, str], MediaChunk] = OrderedDict()
         mtmd = _mtmd()
         _silence_mtmd_logs(mtmd)
         self.path = Path(path)
@@ -219,8 +222,6 @@ class Projector:
         self.kinds = frozenset(
             kind for kind, present in (("image", mtmd.mtmd_support_vision(self._ctx)),
                                        ("audio", mtmd.mtmd_support_audio(self._ctx))) if present)
-        self._cache: OrderedDict[tuple[str, str], MediaChunk] = OrderedDict()
-        self._cache_size = cache_size
 
     def supports(self, kind: str) -> bool:
         return kind in self.kinds
@@ -314,7 +315,7 @@ class Projector:
         for chunk in self._cache.values():
             chunk.close()
         self._cache.clear()
-        ctx, self._ctx = getattr(self, "_ctx", None), None
+        ctx, self._ctx = self._ctx, None
         if ctx:
             self._mtmd.mtmd_free(ctx)
 

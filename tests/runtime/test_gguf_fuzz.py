@@ -156,3 +156,27 @@ def test_python_api_raises_the_projects_error(seeds, tmp_path):
         assert not (tmp_path / "out.gguf").exists()
     with pytest.raises(GemmaEdgeError, match="mmproj"):
         gemma_edge.load(seed_files()[3], mmproj=tmp_path / "0-gemma1-f16.gguf")
+
+
+def test_a_projector_mtmd_refuses_is_one_error_with_nothing_more_on_stderr(tmp_path, monkeypatch):
+    """A well-formed mmproj with an impossible image size passes the reader; mtmd refuses it and the
+    half-built projector is cleaned up without an 'Exception ignored' traceback."""
+    import gc
+    import struct
+
+    import gemma_edge
+    from gemma_edge.projector import ProjectorError
+
+    files = seed_files()
+    data = bytearray(files[6].read_bytes())
+    key = b"clip.vision.image_size"
+    at = data.index(struct.pack("<Q", len(key)) + key + struct.pack("<I", 4)) + 8 + len(key) + 4
+    data[at:at + 4] = struct.pack("<I", 0xFFFFFFFF)
+    mmproj = tmp_path / "mmproj.gguf"
+    mmproj.write_bytes(data)
+    ignored = []  # what Python would print as "Exception ignored in ..." (e.g. from a __del__)
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    with pytest.raises(ProjectorError, match="mtmd could not load"):
+        gemma_edge.load(files[3], mmproj=mmproj, n_ctx=64)
+    gc.collect()
+    assert ignored == []
