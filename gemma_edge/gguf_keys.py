@@ -2,7 +2,7 @@
 
 llama.cpp's model loader checks a key's type when it reads it, but asserts (aborts the process) on some
 values: a block count outside 1..512, more experts used than exist, an unknown rope scaling type, two
-vocabulary entries with the same text; gemma-edge's own header code divides and multiplies with others.
+vocabulary entries with the same text, a NaN norm epsilon (found by bench/fuzz_gguf.py); gemma-edge's own header code divides and multiplies with others.
 GGUFFile applies the key rules when it reads a header (check_vocabulary where a model is described or
 loaded), so a file that breaks one is refused with
 InvalidModelError naming the key before llama.cpp, mtmd or our code sees the value. Keys not listed
@@ -10,6 +10,7 @@ here are only read structurally.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,14 +34,16 @@ _ARRAY = 9
 @dataclass(frozen=True)
 class Rule:
     kinds: tuple[str, ...]  # "int", "float", "bool", "str"; "int[]" etc. for arrays of them
-    low: int = 0  # integers (and array elements): inclusive range
-    high: int = UINT32_MAX
+    low: float = 0  # numbers (and array elements): inclusive range; NaN never passes
+    high: float = UINT32_MAX
     choices: tuple[str, ...] = ()  # strings: the values allowed (empty: any)
+    each_element: bool = True  # arrays: check every element's range (off for the vocabulary-sized ones)
 
 
 _TEXT, _FLAG, _REAL = Rule(("str",)), Rule(("bool",)), Rule(("float",))
 _COUNT, _POSITIVE = Rule(("int",)), Rule(("int",), 1)
 _PER_LAYER = Rule(("int", "int[]"), 1)  # one value, or one per layer
+_REALS = Rule(("float[]",))
 
 # "{arch}" stands for general.architecture's value.
 RULES: dict[str, Rule] = {
@@ -49,8 +52,8 @@ RULES: dict[str, Rule] = {
     "general.quantization_version": _COUNT,
     "tokenizer.ggml.model": _TEXT, "tokenizer.ggml.pre": _TEXT, "tokenizer.chat_template": _TEXT,
     "tokenizer.ggml.tokens": Rule(("str[]",)), "tokenizer.ggml.merges": Rule(("str[]",)),
-    "tokenizer.ggml.scores": Rule(("float[]", "int[]"), -(1 << 31), (1 << 31) - 1),
-    "tokenizer.ggml.token_type": Rule(("int[]",), -(1 << 31), (1 << 31) - 1),
+    "tokenizer.ggml.scores": Rule(("float[]", "int[]"), each_element=False),
+    "tokenizer.ggml.token_type": Rule(("int[]",), each_element=False),
     **{f"tokenizer.ggml.{name}_token_id": _COUNT
        for name in ("bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask")},
     **{f"tokenizer.ggml.add_{name}_token": _FLAG for name in ("bos", "eos", "sep")},
@@ -66,14 +69,19 @@ RULES: dict[str, Rule] = {
     "{arch}.rope.scaling.type": Rule(("str",), choices=ROPE_SCALING_TYPES),
     "{arch}.expert_count": Rule(("int",), 0, MAX_EXPERTS), "{arch}.expert_used_count": Rule(("int",), 0, MAX_EXPERTS),
     "{arch}.embedding_length_per_layer_input": _COUNT, "{arch}.final_logit_softcapping": _REAL,
-    "{arch}.attn_logit_softcapping": _REAL,
+    "{arch}.attn_logit_softcapping": _REAL, "{arch}.rope.dimension_count": _POSITIVE,
+    "{arch}.rope.dimension_count_swa": _POSITIVE, "{arch}.expert_feed_forward_length": _POSITIVE,
+    "{arch}.attention.shared_kv_layers": _COUNT, "{arch}.altup.active_idx": _COUNT,
+    "{arch}.altup.num_inputs": _POSITIVE,
+    "{arch}.activation_sparsity_scale": Rule(("float[]",), -math.inf),  # -inf: a layer without sparsity
     # mmproj (architecture "clip")
     "clip.has_vision_encoder": _FLAG, "clip.has_audio_encoder": _FLAG, "clip.projector_type": _TEXT,
     "clip.vision.projector_type": _TEXT, "clip.audio.projector_type": _TEXT,
-    "clip.vision.image_size": _POSITIVE, "clip.vision.patch_size": _POSITIVE,
+    "clip.vision.image_size": _COUNT, "clip.vision.patch_size": _POSITIVE,
     "clip.vision.projector.scale_factor": _POSITIVE, "clip.vision.image_max_pixels": _COUNT,
-    "clip.vision.image_min_pixels": _COUNT,
-    **{f"clip.{tower}.{key}": _POSITIVE for tower in ("vision", "audio")
+    "clip.vision.image_min_pixels": _COUNT, "clip.use_gelu": _FLAG, "clip.vision.image_mean": _REALS,
+    "clip.vision.image_std": _REALS, "clip.vision.attention.layer_norm_epsilon": _REAL,
+    **{f"clip.{tower}.{key}": _COUNT for tower in ("vision", "audio")  # 0 in some real files
        for key in ("embedding_length", "feed_forward_length", "block_count", "attention.head_count",
                    "projection_dim")},
 }
@@ -96,9 +104,11 @@ def _check(gguf: GGUFFile, key: str, rule: Rule) -> None:
     if kind not in rule.kinds:
         raise InvalidModelError(f"{gguf.path}: metadata {key} is {_describe(kind)}, expected "
                                 f"{' or '.join(_describe(k) for k in rule.kinds)}")
-    values = gguf.array(key) if vtype == _ARRAY and kind == "int[]" else [gguf.metadata[key]]
-    if kind == "int" or kind == "int[]":
-        bad = next((v for v in values if not rule.low <= v <= rule.high), None)
+    if vtype == _ARRAY and not rule.each_element:
+        return
+    values = gguf.array(key) if vtype == _ARRAY else [gguf.metadata[key]]
+    if kind in ("int", "int[]", "float", "float[]"):
+        bad = next((v for v in values if not rule.low <= v <= rule.high), None)  # NaN compares false
         if bad is not None:
             raise InvalidModelError(f"{gguf.path}: metadata {key} is {bad}, outside {rule.low}..{rule.high}")
     if rule.choices and values[0] not in rule.choices:
@@ -114,7 +124,8 @@ def _describe(kind: str) -> str:
 
 
 def _check_lengths(gguf: GGUFFile, arch: str) -> None:
-    """The per-token arrays as long as the token list, no more experts used than there are."""
+    """Counts that must agree: the per-token arrays and the token list, experts used and experts, shared
+    KV layers and layers, the active AltUp input and the inputs."""
     n_tokens = gguf.array_length("tokenizer.ggml.tokens")
     for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
         if key in gguf.metadata and gguf.array_length(key) != n_tokens:
@@ -124,6 +135,14 @@ def _check_lengths(gguf: GGUFFile, arch: str) -> None:
     if used > experts:
         raise InvalidModelError(f"{gguf.path}: metadata {arch}.expert_used_count {used} is more than the "
                                 f"{experts} experts")
+    layers, shared = gguf.get(f"{arch}.block_count", 0), gguf.get(f"{arch}.attention.shared_kv_layers", 0)
+    if shared >= max(layers, 1):
+        raise InvalidModelError(f"{gguf.path}: metadata {arch}.attention.shared_kv_layers {shared} leaves none of "
+                                f"the {layers} layers its own KV cache")
+    active, inputs = gguf.get(f"{arch}.altup.active_idx", 0), gguf.get(f"{arch}.altup.num_inputs", 1)
+    if active >= inputs:
+        raise InvalidModelError(f"{gguf.path}: metadata {arch}.altup.active_idx {active} is not below "
+                                f"altup.num_inputs {inputs}")
 
 
 def check_vocabulary(gguf: GGUFFile) -> None:
