@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from bench.fuzz_gguf import MUTATIONS, apply_mutations, load_seed, mutate_and_read, run_campaign
+from gemma_edge.errors import InvalidModelError
+from gemma_edge.gguf_file import GGUFFile
 from tests.runtime.fuzz_seeds import seed_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -180,3 +182,48 @@ def test_a_projector_mtmd_refuses_is_one_error_with_nothing_more_on_stderr(tmp_p
         gemma_edge.load(files[3], mmproj=mmproj, n_ctx=64)
     gc.collect()
     assert ignored == []
+
+
+def _with_value(source, key: str, fmt: str, value, field: int = 0) -> bytes:
+    """`source`'s bytes with the scalar metadata `key`'s value (struct format `fmt`) set to `value`;
+    fmt "type" with field -4 sets its GGUF value type instead."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    name = key.encode()
+    at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name) + 4 + field
+    fmt = "<I" if fmt == "type" else fmt
+    data[at:at + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return bytes(data)
+
+
+# Values llama.cpp asserts on (aborting the process) or computes nonsense from: refused before it loads.
+ABORTING_VALUES = {
+    "NaN norm epsilon": (0, "gemma.attention.layer_norm_rms_epsilon", "<f", float("nan"), "is nan"),
+    "no layers": (0, "gemma.block_count", "<I", 0, "block_count is 0"),
+    "more layers than llama.cpp holds": (1, "gemma2.block_count", "<I", 513, "outside 1..512"),
+    "every layer sharing KV": (5, "gemma4.attention.shared_kv_layers", "<I", 1000, "leaves none"),
+    "AltUp input out of range": (4, "gemma3n.altup.active_idx", "<I", 4, "not below"),
+    "a float where an integer belongs": (2, "tokenizer.ggml.bos_token_id", "type", 6, "is a number"),
+}
+
+
+@pytest.mark.parametrize("case", list(ABORTING_VALUES))
+def test_values_llama_cpp_would_abort_on_are_refused(case, tmp_path):
+    index, key, fmt, value, message = ABORTING_VALUES[case]
+    data = _with_value(seed_files()[index], key, fmt, value, field=-4 if fmt == "type" else 0)
+    with pytest.raises(InvalidModelError, match=message):
+        GGUFFile.from_buffer(data, case)
+
+
+def test_two_tokens_alike_are_refused_before_llama_cpp_asserts(tmp_path):
+    from gemma_edge.gguf_keys import check_vocabulary
+
+    data = bytearray(seed_files()[0].read_bytes())
+    gguf = GGUFFile.from_buffer(data)
+    tokens = gguf.string_bytes("tokenizer.ggml.tokens")
+    first, second = next((a, b) for a, b in zip(tokens, tokens[1:]) if len(a) == len(b) and a != b and a)
+    at = data.index(second, data.index(first) + len(first))
+    data[at:at + len(second)] = first
+    with pytest.raises(InvalidModelError, match="twice"):
+        check_vocabulary(GGUFFile.from_buffer(data))
