@@ -217,8 +217,8 @@ class GGUFFile:
         for name, shape, ggml_type, offset in headers:
             n_bytes = _tensor_bytes(name, shape, ggml_type, self.path)
             if offset != expected:
-                raise InvalidModelError(f"{self.path}: corrupt GGUF header: tensor {_shown(name)} starts at data offset "
-                                        f"{offset:,}, expected {expected:,}")
+                raise InvalidModelError(f"{self.path}: corrupt GGUF header: tensor {_shown(name)} starts at data "
+                                        f"offset {offset:,}, expected {expected:,}")
             tensors.append(TensorInfo(name, shape, ggml_type, offset, n_bytes))
             expected += _pad(n_bytes, self.alignment)
         if not tensors:
@@ -335,8 +335,9 @@ def _tensor_bytes(name: str, shape: tuple[int, ...], ggml_type: int, path: Path)
     try:
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
-        raise InvalidModelError(f"{path}: tensor {_shown(name)} has unknown type {ggml_type} (newer llama.cpp?)") from None
+        raise InvalidModelError(f"{path}: tensor {_shown(name)} has unknown type {ggml_type} "
+                                "(newer llama.cpp?)") from None
     if shape and shape[0] % block:
-        raise InvalidModelError(f"{path}: corrupt GGUF header: tensor {_shown(name)} rows of {shape[0]} elements are not "
-                                f"whole blocks of {block}")
+        raise InvalidModelError(f"{path}: corrupt GGUF header: tensor {_shown(name)} rows of {shape[0]} elements "
+                                f"are not whole blocks of {block}")
     return _elements(shape) // block * type_size

@@ -2,11 +2,11 @@
 
 llama.cpp's model loader checks a key's type when it reads it, but asserts (aborts the process) on some
 values: a block count outside 1..512, more experts used than exist, an unknown rope scaling type, two
-vocabulary entries with the same text, a NaN norm epsilon (found by bench/fuzz_gguf.py); gemma-edge's own header code divides and multiplies with others.
-GGUFFile applies the key rules when it reads a header (check_vocabulary where a model is described or
-loaded), so a file that breaks one is refused with
-InvalidModelError naming the key before llama.cpp, mtmd or our code sees the value. Keys not listed
-here are only read structurally.
+vocabulary entries with the same text, a NaN norm epsilon (found by bench/fuzz_gguf.py); gemma-edge's
+own header code divides and multiplies with others. GGUFFile applies the key rules when it reads a
+header (check_vocabulary where a model is described or loaded), so a file that breaks one is refused
+with InvalidModelError naming the key before llama.cpp, mtmd or our code sees the value. Keys not
+listed here are only read structurally.
 """
 from __future__ import annotations
 
