@@ -51,9 +51,9 @@ def token_pieces(text: str) -> tuple[list[str], str]:
 
     vocab_path = gemma4_vocab_path()
     try:
-        import llama_cpp
+        from gemma_edge.engine import open_vocabulary
 
-        vocab = llama_cpp.Llama(str(vocab_path), vocab_only=True, verbose=False)
+        vocab = open_vocabulary(vocab_path)
     except Exception:  # noqa: BLE001 - no vocab or no llama_cpp: fixed chunks instead
         return [text[i:i + 4] for i in range(0, len(text), 4)], "4-char chunks (Gemma 4 vocab unavailable)"
     decoder = codecs.getincrementaldecoder("utf-8")()

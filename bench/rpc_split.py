@@ -58,9 +58,9 @@ def measure(path: Path, threads: int, tokens: int, repeat: int, workers) -> dict
     if workers:
         engine = SupervisedEngine(path, [e for e, _ in workers], engine_options=options, timeout=300)
         placement = engine.start()
-        from gemma_edge.llama import llama_cpp
+        from gemma_edge.engine import open_vocabulary
 
-        vocab = llama_cpp().Llama(str(path), vocab_only=True, verbose=False)
+        vocab = open_vocabulary(path)
         prompt = vocab.tokenize(PROMPT_TEXT.encode(), add_bos=True)
         generate = lambda n: engine.generate(prompt, greedy, max_tokens=n).timings  # noqa: E731
         generate(1)  # warm-up: later calls all reuse the prompt's cache alike

@@ -98,13 +98,10 @@ def worker(args) -> None:
 
 def prompt_and_stops(model_path: Path, n_tokens: int) -> tuple[list[int], list[int]]:
     """The prompt ids and stop ids from the GGUF's tokenizer alone (no weights loaded here)."""
-    import llama_cpp
-
     from gemma_edge.bench import prompt_tokens
-    from gemma_edge.engine import silence_llama_logs
+    from gemma_edge.engine import open_vocabulary
 
-    silence_llama_logs(llama_cpp)
-    vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    vocab = open_vocabulary(model_path)
     stops = [vocab.token_eos()] + vocab.tokenize(b"<end_of_turn>", add_bos=False, special=True)
     tokens = prompt_tokens(vocab, n_tokens)
     vocab.close()

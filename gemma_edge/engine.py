@@ -98,6 +98,15 @@ def silence_llama_logs(lc) -> None:
 _LOG_CALLBACK = None
 
 
+def open_vocabulary(path: str | Path):
+    """A llama.cpp Llama holding only the GGUF's tokenizer (no weights), quietly. The header is checked
+    first (read_model_facts), as for every GGUF llama.cpp opens: a malformed file is an InvalidModelError."""
+    read_model_facts(path)
+    lc = llama_cpp()
+    silence_llama_logs(lc)
+    return lc.Llama(str(path), vocab_only=True, verbose=False)
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens two sequences share (the part of a prompt the KV cache can keep)."""
     n = 0

@@ -58,22 +58,11 @@ def _format_name(explicit: str | None, model_path: Path | None) -> str:
     return read_model_facts(model_path).format
 
 
-def _open_vocab(path: Path):
-    """The model's tokenizer only (no weights), quietly; the header is checked before llama.cpp reads it."""
-    from gemma_edge.engine import silence_llama_logs
-    from gemma_edge.llama import llama_cpp
-    from gemma_edge.model import read_model_facts
-
-    read_model_facts(path)
-    lc = llama_cpp()
-    silence_llama_logs(lc)
-    return lc.Llama(str(path), vocab_only=True, verbose=False)
-
-
 def _print_tokens(model_path: Path, segments) -> None:
+    from gemma_edge.engine import open_vocabulary
     from gemma_edge.tokens import SegmentTokenizer
 
-    llama = _open_vocab(model_path)
+    llama = open_vocabulary(model_path)
     tokenizer = SegmentTokenizer(llama)
     special_ids = set(tokenizer.protected.values())
     for token in tokenizer.tokenize(segments):
