@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # llama_rope_scaling_type_from_string
-UINT32_MAX = (1 << 32) - 1
+INT32_MAX = (1 << 31) - 1  # llama.cpp's API returns these counts as int32 (a larger context length read
+# back as -1 broke llama-cpp-python's tokenizer: found by bench/fuzz_gguf.py)
 
 _KINDS = {  # GGUF value type -> the kind a rule names
     0: "int", 1: "int", 2: "int", 3: "int", 4: "int", 5: "int", 10: "int", 11: "int",
@@ -35,7 +36,7 @@ _ARRAY = 9
 class Rule:
     kinds: tuple[str, ...]  # "int", "float", "bool", "str"; "int[]" etc. for arrays of them
     low: float = 0  # numbers (and array elements): inclusive range; NaN never passes
-    high: float = UINT32_MAX
+    high: float = INT32_MAX
     choices: tuple[str, ...] = ()  # strings: the values allowed (empty: any)
     each_element: bool = True  # arrays: check every element's range (off for the vocabulary-sized ones)
 
