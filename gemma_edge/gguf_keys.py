@@ -24,6 +24,9 @@ MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # llama_rope_scaling_type_from_string
 INT32_MAX = (1 << 31) - 1  # llama.cpp's API returns these counts as int32 (a larger context length read
 # back as -1 broke llama-cpp-python's tokenizer: found by bench/fuzz_gguf.py)
+# llama-cpp-python sizes every tokenize() buffer by the training context (4 bytes a token): 2^31 tokens
+# took minutes per call (fuzzing again). 16x Gemma 4's 262,144 leaves room for longer models.
+MAX_CONTEXT = 1 << 22
 
 _KINDS = {  # GGUF value type -> the kind a rule names
     0: "int", 1: "int", 2: "int", 3: "int", 4: "int", 5: "int", 10: "int", 11: "int",
@@ -59,7 +62,7 @@ RULES: dict[str, Rule] = {
        for name in ("bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask")},
     **{f"tokenizer.ggml.add_{name}_token": _FLAG for name in ("bos", "eos", "sep")},
     "tokenizer.ggml.add_space_prefix": _FLAG,
-    "{arch}.context_length": _POSITIVE, "{arch}.embedding_length": _POSITIVE,
+    "{arch}.context_length": Rule(("int",), 1, MAX_CONTEXT), "{arch}.embedding_length": _POSITIVE,
     "{arch}.block_count": Rule(("int",), 1, MAX_LAYERS), "{arch}.feed_forward_length": _PER_LAYER,
     "{arch}.attention.head_count": _PER_LAYER, "{arch}.attention.head_count_kv": _PER_LAYER,
     "{arch}.attention.key_length": _POSITIVE, "{arch}.attention.value_length": _POSITIVE,
