@@ -161,8 +161,8 @@ def test_python_api_raises_the_projects_error(seeds, tmp_path):
 
 
 def test_a_projector_mtmd_refuses_is_one_error_with_nothing_more_on_stderr(tmp_path, monkeypatch):
-    """A well-formed mmproj with an impossible image size passes the reader; mtmd refuses it and the
-    half-built projector is cleaned up without an 'Exception ignored' traceback."""
+    """A well-formed mmproj of a projector type mtmd does not know passes the reader; mtmd refuses it and
+    the half-built projector is cleaned up without an 'Exception ignored' traceback."""
     import gc
     import struct
 
@@ -170,12 +170,11 @@ def test_a_projector_mtmd_refuses_is_one_error_with_nothing_more_on_stderr(tmp_p
     from gemma_edge.projector import ProjectorError
 
     files = seed_files()
-    data = bytearray(files[6].read_bytes())
-    key = b"clip.vision.image_size"
-    at = data.index(struct.pack("<Q", len(key)) + key + struct.pack("<I", 4)) + 8 + len(key) + 4
-    data[at:at + 4] = struct.pack("<I", 0xFFFFFFFF)
+    data = files[6].read_bytes()
+    value = b"clip.projector_type" + struct.pack("<IQ", 8, 6) + b"gemma3"  # key, string type, length, value
+    assert data.count(value) == 1
     mmproj = tmp_path / "mmproj.gguf"
-    mmproj.write_bytes(data)
+    mmproj.write_bytes(data.replace(value, value[:-1] + b"X"))  # renamed in place: same length
     ignored = []  # what Python would print as "Exception ignored in ..." (e.g. from a __del__)
     monkeypatch.setattr(sys, "unraisablehook", ignored.append)
     with pytest.raises(ProjectorError, match="mtmd could not load"):
