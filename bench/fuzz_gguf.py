@@ -32,11 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from gemma_edge.errors import InvalidModelError
-from gemma_edge.gguf_file import GGUFFile, ArrayRef, TYPE_NAMES
+from gemma_edge.gguf_file import ARRAY, SCALAR_FORMATS, STRING, ArrayRef, GGUFFile
 from gemma_edge.gguf_keys import check_vocabulary
 
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_STRING, _ARRAY = 8, 9
 HUGE = (1 << 64) - 1
 
 
@@ -86,15 +84,15 @@ def field_map(data, gguf: GGUFFile) -> Fields:
         if isinstance(value, ArrayRef):
             fields.types.append((pos, 4))
             fields.lengths.append((pos + 4, 8))
-            if value.item_type == _STRING and value.count:
+            if value.item_type == STRING and value.count:
                 fields.lengths.append((value.start, 8))  # the first element's length
             pos = value.end
-        elif vtype == _STRING:
+        elif vtype == STRING:
             fields.lengths.append((pos, 8))
             pos += 8 + len(value.encode())
         else:
-            fields.values.append((pos, _SCALAR_SIZES[vtype]))
-            pos += _SCALAR_SIZES[vtype]
+            fields.values.append((pos, struct.calcsize(SCALAR_FORMATS[vtype])))
+            pos += struct.calcsize(SCALAR_FORMATS[vtype])
     for tensor in gguf.tensors:
         name = tensor.name.encode()
         pos = data.find(struct.pack("<Q", len(name)) + name, pos)
@@ -128,7 +126,7 @@ def huge_length(rng, seed: Seed):
 
 def wrong_type(rng, seed: Seed):
     pos, _ = _pick(rng, seed.fields.types)
-    choices = [int(rng.integers(0, 14)), _ARRAY, _STRING, int(rng.integers(14, 1 << 32)), 0xFFFFFFFF]
+    choices = [int(rng.integers(0, 14)), ARRAY, STRING, int(rng.integers(14, 1 << 32)), 0xFFFFFFFF]
     return [(pos, _u(choices[rng.integers(len(choices))], 4))], None
 
 

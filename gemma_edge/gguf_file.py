@@ -29,12 +29,10 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NAME = 64  # GGML_MAX_NAME: a tensor name is shorter
 MAX_STRING = 1 << 30  # GGUF_MAX_STRING_LENGTH
 INT64_MAX = (1 << 63) - 1
-_SCALARS = {  # GGUF value type -> struct format
+SCALAR_FORMATS = {  # GGUF value type -> struct format (STRING and ARRAY are the other two)
     0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
 }
-_STRING, _ARRAY = 8, 9
-TYPE_NAMES = {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "int32", 6: "float32", 7: "bool",
-              8: "string", 9: "array", 10: "uint64", 11: "int64", 12: "float64"}
+STRING, ARRAY = 8, 9
 _ALIGNMENT_KEY = "general.alignment"
 _KV_MIN_BYTES = 8 + 4 + 1  # key length, value type, the smallest value
 _TENSOR_MIN_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -165,19 +163,19 @@ class GGUFFile:
         check_keys(self)
 
     def _read_value(self, cur: _Cursor, key: str, vtype: int):
-        if vtype in _SCALARS:
-            return cur.scalar(_SCALARS[vtype], f"the value of {_shown(key)}")
-        if vtype == _STRING:
+        if vtype in SCALAR_FORMATS:
+            return cur.scalar(SCALAR_FORMATS[vtype], f"the value of {_shown(key)}")
+        if vtype == STRING:
             return cur.string(f"the value of {_shown(key)}")
-        if vtype != _ARRAY:
+        if vtype != ARRAY:
             raise cur.corrupt(f"{_shown(key)} has value type {vtype}, which GGUF does not define")
         item_type = cur.scalar("<I", f"the element type of {_shown(key)}")
-        if item_type == _STRING:
+        if item_type == STRING:
             count = cur.count(f"the length of {_shown(key)}", 8)
             start = cur.pos
             cur.skip_strings(count)
-        elif item_type in _SCALARS:
-            item_size = struct.calcsize(_SCALARS[item_type])
+        elif item_type in SCALAR_FORMATS:
+            item_size = struct.calcsize(SCALAR_FORMATS[item_type])
             count = cur.count(f"the length of {_shown(key)}", item_size)
             start = cur.skip(item_size * count, f"the elements of {_shown(key)}")
         else:
@@ -247,9 +245,9 @@ class GGUFFile:
         ref = self.metadata.get(key)
         if not isinstance(ref, ArrayRef):
             return []
-        if ref.item_type == _STRING:
+        if ref.item_type == STRING:
             return list(self._strings(ref))
-        fmt = _SCALARS[ref.item_type]
+        fmt = SCALAR_FORMATS[ref.item_type]
         return list(struct.unpack_from(f"<{ref.count}{fmt[1]}", self._data, ref.start))
 
     def _strings(self, ref: ArrayRef):
@@ -261,7 +259,7 @@ class GGUFFile:
     def string_bytes(self, key: str) -> list[bytes]:
         """The raw elements of a string array, undecoded (e.g. to compare tokens byte for byte)."""
         ref = self.metadata.get(key)
-        if not isinstance(ref, ArrayRef) or ref.item_type != _STRING:
+        if not isinstance(ref, ArrayRef) or ref.item_type != STRING:
             return []
         data, unpack, pos, out = self._data[ref.start:ref.end], struct.Struct("<Q").unpack_from, 0, []
         append = out.append
@@ -274,7 +272,7 @@ class GGUFFile:
     def string_at(self, key: str, index: int) -> str | None:
         """One element of a string array (e.g. a token's text) without decoding the elements before it."""
         ref = self.metadata.get(key)
-        if not isinstance(ref, ArrayRef) or ref.item_type != _STRING or not 0 <= index < ref.count:
+        if not isinstance(ref, ArrayRef) or ref.item_type != STRING or not 0 <= index < ref.count:
             return None
         cur = _Cursor(self._data, self.path, ref.start)
         cur.skip_strings(index)
@@ -291,7 +289,7 @@ class GGUFFile:
     def has_token(self, text: str) -> bool:
         """Whether the vocabulary holds exactly this token string (a byte search, no decoding)."""
         ref = self.metadata.get("tokenizer.ggml.tokens")
-        if not isinstance(ref, ArrayRef) or ref.item_type != _STRING:
+        if not isinstance(ref, ArrayRef) or ref.item_type != STRING:
             return False
         raw = text.encode("utf-8")
         needle = struct.pack("<Q", len(raw)) + raw

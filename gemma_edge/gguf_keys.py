@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from gemma_edge.errors import InvalidModelError
-
-if TYPE_CHECKING:
-    from gemma_edge.gguf_file import GGUFFile
+from gemma_edge.gguf_file import ARRAY, GGUFFile
 
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
@@ -32,7 +29,6 @@ _KINDS = {  # GGUF value type -> the kind a rule names
     0: "int", 1: "int", 2: "int", 3: "int", 4: "int", 5: "int", 10: "int", 11: "int",
     6: "float", 12: "float", 7: "bool", 8: "str",
 }
-_ARRAY = 9
 
 
 @dataclass(frozen=True)
@@ -104,13 +100,13 @@ def check_keys(gguf: GGUFFile) -> None:
 
 def _check(gguf: GGUFFile, key: str, rule: Rule) -> None:
     vtype = gguf.value_types[key]
-    kind = _KINDS.get(gguf.array_type(key), "?") + "[]" if vtype == _ARRAY else _KINDS[vtype]
+    kind = _KINDS.get(gguf.array_type(key), "?") + "[]" if vtype == ARRAY else _KINDS[vtype]
     if kind not in rule.kinds:
         raise InvalidModelError(f"{gguf.path}: metadata {key} is {_describe(kind)}, expected "
                                 f"{' or '.join(_describe(k) for k in rule.kinds)}")
-    if vtype == _ARRAY and not rule.each_element:
+    if vtype == ARRAY and not rule.each_element:
         return
-    values = gguf.array(key) if vtype == _ARRAY else [gguf.metadata[key]]
+    values = gguf.array(key) if vtype == ARRAY else [gguf.metadata[key]]
     if kind in ("int", "int[]", "float", "float[]"):
         bad = next((v for v in values if not rule.low <= v <= rule.high), None)  # NaN compares false
         if bad is not None:
