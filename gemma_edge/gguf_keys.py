@@ -38,12 +38,14 @@ class Rule:
     high: float = INT32_MAX
     choices: tuple[str, ...] = ()  # strings: the values allowed (empty: any)
     each_element: bool = True  # arrays: check every element's range (off for the vocabulary-sized ones)
+    multiple_of: int = 1  # integers: a multiple of this
 
 
 _TEXT, _FLAG, _REAL = Rule(("str",)), Rule(("bool",)), Rule(("float",))
 _COUNT, _POSITIVE = Rule(("int",)), Rule(("int",), 1)
 _PER_LAYER = Rule(("int", "int[]"), 1)  # one value, or one per layer
 _REALS = Rule(("float[]",))
+_ROPE_DIMS = Rule(("int",), 2, multiple_of=2)  # ggml's rope asserts an even count (found by fuzzing)
 
 # "{arch}" stands for general.architecture's value.
 RULES: dict[str, Rule] = {
@@ -69,8 +71,8 @@ RULES: dict[str, Rule] = {
     "{arch}.rope.scaling.type": Rule(("str",), choices=ROPE_SCALING_TYPES),
     "{arch}.expert_count": Rule(("int",), 0, MAX_EXPERTS), "{arch}.expert_used_count": Rule(("int",), 0, MAX_EXPERTS),
     "{arch}.embedding_length_per_layer_input": _COUNT, "{arch}.final_logit_softcapping": _REAL,
-    "{arch}.attn_logit_softcapping": _REAL, "{arch}.rope.dimension_count": _POSITIVE,
-    "{arch}.rope.dimension_count_swa": _POSITIVE, "{arch}.expert_feed_forward_length": _POSITIVE,
+    "{arch}.attn_logit_softcapping": _REAL, "{arch}.rope.dimension_count": _ROPE_DIMS,
+    "{arch}.rope.dimension_count_swa": _ROPE_DIMS, "{arch}.expert_feed_forward_length": _POSITIVE,
     "{arch}.attention.shared_kv_layers": _COUNT, "{arch}.altup.active_idx": _COUNT,
     "{arch}.altup.num_inputs": _POSITIVE,
     "{arch}.activation_sparsity_scale": Rule(("float[]",), -math.inf),  # -inf: a layer without sparsity
@@ -111,6 +113,9 @@ def _check(gguf: GGUFFile, key: str, rule: Rule) -> None:
         bad = next((v for v in values if not rule.low <= v <= rule.high), None)  # NaN compares false
         if bad is not None:
             raise InvalidModelError(f"{gguf.path}: metadata {key} is {bad}, outside {rule.low}..{rule.high}")
+        odd = next((v for v in values if kind.startswith("int") and v % rule.multiple_of), None)
+        if odd is not None:
+            raise InvalidModelError(f"{gguf.path}: metadata {key} is {odd}, not a multiple of {rule.multiple_of}")
     if rule.choices and values[0] not in rule.choices:
         raise InvalidModelError(f"{gguf.path}: metadata {key} is {values[0]!r}, not one of {', '.join(rule.choices)}")
 

@@ -204,6 +204,7 @@ ABORTING_VALUES = {
     "every layer sharing KV": (5, "gemma4.attention.shared_kv_layers", "<I", 1000, "leaves none"),
     "AltUp input out of range": (4, "gemma3n.altup.active_idx", "<I", 4, "not below"),
     "a float where an integer belongs": (2, "tokenizer.ggml.bos_token_id", "type", 6, "is a number"),
+    "an odd rope dimension count": (5, "gemma4.rope.dimension_count", "<I", 31, "not a multiple of 2"),
     "a context llama.cpp reads back as -1": (1, "gemma2.context_length", "<I", 1 << 31, "outside 1..4194304"),
     "a context that makes every tokenize() allocate 8 GB": (2, "gemma3.context_length", "<I", (1 << 31) - 1,
                                                             "outside 1..4194304"),
