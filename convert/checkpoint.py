@@ -11,6 +11,11 @@
 * Pickle weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``) are refused and never opened: unpickling
   runs arbitrary code.
 
+* ``modules.json`` (a sentence-transformers model: EmbeddingGemma) → the listed modules, with each
+  module's ``config.json``, under the config key ``sentence_transformers``; the ``model.safetensors`` of
+  every listed ``Dense`` module joins the tensors as ``<module path>/<tensor name>`` (``2_Dense/linear.weight``).
+  Module paths must be plain sub-directory names: a path that leaves the checkpoint is refused.
+
 Tensor data is read a few rows at a time with ``os.pread`` into small buffers rather than through
 ``mmap``: touched file-backed pages of a mapping count towards the process's resident set, so a mapped
 checkpoint would make peak RSS grow with the model, while the page cache of plain reads does not.
@@ -185,6 +190,47 @@ def read_safetensors_header(path: Path) -> list[SafetensorsTensor]:
     return tensors
 
 
+MODULES_NAME = "modules.json"
+_MODULE_PATH = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def read_sentence_transformers(directory: Path) -> dict[str, Any] | None:
+    """``{"modules": [{"type", "path", "config"}...]}`` from ``modules.json`` (None without one); each
+    module's ``config.json`` is read from its sub-directory (``{}`` when it has none)."""
+    path = directory / MODULES_NAME
+    if not path.is_file():
+        return None
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))
+        modules = [{"type": str(m["type"]), "path": str(m.get("path") or "")} for m in listed]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{MODULES_NAME} is malformed: expected a list of {{type, path}} objects") from None
+    for module in modules:
+        sub = module["path"]
+        if sub and (not _MODULE_PATH.fullmatch(sub) or sub in (".", "..")):
+            raise CheckpointError(f"{MODULES_NAME} lists module path {sub!r}: only plain sub-directory names are read")
+        config = directory / sub / "config.json" if sub else None
+        try:
+            module["config"] = json.loads(config.read_text(encoding="utf-8")) if config and config.is_file() else {}
+        except ValueError as error:
+            raise CheckpointError(f"{sub}/config.json is not valid JSON: {error}") from None
+    return {"modules": modules}
+
+
+def module_tensors(directory: Path, sentence_transformers: dict[str, Any] | None) -> list[tuple[str, SafetensorsTensor]]:
+    """(``<path>/<name>``, tensor) of every listed ``Dense`` module's ``model.safetensors``."""
+    found = []
+    for module in (sentence_transformers or {}).get("modules", []):
+        if not module["type"].endswith("Dense"):
+            continue
+        folder = directory / module["path"]
+        if not (folder / "model.safetensors").is_file():
+            safetensors_files(folder)  # refuses pickles by name, else "has no *.safetensors"
+            raise CheckpointError(f"{module['path']} has no model.safetensors")
+        found += [(f"{module['path']}/{t.name}", t) for t in read_safetensors_header(folder / "model.safetensors")]
+    return found
+
+
 def normalise_name(name: str) -> str | None:
     """``language_model.`` removed (legacy and v5 multimodal layouts); None for tensors the text GGUF drops."""
     name = name.replace("language_model.", "")
@@ -202,19 +248,22 @@ def open_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory")
     config, architecture, raw_config = read_config(directory)
+    sentence_transformers = read_sentence_transformers(directory)
+    if sentence_transformers is not None:
+        config["sentence_transformers"] = sentence_transformers
     tensors: dict[str, SafetensorsTensor] = {}
     multimodal: dict[str, SafetensorsTensor] = {}
-    for path in safetensors_files(directory):
-        for tensor in read_safetensors_header(path):
-            name = normalise_name(tensor.name)
-            if name is None:
-                continue
-            if is_multimodal(name):
-                if name in multimodal:
-                    raise CheckpointError(f"tensor {name!r} appears twice in the checkpoint")
-                multimodal[name] = tensor
-                continue
-            if name in tensors:
+    named = [(tensor.name, tensor) for path in safetensors_files(directory) for tensor in read_safetensors_header(path)]
+    for original, tensor in named + module_tensors(directory, sentence_transformers):
+        name = normalise_name(original)
+        if name is None:
+            continue
+        if is_multimodal(name):
+            if name in multimodal:
                 raise CheckpointError(f"tensor {name!r} appears twice in the checkpoint")
-            tensors[name] = tensor
+            multimodal[name] = tensor
+            continue
+        if name in tensors:
+            raise CheckpointError(f"tensor {name!r} appears twice in the checkpoint")
+        tensors[name] = tensor
     return Checkpoint(directory, config, architecture, tensors, multimodal, raw_config)

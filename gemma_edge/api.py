@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from gemma_edge.engine import Engine, Generation
-from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError
+from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError, NotAChatModelError, NotAnEmbeddingModelError
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.registry import ModelEntry, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import Sampling
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -128,23 +131,84 @@ class Model:
         for image/audio input (`load` finds it; here it is taken as given)."""
         facts = read_model_facts(path)
         self.entry = entry
-        self.format = format or (entry.raw.get("format") if entry else None) or facts.format
         self.facts: ModelFacts = facts
+        self._engine: Engine | None = None
+        self._embedder = None
+        if facts.embeds:
+            self._load_embedder(n_ctx=n_ctx, n_threads=n_threads, rpc=rpc, mmproj=mmproj)
+            return
+        self.format = format or (entry.raw.get("format") if entry else None) or facts.format
         from gemma_edge.formats import get_format
 
         turn_format = get_format(self.format)
-        self.engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                             stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
-                             mmproj=mmproj)
+        self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                              stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
+                              mmproj=mmproj)
         self.turn_format = turn_format
         self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
         self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
         caps = entry.capabilities if entry else {}
         self.default_thinking = bool(caps.get("thinking", False))
 
+    def _load_embedder(self, *, n_ctx, n_threads, rpc, mmproj) -> None:
+        from gemma_edge.embedding import Embedder
+
+        if rpc or mmproj is not None:
+            raise GemmaEdgeError(f"{self.facts.name} is an embedding model: it runs on this machine only and "
+                                 "takes no projector (mmproj)")
+        self.format = self.facts.format
+        self.turn_format = None
+        self.default_sampling = Sampling.for_model(None)
+        self.instruct = False
+        self.default_thinking = False
+        self._embedder = Embedder(self.facts, n_threads=n_threads, n_ctx=n_ctx)
+
+    @property
+    def embeds(self) -> bool:
+        """True for an embedding model (EmbeddingGemma): `embed` works, `generate`/`stream`/`chat` do not."""
+        return self.facts.embeds
+
+    @property
+    def engine(self) -> Engine:
+        """The generation engine; an embedding model has none (a clear NotAChatModelError)."""
+        if self._engine is None:
+            raise NotAChatModelError(
+                f"{self.facts.name} is an embedding model (EmbeddingGemma): it cannot chat or complete text; "
+                "use model.embed(...), `gemma-edge embed` or POST /v1/embeddings")
+        return self._engine
+
     @property
     def n_ctx(self) -> int:
-        return self.engine.n_ctx
+        return self._embedder.max_tokens if self._embedder is not None else self.engine.n_ctx
+
+    # -- embeddings -----------------------------------------------------------------------------
+    def embed(self, texts: str | Sequence[str], *, task: str = "query", dimensions: int | None = None,
+              normalize: bool = True) -> "np.ndarray":
+        """Embeddings of `texts` (one string: a 1-D array; a list: one row per text), float32.
+
+        `task` picks EmbeddingGemma's task prompt (`gemma_edge.embedding.TASK_PROMPTS`: "query" for
+        search queries, "document" for the texts searched, "classification", "clustering",
+        "similarity", ...; "none" embeds the text as given). `dimensions` keeps the first N values
+        (Matryoshka: 768, 512, 256 or 128 for EmbeddingGemma); `normalize` makes each row unit length
+        (after truncation)."""
+        return self.embed_with_usage(texts, task=task, dimensions=dimensions, normalize=normalize)[0]
+
+    def embed_with_usage(self, texts: str | Sequence[str], *, task: str = "query", dimensions: int | None = None,
+                         normalize: bool = True) -> tuple["np.ndarray", int]:
+        """`embed`, and the number of tokens the inputs took (task prompts included)."""
+        from gemma_edge.embedding import EmbeddingError, matryoshka, prompted
+
+        if self._embedder is None:
+            raise NotAnEmbeddingModelError(
+                f"{self.facts.name} is a {self.facts.generation} chat model: it does not embed text; "
+                "load an embedding model such as embeddinggemma-300m")
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        if not all(isinstance(t, str) for t in items):
+            raise EmbeddingError("embed takes a string or a list of strings")
+        result = self._embedder.embed(prompted(items, task))
+        vectors = matryoshka(result.vectors, dimensions, normalize)
+        return (vectors[0] if single else vectors), result.prompt_tokens
 
     def sampling(self, **overrides) -> Sampling:
         return self.default_sampling.updated(**overrides)
@@ -153,6 +217,8 @@ class Model:
     def render(self, messages: list[dict], *, tools=None, enable_thinking: bool = False,
                add_generation_prompt: bool = True, **template_vars):
         from gemma_edge.formats import render_segments
+
+        self.engine  # an embedding model has no turn format: NotAChatModelError
 
         return render_segments(messages, format=self.format, tools=tools, enable_thinking=enable_thinking,
                                add_generation_prompt=add_generation_prompt, **template_vars)
@@ -257,7 +323,7 @@ class Model:
                               syntax.open_channel_prefill(prompt_tail))
 
     def close(self) -> None:
-        self.engine.close()
+        (self._embedder or self.engine).close()
 
 
 def _tool_schemas(tools) -> list[dict] | None:

@@ -24,3 +24,11 @@ class ContextOverflowError(GemmaEdgeError):
 
 class DownloadError(GemmaEdgeError):
     """A model could not be fetched or verified."""
+
+
+class NotAChatModelError(GemmaEdgeError):
+    """Chat or completion asked of an embedding model."""
+
+
+class NotAnEmbeddingModelError(GemmaEdgeError):
+    """Embeddings asked of a chat model."""

@@ -14,6 +14,7 @@ from gemma_edge.gguf_file import GGUFFile
 from gemma_edge.gguf_keys import check_vocabulary
 
 FUNCTIONGEMMA_MARKER = "<start_function_call>"
+EMBEDDING_FORMAT = "embedding"  # the `format` of embedding models: no turn format, no chat
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Generation:
     architecture: str    # GGUF general.architecture
     end_of_turn: str     # the token that ends a model turn
     pick_format: Callable[[GGUFFile], str]
+    embeds: bool = False  # an embedding model (Model.embed), not a chat/completion model
 
 
 def _fixed(fmt: str) -> Callable[[GGUFFile], str]:
@@ -46,6 +48,7 @@ GENERATIONS = {
         Generation("gemma3", "gemma3", "<end_of_turn>", _gemma3_format),
         Generation("gemma3n", "gemma3n", "<end_of_turn>", _fixed("gemma3n")),
         Generation("gemma4", "gemma4", "<turn|>", _gemma4_format),
+        Generation("embeddinggemma", "gemma-embedding", "", _fixed(EMBEDDING_FORMAT), embeds=True),
     )
 }
 
@@ -72,6 +75,7 @@ class ModelFacts:
     instruct: bool
     # tokenizer.ggml.suppress_tokens (Gemma 4 Unified): ids the sampler must never pick
     suppress_tokens: tuple[int, ...] = ()
+    embeds: bool = False  # an embedding model: Model.embed works, generate/chat do not
 
     def describe(self) -> dict:
         return {
@@ -80,7 +84,7 @@ class ModelFacts:
             "quantization": self.quantization, "file_size": self.file_size, "context_length": self.context_length,
             "layers": self.n_layers, "instruct": self.instruct,
             "special_tokens": {"bos": self.bos_token, "eos": self.eos_token, "end_of_turn": self.end_of_turn},
-            "chat_template": "embedded" if self.has_chat_template else "none",
+            "chat_template": "embedded" if self.has_chat_template else "none", "embeds": self.embeds,
         }
 
 
@@ -126,6 +130,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
             has_chat_template=bool(template),
             instruct=instruct,
             suppress_tokens=_suppress_tokens(gguf),
+            embeds=generation.embeds,
         )
     finally:
         gguf.close()

@@ -77,12 +77,15 @@ def plain_rope_theta(arch: str, hp: HParams) -> float:
     return theta
 
 
-def refuse_query_scale(arch: str, hp: HParams, big_layer_count: int) -> None:
-    """llama.cpp scales Q by 1/sqrt(H/Hq) for the 27B layer count and by 1/sqrt(head_dim) otherwise;
-    transformers uses query_pre_attn_scalar**-0.5. No GGUF key can change the runtime's choice."""
+def refuse_query_scale(arch: str, hp: HParams, big_layer_count: int | None) -> None:
+    """llama.cpp scales Q by 1/sqrt(H/Hq) for the 27B layer count (gemma2/gemma3; None: no such count)
+    and by 1/sqrt(head_dim) otherwise; transformers uses query_pre_attn_scalar**-0.5. No GGUF key can
+    change the runtime's choice."""
     n_layer = int(hp["num_hidden_layers"])
     hidden, n_head = int(hp["hidden_size"]), int(hp["num_attention_heads"])
-    if n_layer == big_layer_count:
+    if big_layer_count is None:
+        expected, rule = int(hp["head_dim"]), "head_dim"
+    elif n_layer == big_layer_count:
         expected, rule = hidden // n_head, f"hidden_size/num_attention_heads for {n_layer} layers"
     else:
         expected, rule = int(hp["head_dim"]), f"head_dim unless the model has {big_layer_count} layers"

@@ -37,27 +37,34 @@ def gemma3_layer_types(hp: HParams) -> list[str]:
 def metadata(hp: HParams) -> list[Field]:
     refuse_common(ARCH, hp, "hidden_activation")
     refuse_query_scale(ARCH, hp, BIG_LAYER_COUNT)
+    return gemma3_layout_metadata(ARCH, hp)
+
+
+def gemma3_layout_metadata(arch: str, hp: HParams) -> list[Field]:
+    """The keys of a Gemma 3 decoder stack under llama.cpp architecture `arch` (``gemma3`` and
+    ``gemma-embedding`` read them alike), refusing rope and softcapping variants neither runs."""
     if hp.get("attn_logit_softcapping") is not None:
-        raise UnsupportedConfig("llama.cpp's gemma3 runtime has no attention logit softcapping, but the config sets it")
+        raise UnsupportedConfig(f"llama.cpp's {arch} runtime has no attention logit softcapping, "
+                                "but the config sets it")
     full, swa = rope_parameters(hp)
     rope_type = full.get("rope_type", "default")
     if rope_type not in ("default", "linear"):
-        raise UnsupportedConfig(f"llama.cpp's gemma3 runtime supports default or linear rope, not {rope_type!r}")
+        raise UnsupportedConfig(f"llama.cpp's {arch} runtime supports default or linear rope, not {rope_type!r}")
     if swa.get("rope_type", "default") != "default":
-        raise UnsupportedConfig("llama.cpp's gemma3 runtime applies no rope scaling to sliding layers")
+        raise UnsupportedConfig(f"llama.cpp's {arch} runtime applies no rope scaling to sliding layers")
 
     types = gemma3_layer_types(hp)
-    fields = core_metadata(ARCH, hp)
+    fields = core_metadata(arch, hp)
     if rope_type == "linear" and full.get("factor") is not None:
-        fields += [string(f"{ARCH}.rope.scaling.type", "linear"), f32(f"{ARCH}.rope.scaling.factor", full["factor"])]
-    fields.append(f32(f"{ARCH}.rope.freq_base", full.get("rope_theta", 1_000_000.0)))
+        fields += [string(f"{arch}.rope.scaling.type", "linear"), f32(f"{arch}.rope.scaling.factor", full["factor"])]
+    fields.append(f32(f"{arch}.rope.freq_base", full.get("rope_theta", 1_000_000.0)))
     if swa.get("rope_theta") is not None:
-        fields.append(f32(f"{ARCH}.rope.freq_base_swa", swa["rope_theta"]))
+        fields.append(f32(f"{arch}.rope.freq_base_swa", swa["rope_theta"]))
     if hp.get("final_logit_softcapping"):
-        fields.append(f32(f"{ARCH}.final_logit_softcapping", hp["final_logit_softcapping"]))
+        fields.append(f32(f"{arch}.final_logit_softcapping", hp["final_logit_softcapping"]))
     if any(t != FULL for t in types):
-        fields.append(u32(f"{ARCH}.attention.sliding_window", hp.require("sliding_window")))
-        fields += swa_pattern_if_not_periodic(ARCH, types, RUNTIME_SWA_PERIOD)
+        fields.append(u32(f"{arch}.attention.sliding_window", hp.require("sliding_window")))
+        fields += swa_pattern_if_not_periodic(arch, types, RUNTIME_SWA_PERIOD)
     return fields
 
 

@@ -142,13 +142,15 @@ def llama_cpp_source(relative: str) -> str:
         return member.read().decode("utf-8")
 
 
-def reference_convert(model_dir: Path, out: Path, outtype: str, mmproj: bool = False) -> Path:
+def reference_convert(model_dir: Path, out: Path, outtype: str, mmproj: bool = False,
+                      options: tuple[str, ...] = ()) -> Path:
     """Run llama.cpp's ``convert_hf_to_gguf.py`` (its bundled gguf-py) with this interpreter;
-    ``mmproj=True`` writes the checkpoint's mmproj instead of the text model (``--mmproj``)."""
+    ``mmproj=True`` writes the checkpoint's mmproj instead of the text model (``--mmproj``); ``options``:
+    more command-line flags (e.g. ``--sentence-transformers-dense-modules``)."""
     script = reference_converter_dir() / "convert_hf_to_gguf.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(model_dir), *(["--mmproj"] if mmproj else []), "--outfile", str(out),
-         "--outtype", outtype],
+        [sys.executable, str(script), str(model_dir), *(["--mmproj"] if mmproj else []), *options,
+         "--outfile", str(out), "--outtype", outtype],
         capture_output=True, text=True,
     )
     if result.returncode != 0:
