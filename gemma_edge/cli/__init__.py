@@ -11,6 +11,7 @@ import click
 COMMANDS = {
     "run": "gemma_edge.cli.generate:run",
     "chat": "gemma_edge.cli.generate:chat",
+    "embed": "gemma_edge.cli.embed:embed",
     "demo": "gemma_edge.cli.generate:demo",
     "info": "gemma_edge.cli.models:info",
     "list": "gemma_edge.cli.models:list_models",

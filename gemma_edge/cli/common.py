@@ -153,7 +153,7 @@ def load_model(model_name, ctx_size, threads, mmproj=None):
 
     warn_about_the_build()
     model = load(model_name, n_ctx=ctx_size, n_threads=threads, mmproj=mmproj, **rpc_settings())
-    if model.engine.placement is not None:
+    if not model.embeds and model.engine.placement is not None:
         click.echo("placement: " + "; ".join(
             f"{d['device']} layers {d['first_layer']}-{d['last_layer']}" + (" + output" if d["output_layer"] else "")
             for d in model.engine.placement.ranges() if d["layers"]), err=True)

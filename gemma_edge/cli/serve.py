@@ -90,7 +90,7 @@ def serve_model(model_name, ctx_size, threads, mmproj, *, host: str, port: int, 
 
     media_limits = Limits.from_env()
     model = load_model(model_name, ctx_size, threads, mmproj)
-    takes_media = model.engine.supports("image") or model.engine.supports("audio")
+    takes_media = not model.embeds and (model.engine.supports("image") or model.engine.supports("audio"))
     body_limit = max_body_size or default_body_limit(takes_media, media_limits)
     try:
         package_version = version("gemma-edge")

@@ -60,6 +60,7 @@ def create_app(model, config: ServerConfig) -> Starlette:
     routes = [
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route("/v1/completions", server.completions, methods=["POST"]),
+        Route("/v1/embeddings", server.embeddings, methods=["POST"]),
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/health", server.health, methods=["GET"]),
         Route("/openapi.json", server.openapi, methods=["GET"]),
@@ -95,6 +96,7 @@ class Server:
 
     # -- endpoints ------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
+        self._refuse_embedding_model()
         body = await read_json(request, self.config.max_body_bytes)
         schema.validate(body, schema.CHAT_REQUEST)
         wanted = mapping.chat_request(body, default_max_tokens=self.config.default_max_tokens,
@@ -104,11 +106,34 @@ class Server:
         return await self._respond(request, wanted, chat=True)
 
     async def completions(self, request: Request) -> Response:
+        self._refuse_embedding_model()
         body = await read_json(request, self.config.max_body_bytes)
         schema.validate(body, schema.COMPLETION_REQUEST)
         wanted = mapping.completion_request(body, default_max_tokens=self.config.default_max_tokens,
                                             max_tokens_limit=self.config.max_tokens_limit)
         return await self._respond(request, wanted, chat=False)
+
+    async def embeddings(self, request: Request) -> Response:
+        if not self.model.embeds:
+            raise RequestError(f"{self.config.model_id} is a chat model: it does not embed text; serve an embedding "
+                               "model such as embeddinggemma-300m for /v1/embeddings", code="model_cannot_embed")
+        body = await read_json(request, self.config.max_body_bytes)
+        schema.validate(body, schema.EMBEDDING_REQUEST)
+        wanted = mapping.embedding_request(body)
+        try:
+            vectors, tokens = await asyncio.wait_for(
+                asyncio.to_thread(self.model.embed_with_usage, wanted.texts, task=wanted.task,
+                                  dimensions=wanted.dimensions), self.config.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError("the request timed out while embedding", 504, code="timeout") from None
+        except GemmaEdgeError as e:
+            raise _as_request_error(e) from None
+        return JSONResponse(mapping.embedding_json(vectors, tokens, base64=wanted.base64, model=self.config.model_id))
+
+    def _refuse_embedding_model(self) -> None:
+        if self.model.embeds:
+            raise RequestError(f"{self.config.model_id} is an embedding model: it cannot chat or complete text; "
+                               "use POST /v1/embeddings", code="model_cannot_chat")
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [

@@ -440,3 +440,36 @@ def completion_chunk_json(text: str, *, completion_id: str, created: int, model:
 def usage_chunk_json(usage: dict, *, completion_id: str, created: int, model: str, chat: bool) -> dict:
     return {"id": completion_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": created, "model": model, "choices": [], "usage": usage_json(usage)}
+
+
+@dataclass
+class EmbeddingRequest:
+    texts: list[str]
+    task: str
+    dimensions: int | None
+    base64: bool
+
+
+def embedding_request(body: dict) -> EmbeddingRequest:
+    """A validated /v1/embeddings body → what Model.embed takes (`task` is gemma-edge's extension)."""
+    from gemma_edge.embedding import DEFAULT_TASK
+
+    texts = body["input"]
+    return EmbeddingRequest(texts=[texts] if isinstance(texts, str) else list(texts),
+                            task=body.get("task") or DEFAULT_TASK, dimensions=body.get("dimensions"),
+                            base64=body.get("encoding_format") == "base64")
+
+
+def embedding_json(vectors, prompt_tokens: int, *, base64: bool, model: str) -> dict:
+    """OpenAI's embeddings response; base64 is the little-endian float32 bytes of each vector."""
+    import base64 as b64
+
+    import numpy as np
+
+    def encoded(row):
+        return b64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii") if base64 else \
+            [float(v) for v in row]
+
+    return {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": encoded(row)} for i, row in enumerate(vectors)],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}

@@ -289,6 +289,21 @@ OLLAMA_SHOW_REQUEST = {
 }
 
 
+EMBEDDING_REQUEST = {
+    "type": "object", "required": ["input"],
+    "properties": {
+        "model": _NAME,
+        "input": {"anyOf": [_STRING, {"type": "array", "minItems": 1, "maxItems": 2048, "items": _STRING}],
+                  "x-error": "must be a string or a non-empty list of at most 2048 strings (token arrays are "
+                             "not supported)"},
+        "dimensions": _number(1, 1 << 16, integer=True),
+        "encoding_format": {"enum": ["float", "base64", None], "x-error": "must be 'float' or 'base64'"},
+        "task": {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "null"}]},
+        "user": _NAME,
+    },
+    "additionalProperties": False,
+}
+
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -434,6 +449,8 @@ def openapi_document(version: str) -> dict:
         "paths": {
             "/v1/chat/completions": _generation_op("Chat completion", "ChatCompletionRequest"),
             "/v1/completions": _generation_op("Text completion (no chat template)", "CompletionRequest"),
+            "/v1/embeddings": _generation_op("Embeddings (an embedding model such as EmbeddingGemma)",
+                                             "EmbeddingRequest"),
             "/v1/models": _get_op("The loaded model"),
             "/health": _get_op("Liveness and queue length"),
             "/api/chat": _generation_op("Ollama chat (streamed unless stream is false)", "OllamaChatRequest",
@@ -447,7 +464,7 @@ def openapi_document(version: str) -> dict:
         "components": {
             "schemas": {"ChatCompletionRequest": CHAT_REQUEST, "CompletionRequest": COMPLETION_REQUEST,
                         "OllamaChatRequest": OLLAMA_CHAT_REQUEST, "OllamaGenerateRequest": OLLAMA_GENERATE_REQUEST,
-                        "Error": ERROR},
+                        "EmbeddingRequest": EMBEDDING_REQUEST, "Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

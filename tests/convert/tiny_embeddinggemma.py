@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.convert.tiny import VOCAB_SIZE, build_checkpoint, cached_dir
+from tests.convert.tiny import VOCAB_SIZE, build_checkpoint, cached_dir, cached_file
 
 HIDDEN = 64
 CONFIG = {
@@ -107,3 +107,13 @@ def tiny_embeddinggemma(seed: int = 0, dtype: str = "float32", dense: bool = Tru
               "dtype": dtype, "dense": DENSE_FEATURES, "v": 1}
     return cached_dir("hf-embeddinggemma", recipe,
                       lambda d: build_embeddinggemma(d, seed, dtype, modules, prompts))
+
+
+def tiny_embeddinggemma_gguf(type_name: str = "f32", dense: bool = True) -> Path:
+    """The tiny folder converted by our converter (cached by the folder and type)."""
+    from convert.api import convert_checkpoint
+
+    model_dir = tiny_embeddinggemma(dense=dense)
+    recipe = {"model": model_dir.name, "type": type_name, "converter": "gemma-edge", "v": 1}
+    return cached_file(f"ours-embeddinggemma-{type_name}", recipe, ".gguf",
+                       lambda path: convert_checkpoint(model_dir, path, type_name, force=True))
