@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-GENERATIONS = ["gemma1", "gemma2", "gemma3", "gemma3n", "gemma4"]
-FORMATS = ["gemma1", "gemma2", "gemma3", "gemma3n", "gemma4-small", "gemma4-large", "functiongemma"]
+GENERATIONS = ["gemma1", "gemma2", "gemma3", "gemma3n", "gemma4", "embeddinggemma"]
+FORMATS = ["gemma1", "gemma2", "gemma3", "gemma3n", "gemma4-small", "gemma4-large", "functiongemma", "embedding"]
 
 _NAME = r"^[a-z0-9][a-z0-9._-]*$"
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -84,7 +84,8 @@ _MODEL = _closed({
     "context_length": {"type": "integer", "minimum": 1},
     "license": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.-]*$"},
     "gated": {"type": "boolean"},
-    "capabilities": _closed({key: {"type": "boolean"} for key in ("thinking", "tools", "vision", "audio")}),
+    "capabilities": _closed({key: {"type": "boolean"} for key in ("thinking", "tools", "vision", "audio", "embeds")},
+                            optional=("embeds",)),
     "sampling": _closed({
         "temperature": {"type": "number", "minimum": 0},
         "top_k": {"type": "integer", "minimum": 0},
@@ -93,7 +94,7 @@ _MODEL = _closed({
         "repeat_penalty": {"type": "number", "exclusiveMinimum": 0},
     }),
     "mmproj": _nullable({"oneOf": [_PROJECTOR_FILE, _NO_PROJECTOR_FILE]}),
-})
+}, optional=("sampling",))  # an embedding model samples nothing
 
 MODELS_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

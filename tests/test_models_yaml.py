@@ -30,6 +30,7 @@ FORMATS_OF_GENERATION = {
     "gemma3": {"gemma3", "functiongemma"},
     "gemma3n": {"gemma3n"},
     "gemma4": {"gemma4-small", "gemma4-large"},
+    "embeddinggemma": {"embedding"},
 }
 GEMMA4_SMALL_SIZES = {"e2b", "e4b"}  # the other Gemma 4 sizes render the large template
 # Model cards: the sizes each generation was released in.
@@ -39,6 +40,7 @@ SIZES_OF_GENERATION = {
     "gemma3": {"270m", "1b", "4b", "12b", "27b"},
     "gemma3n": {"e2b", "e4b"},
     "gemma4": {"e2b", "e4b", "12b", "26b-a4b", "31b"},
+    "embeddinggemma": {"300m"},
 }
 # Model cards (Gemma 3, 3n, 4, FunctionGemma): recommended sampling for the instruct models.
 CARD_SAMPLING = {"temperature": 1.0, "top_k": 64, "top_p": 0.95}
@@ -50,6 +52,8 @@ def expected_capabilities(model: dict) -> dict:
     audio encoder too), not on 26B-A4B and 31B."""
     generation, size, fmt = model["generation"], model["size_class"], model["format"]
     gemma3_vision_sizes = {"4b", "12b", "27b"}
+    if generation == "embeddinggemma":
+        return {"thinking": False, "tools": False, "vision": False, "audio": False, "embeds": True}
     return {
         "thinking": generation == "gemma4",
         "tools": generation == "gemma4" or fmt == "functiongemma",
