@@ -217,7 +217,8 @@ def read_sentence_transformers(directory: Path) -> dict[str, Any] | None:
     return {"modules": modules}
 
 
-def module_tensors(directory: Path, sentence_transformers: dict[str, Any] | None) -> list[tuple[str, SafetensorsTensor]]:
+def module_tensors(directory: Path,
+                   sentence_transformers: dict[str, Any] | None) -> list[tuple[str, SafetensorsTensor]]:
     """(``<path>/<name>``, tensor) of every listed ``Dense`` module's ``model.safetensors``."""
     found = []
     for module in (sentence_transformers or {}).get("modules", []):

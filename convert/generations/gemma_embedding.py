@@ -31,8 +31,10 @@ ARCH = "gemma-embedding"
 DENSE_SLOTS = {"2_Dense": "dense_2", "3_Dense": "dense_3"}  # llama.cpp's two projection slots, in order
 POOLING_TYPES = {"mean": 1, "cls": 2, "lasttoken": 3}  # llama.cpp enum llama_pooling_type
 # sentence-transformers Pooling config flags → pooling mode
-POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_lasttoken": "lasttoken"}
-OTHER_POOLING_FLAGS = ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
+POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                 "pooling_mode_lasttoken": "lasttoken"}
+OTHER_POOLING_FLAGS = ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+                       "pooling_mode_weightedmean_tokens")
 MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
 IDENTITY = "torch.nn.modules.linear.Identity"
 

@@ -22,6 +22,11 @@ CONFIG = {
     "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
 }
 DENSE_FEATURES = 4 * HIDDEN
+# google/embeddinggemma-300m's decoder shapes (its config.json), random weights and the tiny vocabulary:
+# for the benchmark, where a 64-wide model would time only overheads
+SHAPED_300M = {**CONFIG, "hidden_size": 768, "intermediate_size": 1152, "num_hidden_layers": 24,
+               "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 256, "query_pre_attn_scalar": 256,
+               "sliding_window": 512, "max_position_embeddings": 2048}
 IDENTITY = "torch.nn.modules.linear.Identity"
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -70,43 +75,46 @@ def _write_dense(folder: Path, n_in: int, n_out: int, seed: int, dtype: str) -> 
                                          "activation_function": IDENTITY})
 
 
-def build_embeddinggemma(directory: Path, seed: int, dtype: str, modules: list[dict], prompts: dict[str, str]) -> None:
+def build_embeddinggemma(directory: Path, seed: int, dtype: str, modules: list[dict], prompts: dict[str, str],
+                         settings: dict = CONFIG) -> None:
     import transformers
 
-    config = transformers.Gemma3TextConfig(**CONFIG)
+    config = transformers.Gemma3TextConfig(**settings)
+    hidden = settings["hidden_size"]
     build_checkpoint(directory, transformers.Gemma3TextModel, config, seed, dtype)
     saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    saved["sliding_window"] = CONFIG["sliding_window"]  # the file's value, whatever the config object holds
+    saved["sliding_window"] = settings["sliding_window"]  # the file's value, whatever the config object holds
     _write_json(directory / "config.json", saved)
     tokenizer_config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
     _write_json(directory / "tokenizer_config.json", {**tokenizer_config, "add_eos_token": True})
     _write_json(directory / "modules.json", modules)
-    _write_json(directory / "sentence_bert_config.json", {"max_seq_length": CONFIG["max_position_embeddings"],
+    _write_json(directory / "sentence_bert_config.json", {"max_seq_length": settings["max_position_embeddings"],
                                                           "do_lower_case": False})
     _write_json(directory / "config_sentence_transformers.json",
                 {"model_type": "SentenceTransformer", "prompts": prompts, "default_prompt_name": None,
                  "similarity_fn_name": "cosine"})
     paths = {m["path"] for m in modules}
     if "1_Pooling" in paths:
-        _write_json(directory / "1_Pooling" / "config.json", POOLING)
+        _write_json(directory / "1_Pooling" / "config.json", {**POOLING, "word_embedding_dimension": hidden})
     if "2_Dense" in paths:
         (directory / "2_Dense").mkdir()
-        _write_dense(directory / "2_Dense", HIDDEN, DENSE_FEATURES, seed + 2, dtype)
+        _write_dense(directory / "2_Dense", hidden, 4 * hidden, seed + 2, dtype)
     if "3_Dense" in paths:
         (directory / "3_Dense").mkdir()
-        _write_dense(directory / "3_Dense", DENSE_FEATURES, HIDDEN, seed + 3, dtype)
+        _write_dense(directory / "3_Dense", 4 * hidden, hidden, seed + 3, dtype)
     if "4_Normalize" in paths:
         (directory / "4_Normalize").mkdir()
 
 
-def tiny_embeddinggemma(seed: int = 0, dtype: str = "float32", dense: bool = True) -> Path:
-    """The cached tiny EmbeddingGemma folder (``dense=False``: without the Dense modules)."""
+def tiny_embeddinggemma(seed: int = 0, dtype: str = "float32", dense: bool = True, settings: dict = CONFIG) -> Path:
+    """The cached tiny EmbeddingGemma folder (``dense=False``: without the Dense modules; ``settings``:
+    another Gemma3TextConfig, e.g. ``SHAPED_300M`` for the benchmark)."""
     modules = [m for m in MODULES if dense or not m["path"].endswith("Dense")]
     prompts = PUBLISHED_PROMPTS
-    recipe = {"config": CONFIG, "modules": modules, "pooling": POOLING, "prompts": prompts, "seed": seed,
+    recipe = {"config": settings, "modules": modules, "pooling": POOLING, "prompts": prompts, "seed": seed,
               "dtype": dtype, "dense": DENSE_FEATURES, "v": 1}
     return cached_dir("hf-embeddinggemma", recipe,
-                      lambda d: build_embeddinggemma(d, seed, dtype, modules, prompts))
+                      lambda d: build_embeddinggemma(d, seed, dtype, modules, prompts, settings))
 
 
 def tiny_embeddinggemma_gguf(type_name: str = "f32", dense: bool = True) -> Path:

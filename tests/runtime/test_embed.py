@@ -4,16 +4,14 @@ here: prompts, Matryoshka, batching, the CLI, and the clear errors between chat 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from gemma_edge.embedding import TASK_PROMPTS, EmbeddingError, matryoshka
 from gemma_edge.errors import ContextOverflowError, NotAChatModelError, NotAnEmbeddingModelError
-from tests.conftest import REPO_ROOT
 from tests.convert.tiny_embeddinggemma import PUBLISHED_PROMPTS, tiny_embeddinggemma_gguf
+from tests.runtime.test_cli import run_subprocess
 
 pytest.importorskip("transformers")
 
@@ -115,15 +113,11 @@ def test_matryoshka_is_pure() -> None:
         matryoshka(rows, True, True)
 
 
-def _cli(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gemma_edge", *args], input=stdin, capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=120)
-
-
 @pytest.mark.slow
 def test_cli_jsonl_and_npy(gguf, embedder, tmp_path) -> None:
     lines = ["first line", "", "second line"]
-    result = _cli("embed", "-m", str(gguf), "--task", "document", "--dimensions", "32", stdin="\n".join(lines))
+    result = run_subprocess("embed", "-m", str(gguf), "--task", "document", "--dimensions", "32",
+                            input="\n".join(lines))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     expected = embedder.embed(["first line", "second line"], task="document", dimensions=32)
@@ -133,7 +127,7 @@ def test_cli_jsonl_and_npy(gguf, embedder, tmp_path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("first line\nsecond line\n")
     out = tmp_path / "out.npy"
-    result = _cli("embed", "-m", str(gguf), "--format", "npy", "-o", str(out), str(source))
+    result = run_subprocess("embed", "-m", str(gguf), "--format", "npy", "-o", str(out), str(source))
     assert result.returncode == 0, result.stderr
     assert np.allclose(np.load(out), embedder.embed(["first line", "second line"]), atol=1e-6)
 
@@ -147,7 +141,7 @@ def test_cli_errors_are_one_line(gguf, embedded_model_path, tmp_path) -> None:
         (("embed", "-m", str(embedded_model_path)), "hi", "does not embed"),
         (("run", "-m", str(gguf), "hi"), None, "embedding model"),
     ]:
-        result = _cli(*args, stdin=stdin)
+        result = run_subprocess(*args, input=stdin)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
