@@ -18,6 +18,7 @@ COMMANDS = {
     "pull": "gemma_edge.cli.models:pull",
     "rm": "gemma_edge.cli.models:rm",
     "template": "gemma_edge.cli.template:template",
+    "search": "gemma_edge.cli.embed:search",
     "serve": "gemma_edge.cli.serve:serve",
     "bench": "gemma_edge.cli.bench:bench",
     "perplexity": "gemma_edge.cli.bench:perplexity",

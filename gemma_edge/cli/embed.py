@@ -1,4 +1,5 @@
-"""`embed`: text in (one input per line), embeddings out (JSON lines or a .npy array)."""
+"""`embed`: text in (one input per line), embeddings out (JSON lines or a .npy array); `search`: the
+paragraphs of a folder of text files closest to a query."""
 from __future__ import annotations
 
 import contextlib
@@ -110,3 +111,53 @@ def embed(source, model_name, task, dimensions, fmt, output, no_normalize, threa
             write_jsonl(batches, handle)
     else:
         write_jsonl(batches, sys.stdout.buffer)
+
+
+def paragraphs(folder: Path, pattern: str) -> list[tuple[str, int, str]]:
+    """(file relative to `folder`, first line number, text) of every paragraph (blank-line separated) of
+    the UTF-8 files matching `pattern` under `folder`."""
+    found = []
+    for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read {path} as UTF-8 text ({e})") from None
+        start, block = 0, []
+        for number, line in enumerate([*lines, ""], 1):
+            if line.strip():
+                start, block = (start or number), [*block, line]
+            elif block:
+                found.append((str(path.relative_to(folder)), start, "\n".join(block)))
+                start, block = 0, []
+    if not found:
+        raise UserError(f"no text in files matching {pattern} under {folder}")
+    return found
+
+
+@click.command()
+@click.argument("query")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "-m", "model_name", required=True, metavar="MODEL", help="An embedding model.")
+@click.option("--top", "-n", type=click.IntRange(min=1), default=5, show_default=True, help="How many results.")
+@click.option("--glob", "pattern", default="*.txt", show_default=True, help="Which files under FOLDER to read.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: the physical cores).")
+@friendly_errors
+def search(query, folder, model_name, top, pattern, threads):
+    """The paragraphs of FOLDER's text files closest in meaning to QUERY (embedded on the fly, nothing stored).
+
+    \b
+      gemma-edge search -m embeddinggemma-300m "how do I reset the router" ~/notes
+    """
+    import numpy as np
+
+    from gemma_edge.api import load
+
+    found = paragraphs(folder, pattern)
+    model = load(model_name, n_threads=threads)
+    question = model.embed(query, task="query")
+    documents = [model.embed([text for _, _, text in found[i:i + BATCH]], task="document")
+                 for i in range(0, len(found), BATCH)]
+    scores = np.concatenate(documents) @ question
+    for index in np.argsort(-scores)[:top]:
+        name, line, text = found[index]
+        click.echo(f"{scores[index]:.3f}  {name}:{line}  {' '.join(text.split())[:100]}")

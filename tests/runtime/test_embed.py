@@ -145,3 +145,46 @@ def test_cli_errors_are_one_line(gguf, embedded_model_path, tmp_path) -> None:
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+TRAP = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(sys.argv[1], embedding=True, n_ctx=600, n_batch=600, n_ubatch=600, n_threads=1, verbose=False)
+llm.embed(["ga me " * 50])
+"""
+
+
+@pytest.mark.slow
+def test_micro_batch_sizing_avoids_llama_cpps_abort(gguf) -> None:
+    """llama-cpp-python 0.3.36 aborts the whole process on this architecture when n_ubatch is not a
+    multiple of 256 (checked in a child process); the same 600-token limit through gemma-edge works."""
+    import subprocess
+    import sys
+
+    from gemma_edge.api import Model
+    from gemma_edge.embedding import context_size
+
+    crashed = subprocess.run([sys.executable, "-c", TRAP, str(gguf)], capture_output=True, text=True, timeout=120)
+    assert crashed.returncode != 0 and "ggml_can_mul_mat" in crashed.stderr
+    assert all(context_size(n) % 256 == 0 and context_size(n) >= n for n in range(1, 3000, 7))
+    model = Model(gguf, n_ctx=600, n_threads=1)
+    try:
+        long_text = "ga me " * 270
+        assert 512 < len(model._embedder.tokenize(long_text)) <= 600
+        assert model.embed([long_text, "short"]).shape == (2, 64)
+    finally:
+        model.close()
+
+
+@pytest.mark.slow
+def test_cli_search_ranks_paragraphs_like_the_library(gguf, embedder, tmp_path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("ga me la pi\nnu ver\n\nsa li on dre\n")
+    (tmp_path / "sub" / "b.txt").write_text("ken ize ro\n")
+    (tmp_path / "skipped.md").write_text("sa li on dre\n")
+    result = run_subprocess("search", "-m", str(gguf), "sa li on", str(tmp_path), "--top", "3")
+    assert result.returncode == 0, result.stderr
+    found = [line.split("  ")[1] for line in result.stdout.splitlines()]
+    paragraphs = {"a.txt:1": "ga me la pi\nnu ver", "a.txt:4": "sa li on dre", "sub/b.txt:1": "ken ize ro"}
+    scores = embedder.embed(list(paragraphs.values()), task="document") @ embedder.embed("sa li on", task="query")
+    assert found == [list(paragraphs)[i] for i in np.argsort(-scores)]
