@@ -109,7 +109,8 @@ def read_model_facts(path: str | Path) -> ModelFacts:
         template = gguf.get("tokenizer.chat_template")
         name = str(gguf.get("general.name") or gguf.path.stem)
         tags = " ".join(str(gguf.get(k) or "") for k in ("general.name", "general.finetune", "general.basename"))
-        instruct = bool(template) or any(t in tags.lower() for t in ("-it", " it", "instruct", "_it"))
+        instruct = not generation.embeds and (
+            bool(template) or any(t in tags.lower() for t in ("-it", " it", "instruct", "_it")))
         return ModelFacts(
             path=gguf.path,
             name=name,

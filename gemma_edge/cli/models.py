@@ -35,9 +35,11 @@ def info(model, as_json):
         facts["registry"] = {"name": entry.name, "size_class": entry.raw.get("size_class"),
                              "license": entry.raw.get("license"), "capabilities": entry.capabilities}
         facts["format"] = entry.raw.get("format") or facts["format"]
-    projector, note = _projector_of(path, entry)
+    projector, note = (None, "none (an embedding model takes text only)") if facts["embeds"] else \
+        _projector_of(path, entry)
     inputs, problem = _projector_inputs(projector)
     facts["input"] = ", ".join(["text", *inputs])
+    facts["output"] = "embeddings (gemma-edge embed, Model.embed)" if facts["embeds"] else "text"
     facts["mmproj"] = f"{projector}{problem}" if projector else note
     rpc = rpc_settings()
     if rpc:  # where the layers would go across the workers (nothing is loaded)

@@ -11,7 +11,7 @@ import pytest
 from gemma_edge.embedding import TASK_PROMPTS, EmbeddingError, matryoshka
 from gemma_edge.errors import ContextOverflowError, NotAChatModelError, NotAnEmbeddingModelError
 from tests.convert.tiny_embeddinggemma import PUBLISHED_PROMPTS, tiny_embeddinggemma_gguf
-from tests.runtime.test_cli import run_subprocess
+from tests.runtime.test_cli import invoke, run_subprocess
 
 pytest.importorskip("transformers")
 
@@ -188,3 +188,11 @@ def test_cli_search_ranks_paragraphs_like_the_library(gguf, embedder, tmp_path) 
     paragraphs = {"a.txt:1": "ga me la pi\nnu ver", "a.txt:4": "sa li on dre", "sub/b.txt:1": "ken ize ro"}
     scores = embedder.embed(list(paragraphs.values()), task="document") @ embedder.embed("sa li on", task="query")
     assert found == [list(paragraphs)[i] for i in np.argsort(-scores)]
+
+
+def test_info_and_list_say_it_embeds(gguf) -> None:
+    facts = json.loads(invoke("info", str(gguf), "--json").stdout)
+    assert facts["embeds"] is True and facts["generation"] == "embeddinggemma" and facts["instruct"] is False
+    assert facts["output"].startswith("embeddings") and facts["mmproj"].startswith("none")
+    row = next(line for line in invoke("list").stdout.splitlines() if "embeddinggemma-300m" in line)
+    assert "embedding" in row.split() and "embeds" in row.split()
