@@ -148,12 +148,16 @@ def warn_about_the_build() -> None:
         click.echo(line, err=True)
 
 
-def load_model(model_name, ctx_size, threads, mmproj=None):
+def load_model(model_name, ctx_size, threads, mmproj=None, *, embeds_ok=False):
+    """The model to run; an embedding model only where `embeds_ok` (else its NotAChatModelError, before
+    any prompt is read)."""
     from gemma_edge.api import load
 
     warn_about_the_build()
     model = load(model_name, n_ctx=ctx_size, n_threads=threads, mmproj=mmproj, **rpc_settings())
-    if not model.embeds and model.engine.placement is not None:
+    if model.embeds and embeds_ok:
+        return model
+    if model.engine.placement is not None:
         click.echo("placement: " + "; ".join(
             f"{d['device']} layers {d['first_layer']}-{d['last_layer']}" + (" + output" if d["output_layer"] else "")
             for d in model.engine.placement.ranges() if d["layers"]), err=True)

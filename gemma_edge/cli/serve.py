@@ -89,7 +89,7 @@ def serve_model(model_name, ctx_size, threads, mmproj, *, host: str, port: int, 
     from gemma_edge.server.media import default_body_limit
 
     media_limits = Limits.from_env()
-    model = load_model(model_name, ctx_size, threads, mmproj)
+    model = load_model(model_name, ctx_size, threads, mmproj, embeds_ok=True)
     takes_media = not model.embeds and (model.engine.supports("image") or model.engine.supports("audio"))
     body_limit = max_body_size or default_body_limit(takes_media, media_limits)
     try:

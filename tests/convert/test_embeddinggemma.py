@@ -165,3 +165,21 @@ def test_module_paths_and_weights_are_checked(tmp_path: Path) -> None:
     (folder / "3_Dense" / "model.safetensors").rename(folder / "3_Dense" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="refusing pickle"):
         open_checkpoint(folder)
+
+
+@pytest.mark.slow
+def test_transformers_halved_window_would_change_long_texts(tmp_path: Path) -> None:
+    """A GGUF carrying the window transformers computes on load (9, as 257 for the real 512) attends
+    less far than the checkpoint does: long inputs then disagree with sentence-transformers."""
+    from convert.api import convert_checkpoint
+
+    folder = tmp_path / "halved"
+    shutil.copytree(tiny_embeddinggemma(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "sliding_window": CONFIG["sliding_window"] // 2 + 1}))
+    halved = tmp_path / "halved.gguf"
+    convert_checkpoint(folder, halved, "f32")
+    reference = st_embeddings(tiny_embeddinggemma(), TEXTS[-1:])
+    wrong = cosines(llama_embeddings(halved, TEXTS[-1:]), reference)[0]
+    right = cosines(llama_embeddings(tiny_embeddinggemma_gguf("f32"), TEXTS[-1:]), reference)[0]
+    assert wrong < 0.999 < 0.9999 <= right, (wrong, right)

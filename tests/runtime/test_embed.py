@@ -140,6 +140,7 @@ def test_cli_errors_are_one_line(gguf, embedded_model_path, tmp_path) -> None:
         (("embed", "-m", str(gguf)), "\n\n", "no text to embed"),
         (("embed", "-m", str(embedded_model_path)), "hi", "does not embed"),
         (("run", "-m", str(gguf), "hi"), None, "embedding model"),
+        (("chat", "-m", str(gguf)), "hi\n", "embedding model"),
     ]:
         result = run_subprocess(*args, input=stdin)
         assert result.returncode == 2 and message in result.stderr, result.stderr
