@@ -168,14 +168,17 @@ class Model:
         """True for an embedding model (EmbeddingGemma): `embed` works, `generate`/`stream`/`chat` do not."""
         return self.facts.embeds
 
-    @property
-    def engine(self) -> Engine:
+    def _require_chat(self) -> Engine:
         """The generation engine; an embedding model has none (a clear NotAChatModelError)."""
         if self._engine is None:
             raise NotAChatModelError(
                 f"{self.facts.name} is an embedding model (EmbeddingGemma): it cannot chat or complete text; "
                 "use model.embed(...), `gemma-edge embed` or POST /v1/embeddings")
         return self._engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._require_chat()
 
     @property
     def n_ctx(self) -> int:
@@ -218,8 +221,7 @@ class Model:
                add_generation_prompt: bool = True, **template_vars):
         from gemma_edge.formats import render_segments
 
-        self.engine  # an embedding model has no turn format: NotAChatModelError
-
+        self._require_chat()  # an embedding model has no turn format
         return render_segments(messages, format=self.format, tools=tools, enable_thinking=enable_thinking,
                                add_generation_prompt=add_generation_prompt, **template_vars)
 

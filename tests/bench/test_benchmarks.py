@@ -108,3 +108,19 @@ def test_transformers_comparison(tmp_path):
     assert set(report["sides"]) == {"gemma-edge", "llama.cpp", "transformers"}
     assert report["greedy_tokens_in_common_with_llama_cpp"] >= 1
     assert all(r["prompt_tokens"] == report["settings"]["prompt_tokens"] for r in report["runs"]["transformers"])
+
+
+def test_embeddings_comparison(tmp_path):
+    """gemma-edge and sentence-transformers' modules embed the same texts, each in its own process."""
+    pytest.importorskip("sentence_transformers")
+    from bench import embed
+
+    embed.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    out = tmp_path / "embed.md"
+    assert out.read_text(encoding="utf-8").startswith("###")
+    report = json.loads((tmp_path / "embed.json").read_text(encoding="utf-8"))
+    edge, st = (report["sides"][side] for side in embed.SIDES)
+    for side in (edge, st):
+        assert side["min_s"] <= side["median_s"] <= side["max_s"] and side["peak_rss_mb"] > 0
+    assert report["ratio_gemma_edge_to_sentence_transformers"]["texts_per_s"] == pytest.approx(
+        edge["texts_per_s"] / st["texts_per_s"], rel=0.01)
