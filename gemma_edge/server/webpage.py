@@ -45,8 +45,12 @@ async def chat_page(request: Request) -> Response:
 
 def capabilities(model) -> dict:
     """What the page (and any client) may offer for the loaded model: media kinds its projector takes,
-    whether thinking and tools change the prompt, the thinking default, and whether it is instruction-tuned."""
+    whether thinking and tools change the prompt, the thinking default, whether it is instruction-tuned,
+    and whether it is an embedding model (then it chats not at all: /v1/embeddings only)."""
+    if model.embeds:
+        return {"image": False, "audio": False, "thinking": False, "thinking_default": False, "tools": False,
+                "instruct": False, "embeds": True}
     turn_format = model.turn_format
     return {"image": model.engine.supports("image"), "audio": model.engine.supports("audio"),
             "thinking": turn_format.supports_thinking, "thinking_default": model.default_thinking,
-            "tools": turn_format.supports_tools, "instruct": bool(model.instruct)}
+            "tools": turn_format.supports_tools, "instruct": bool(model.instruct), "embeds": False}

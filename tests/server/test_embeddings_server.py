@@ -81,6 +81,13 @@ def test_bad_requests_answer_400(embedding_server, body, message, code) -> None:
     assert message in error["message"] and error["type"] == "invalid_request_error" and error["code"] == code
 
 
+def test_models_lists_an_embedding_model(client, embedding_server) -> None:
+    model = embedding_server.get("/v1/models").json()["data"][0]
+    assert model["capabilities"]["embeds"] is True and model["capabilities"]["image"] is False
+    assert model["context_length"] == 1024
+    assert client.models.list().data[0].id == model["id"]
+
+
 def test_embedding_model_refuses_chat(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
