@@ -116,6 +116,14 @@ TENSORS: tuple[TensorRule, ...] = tuple(
 ) + tuple(top_rule(f"{path}/linear.weight", f"{slot}.weight", required=False) for path, slot in DENSE_SLOTS.items())
 
 
+def notes(hp: HParams, dropped) -> list[str]:
+    dense = [m["path"] for m in _modules(hp) if _kind(m) == "Dense"]
+    if not dense:
+        return ["modules.json lists no Dense module: the embeddings are the pooled hidden states"]
+    return [f"included the sentence-transformers projections {', '.join(dense)} (llama.cpp's own converter "
+            "leaves them out unless given --sentence-transformers-dense-modules)"]
+
+
 GEMMA_EMBEDDING = Generation(
     name="gemma-embedding",
     hf_architectures=("Gemma3TextModel",),
@@ -124,4 +132,5 @@ GEMMA_EMBEDDING = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=sentencepiece_vocab,
+    notes=notes,
 )

@@ -151,6 +151,13 @@ def test_refuses_what_llama_cpp_would_compute_wrong(changes: dict, message: str)
         GEMMA_EMBEDDING.metadata(_config(**changes))
 
 
+def test_conversion_notes_name_the_projections() -> None:
+    assert "2_Dense, 3_Dense" in GEMMA_EMBEDDING.notes(_config(), [])[0]
+    without = _config(dense=lambda c: c["sentence_transformers"].update(
+        modules=[m for m in c["sentence_transformers"]["modules"] if not m["path"].endswith("Dense")]))
+    assert "no Dense module" in GEMMA_EMBEDDING.notes(without, [])[0]
+
+
 def test_module_paths_and_weights_are_checked(tmp_path: Path) -> None:
     from convert.checkpoint import CheckpointError, open_checkpoint
 
