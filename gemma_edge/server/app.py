@@ -127,7 +127,7 @@ class Server:
         except asyncio.TimeoutError:
             raise RequestError("the request timed out while embedding", 504, code="timeout") from None
         except GemmaEdgeError as e:
-            raise _as_request_error(e) from None
+            raise as_request_error(e) from None
         return JSONResponse(mapping.embedding_json(vectors, tokens, base64=wanted.base64, model=self.config.model_id))
 
     def _refuse_embedding_model(self) -> None:
