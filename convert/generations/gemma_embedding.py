@@ -24,7 +24,7 @@ from convert.generations.base import (
     Field, Generation, HParams, TensorRule, UnsupportedConfig, top_rule, u32,
 )
 from convert.generations.common import gemma_tensor_rules, refuse_common, refuse_query_scale
-from convert.generations.gemma3 import DEFAULTS as GEMMA3_DEFAULTS, gemma3_layout_metadata
+from convert.generations.gemma3 import GEMMA3, gemma3_layout_metadata
 from convert.vocab import sentencepiece_vocab
 
 ARCH = "gemma-embedding"
@@ -38,7 +38,7 @@ OTHER_POOLING_FLAGS = ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_to
 MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
 IDENTITY = "torch.nn.modules.linear.Identity"
 
-DEFAULTS = {**GEMMA3_DEFAULTS, "use_bidirectional_attention": True}
+DEFAULTS = {**GEMMA3.defaults, "use_bidirectional_attention": True}
 
 
 def _modules(hp: HParams) -> list[dict[str, Any]]:
@@ -132,5 +132,8 @@ GEMMA_EMBEDDING = Generation(
     metadata=metadata,
     tensors=TENSORS,
     vocab=sentencepiece_vocab,
+    rope=GEMMA3.rope,
+    layer_types=GEMMA3.layer_types,
     notes=notes,
+    nullable=GEMMA3.nullable,
 )
