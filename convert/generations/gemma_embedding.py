@@ -38,7 +38,7 @@ OTHER_POOLING_FLAGS = ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_to
 MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
 IDENTITY = "torch.nn.modules.linear.Identity"
 
-DEFAULTS = {**GEMMA3.defaults, "use_bidirectional_attention": True}
+DEFAULTS = GEMMA3.defaults  # Gemma3TextConfig's: a config without use_bidirectional_attention is causal (refused)
 
 
 def _modules(hp: HParams) -> list[dict[str, Any]]:

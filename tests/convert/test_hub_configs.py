@@ -165,7 +165,7 @@ def test_legacy_keys_and_nulls_resolve_as_transformers(name: str, key: str, valu
 
 ORACLE_CLASSES = {"gemma": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3": "Gemma3TextConfig",
                   "gemma3n": "Gemma3nTextConfig", "gemma4": "Gemma4TextConfig",
-                  "gemma4-unified": "Gemma4UnifiedTextConfig"}
+                  "gemma4-unified": "Gemma4UnifiedTextConfig", "gemma-embedding": "Gemma3TextConfig"}
 # Defaults the config classes take from keyword arguments, not from declared fields.
 KWARG_DEFAULTS = {
     "rope_theta": "RotaryEmbeddingConfigMixin.default_theta / default_theta['global']",
