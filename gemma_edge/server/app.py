@@ -114,21 +114,28 @@ class Server:
         return await self._respond(request, wanted, chat=False)
 
     async def embeddings(self, request: Request) -> Response:
-        if not self.model.embeds:
-            raise RequestError(f"{self.config.model_id} is a chat model: it does not embed text; serve an embedding "
-                               "model such as embeddinggemma-300m for /v1/embeddings", code="model_cannot_embed")
+        self._require_embedding_model("/v1/embeddings")
         body = await read_json(request, self.config.max_body_bytes)
         schema.validate(body, schema.EMBEDDING_REQUEST)
         wanted = mapping.embedding_request(body)
+        vectors, tokens = await self.embed(wanted.texts, task=wanted.task, dimensions=wanted.dimensions)
+        return JSONResponse(mapping.embedding_json(vectors, tokens, base64=wanted.base64, model=self.config.model_id))
+
+    async def embed(self, texts: list[str], *, task: str, dimensions: int | None):
+        """The embeddings of `texts` and the tokens they took, off the event loop, within the timeout."""
         try:
-            vectors, tokens = await asyncio.wait_for(
-                asyncio.to_thread(self.model.embed_with_usage, wanted.texts, task=wanted.task,
-                                  dimensions=wanted.dimensions), self.config.timeout_s)
+            return await asyncio.wait_for(
+                asyncio.to_thread(self.model.embed_with_usage, texts, task=task, dimensions=dimensions),
+                self.config.timeout_s)
         except asyncio.TimeoutError:
             raise RequestError("the request timed out while embedding", 504, code="timeout") from None
         except GemmaEdgeError as e:
             raise as_request_error(e) from None
-        return JSONResponse(mapping.embedding_json(vectors, tokens, base64=wanted.base64, model=self.config.model_id))
+
+    def _require_embedding_model(self, endpoint: str) -> None:
+        if not self.model.embeds:
+            raise RequestError(f"{self.config.model_id} is a chat model: it does not embed text; serve an embedding "
+                               f"model such as embeddinggemma-300m for {endpoint}", code="model_cannot_embed")
 
     def _refuse_embedding_model(self) -> None:
         if self.model.embeds:

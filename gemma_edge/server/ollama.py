@@ -1,5 +1,5 @@
 """Ollama-compatible endpoints (`/api/chat`, `/api/generate`, `/api/tags`, `/api/show`, `/api/ps`,
-`/api/version`) on the same server, queue and security as the OpenAI ones. Mapping lives in
+`/api/version`, `/api/embed`) on the same server, queue and security as the OpenAI ones. Mapping lives in
 `ollama_mapping`; errors answer in Ollama's shape, `{"error": "..."}` (`errors.RequestError.body` picks
 it for paths under /api/), also as the last line of a broken stream.
 """
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gemma_edge.embedding import DEFAULT_TASK
 from gemma_edge.server import ollama_mapping as om, schema, webpage
 from gemma_edge.server.app import Server, as_request_error, job_messages, read_json
 from gemma_edge.server.errors import RequestError
@@ -20,10 +21,9 @@ from gemma_edge.server.jobs import DONE
 from gemma_edge.server.media import has_media
 
 # Ollama endpoints this server does not offer: managing a model store (the server runs one model,
-# loaded at start) and embeddings
+# loaded at start)
 NOT_SUPPORTED = {"/api/pull": "POST", "/api/push": "POST", "/api/create": "POST", "/api/copy": "POST",
-                 "/api/delete": "DELETE", "/api/blobs/{digest}": "POST", "/api/embed": "POST",
-                 "/api/embeddings": "POST"}
+                 "/api/delete": "DELETE", "/api/blobs/{digest}": "POST"}
 NEVER_EXPIRES = "9999-12-31T23:59:59Z"  # the model stays loaded as long as the server runs
 
 
@@ -36,6 +36,8 @@ def routes(server: Server) -> list[Route]:
         Route("/api/show", api.show, methods=["POST"]),
         Route("/api/ps", api.ps, methods=["GET"]),
         Route("/api/version", api.version, methods=["GET"]),
+        Route("/api/embed", api.embed, methods=["POST"]),
+        Route("/api/embeddings", api.embeddings, methods=["POST"]),
         *[Route(path, _not_supported, methods=[method]) for path, method in NOT_SUPPORTED.items()],
     ]
 
@@ -68,6 +70,7 @@ class OllamaApi:
 
     async def _generation(self, request: Request, *, chat: bool) -> Response:
         started = time.perf_counter()
+        self.server._refuse_embedding_model()
         config = self.server.config
         body = await read_json(request, config.max_body_bytes)
         schema.validate(body, schema.OLLAMA_CHAT_REQUEST if chat else schema.OLLAMA_GENERATE_REQUEST)
@@ -101,6 +104,27 @@ class OllamaApi:
                 yield _ndjson(done(name, item, time.perf_counter() - started, whole=False))
             else:
                 yield _ndjson({"error": as_request_error(item).message})
+
+    # -- embeddings -----------------------------------------------------------------------------
+    async def embed(self, request: Request) -> Response:
+        """Ollama's /api/embed: a string or a list in, unit-length vectors out (EmbeddingGemma's default
+        task prompt, as /v1/embeddings)."""
+        started = time.perf_counter()
+        self.server._require_embedding_model("/api/embed")
+        body = await read_json(request, self.server.config.max_body_bytes)
+        schema.validate(body, schema.OLLAMA_EMBED_REQUEST)
+        texts = [body["input"]] if isinstance(body["input"], str) else list(body["input"])
+        vectors, tokens = await self.server.embed(texts, task=DEFAULT_TASK, dimensions=body.get("dimensions"))
+        return JSONResponse(om.embed_json(body.get("model") or self._name, vectors, tokens,
+                                          time.perf_counter() - started))
+
+    async def embeddings(self, request: Request) -> Response:
+        """Ollama's older /api/embeddings: one `prompt`, one `embedding`."""
+        self.server._require_embedding_model("/api/embeddings")
+        body = await read_json(request, self.server.config.max_body_bytes)
+        schema.validate(body, schema.OLLAMA_EMBEDDINGS_REQUEST)
+        vectors, _ = await self.server.embed([body["prompt"]], task=DEFAULT_TASK, dimensions=None)
+        return JSONResponse({"embedding": [float(v) for v in vectors[0]]})
 
     # -- the model ------------------------------------------------------------------------------
     def _model_json(self) -> dict:

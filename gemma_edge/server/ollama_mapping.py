@@ -200,6 +200,12 @@ def _done(outcome: Outcome, total_s: float, whole: bool) -> dict:
     return out
 
 
+def embed_json(model: str, vectors, prompt_tokens: int, total_s: float) -> dict:
+    """Ollama's /api/embed response."""
+    return {"model": model, "embeddings": [[float(v) for v in row] for row in vectors],
+            "total_duration": _ns(total_s), "load_duration": 0, "prompt_eval_count": prompt_tokens}
+
+
 def logprob_json(record: dict) -> dict:
     return {"token": record["token"], "logprob": record["logprob"], "bytes": record["bytes"],
             "top_logprobs": [{"token": t["token"], "logprob": t["logprob"], "bytes": t["bytes"]}

@@ -289,6 +289,27 @@ OLLAMA_SHOW_REQUEST = {
 }
 
 
+OLLAMA_EMBED_REQUEST = {
+    "type": "object", "required": ["model", "input"],
+    "properties": {
+        "model": _NAME,
+        "input": {"anyOf": [_STRING, {"type": "array", "minItems": 1, "maxItems": 2048, "items": _STRING}],
+                  "x-error": "must be a string or a non-empty list of at most 2048 strings"},
+        "truncate": _nullable({"type": "boolean"}),  # either way an input longer than the context is refused
+        "dimensions": _number(1, 1 << 16, integer=True),
+        "keep_alive": _KEEP_ALIVE,
+        "options": _nullable({"type": "object", "properties": {}, "additionalProperties": False}),
+    },
+    "additionalProperties": False,
+}
+
+OLLAMA_EMBEDDINGS_REQUEST = {  # the older single-text endpoint
+    "type": "object", "required": ["model", "prompt"],
+    "properties": {"model": _NAME, "prompt": _STRING, "keep_alive": _KEEP_ALIVE,
+                   "options": _nullable({"type": "object", "properties": {}, "additionalProperties": False})},
+    "additionalProperties": False,
+}
+
 EMBEDDING_REQUEST = {
     "type": "object", "required": ["input"],
     "properties": {
@@ -460,11 +481,15 @@ def openapi_document(version: str) -> dict:
             "/api/tags": _get_op("Ollama: the loaded model"),
             "/api/ps": _get_op("Ollama: the running model"),
             "/api/version": _get_op("Ollama: the server's version"),
+            "/api/embed": _generation_op("Ollama embeddings (an embedding model such as EmbeddingGemma)",
+                                         "OllamaEmbedRequest"),
+            "/api/embeddings": _generation_op("Ollama's older single-text embeddings", "OllamaEmbeddingsRequest"),
         },
         "components": {
             "schemas": {"ChatCompletionRequest": CHAT_REQUEST, "CompletionRequest": COMPLETION_REQUEST,
                         "OllamaChatRequest": OLLAMA_CHAT_REQUEST, "OllamaGenerateRequest": OLLAMA_GENERATE_REQUEST,
-                        "EmbeddingRequest": EMBEDDING_REQUEST, "Error": ERROR},
+                        "EmbeddingRequest": EMBEDDING_REQUEST, "OllamaEmbedRequest": OLLAMA_EMBED_REQUEST,
+                        "OllamaEmbeddingsRequest": OLLAMA_EMBEDDINGS_REQUEST, "Error": ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -101,3 +101,25 @@ def test_chat_model_refuses_embeddings(server) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         chat_client.embeddings.create(model="any", input="hi")
     assert "does not embed" in info.value.message and info.value.code == "model_cannot_embed"
+
+
+def test_ollama_client_embed(embedding_server, library) -> None:
+    """The official `ollama` client's embed (and the older embeddings) against the same server."""
+    import ollama
+
+    client = ollama.Client(host=embedding_server.url, timeout=120)
+    texts = ["the first text", "a second, longer text to embed"]
+    reply = client.embed(model="any", input=texts)
+    expected, tokens = library.embed_with_usage(texts)
+    assert np.allclose(reply.embeddings, expected, atol=1e-6) and reply.prompt_eval_count == tokens
+    assert np.allclose(client.embed(model="any", input="one text", dimensions=16).embeddings[0],
+                       library.embed("one text", dimensions=16), atol=1e-6)
+    assert np.allclose(client.embeddings(model="any", prompt="one text").embedding, library.embed("one text"),
+                       atol=1e-6)
+    with pytest.raises(ollama.ResponseError) as info:
+        client.embed(model="any", input="x", options={"temperature": 0})
+    assert info.value.status_code == 400 and "options" in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model="any", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 400 and "embedding model" in info.value.error
+

@@ -142,7 +142,7 @@ def test_an_empty_request_loads_the_model(client):
     (lambda c: c.chat(model="m", messages=MESSAGES, tools=TOOLS), 400, "does not support tools"),
     (lambda c: c.generate(model="m", prompt="hi", suffix="end"), 400, "suffix"),
     (lambda c: c.pull("gemma3"), 400, "not supported yet"),
-    (lambda c: c.embed(model="m", input="hi"), 400, "not supported yet"),
+    (lambda c: c.embed(model="m", input="hi"), 400, "does not embed"),
 ])
 def test_errors_have_ollamas_shape(client, call, status, text):
     with pytest.raises(ollama.ResponseError) as e:
