@@ -113,6 +113,19 @@ def parse_spec(value: str | None) -> str:
     return mode
 
 
+def resolve_spec(value: str | None, facts) -> str:
+    """The mode a --spec / `speculative=` value means for a model: "auto" becomes the recommendation
+    for this machine and model (`recommended_speculation`)."""
+    mode = parse_spec(value)
+    return recommended_speculation(facts) if mode == "auto" else mode
+
+
+def recommended_speculation(facts) -> str:
+    """What "auto" means: prompt lookup, whose drafts cost no model call and which switches itself off
+    within a reply when verification does not pay (bench/speculative.py measures both sides)."""
+    return "ngram"
+
+
 def make_speculation(mode: str) -> Speculation | None:
     """The speculation for one reply in `mode` (already resolved: "ngram" or "off")."""
     if mode == "ngram":

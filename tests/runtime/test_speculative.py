@@ -1,0 +1,111 @@
+"""Speculative decoding on the real embedded Gemma 3 270M (it has sliding-window layers): the output is
+token for token the same as without it; only the number of decode steps changes."""
+from __future__ import annotations
+
+import pytest
+
+# A prompt the model continues by copying: prompt lookup drafts, and most drafts are accepted.
+COPY = ("Repeat the paragraph exactly.\n\nThe river rose for three days. On the fourth, the bridge keeper "
+        "opened the old gates, and the water ran into the fields behind the mill, where nobody lived any more."
+        "\n\nRepeat:\n\nThe river rose for three days.")
+
+
+def generate(model, prompt, spec, **kw):
+    model.engine.reset()  # the same KV-cache state (prompt split into the same batches) for both runs
+    stream = model.stream(prompt, speculative=spec, **kw)
+    deltas = [event["text"] for event in stream if event["type"] == "content"]
+    return stream.generation, "".join(deltas), stream.response
+
+
+def test_greedy_raw_output_is_identical_and_drafts_are_accepted(model):
+    plain, plain_text, _ = generate(model, COPY, "off", raw=True, temperature=0, max_tokens=48)
+    spec, spec_text, response = generate(model, COPY, "ngram", raw=True, temperature=0, max_tokens=48)
+    assert spec.tokens == plain.tokens and spec_text == plain_text
+    assert response.usage["accepted_tokens"] > 10  # speculation really ran, and paid
+    assert "drafted_tokens" not in plain.usage
+
+
+def test_sampled_output_with_a_seed_is_reproducible(model):
+    """Sampled decoding keeps the target's distribution (the rule is tested in test_speculative_units); a
+    seed reproduces the output. Not draw for draw the same as without speculation: a batch's logits differ
+    from one-token logits in the last bits, which moves a draw that falls near a boundary."""
+    kw = dict(raw=True, temperature=1.0, seed=11, max_tokens=24)
+    first, _, _ = generate(model, COPY, "ngram", **kw)
+    again, _, _ = generate(model, COPY, "ngram", **kw)
+    assert first.tokens == again.tokens and first.usage["drafted_tokens"] > 0
+
+
+def test_end_of_turn_inside_an_accepted_draft_ends_the_reply(model):
+    """The earlier answer (with its <end_of_turn>) is in the prompt: repeating it drafts the marker too."""
+    answer = "The capital of France is Paris."
+    messages = [{"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "What is the capital of France?"}]
+    plain, _, plain_response = generate(model, messages, "off", temperature=0, max_tokens=40)
+    spec, _, response = generate(model, messages, "ngram", temperature=0, max_tokens=40)
+    assert spec.tokens == plain.tokens
+    assert response.finish_reason == plain_response.finish_reason == "stop"
+    assert response.content == plain_response.content
+    # the next turn reuses the KV cache as without speculation
+    follow = messages + [{"role": "assistant", "content": response.content},
+                         {"role": "user", "content": "And of Italy?"}]
+    after_spec = model.stream(follow, speculative="ngram", temperature=0, max_tokens=24)
+    after_spec.consume()
+    model.engine.reset()
+    after_plain = model.stream(follow, speculative="off", temperature=0, max_tokens=24)
+    after_plain.consume()
+    assert after_spec.generation.tokens == after_plain.generation.tokens
+    assert after_spec.response.usage["prompt_tokens_evaluated"] < after_spec.response.usage["prompt_tokens"]
+
+
+def test_context_full_stops_at_the_same_token(small_context_model):
+    prompt = COPY + " " + " ".join(["The river rose for three days."] * 18)
+    plain, _, plain_response = generate(small_context_model, prompt, "off", raw=True, temperature=0,
+                                        max_tokens=200)
+    spec, _, response = generate(small_context_model, prompt, "ngram", raw=True, temperature=0, max_tokens=200)
+    assert plain_response.finish_reason == response.finish_reason == "length"
+    assert spec.tokens == plain.tokens
+    assert response.usage["total_tokens"] == small_context_model.n_ctx
+    assert response.usage["accepted_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_chat_across_turns_with_kv_reuse_and_overflow_is_identical(small_context_model):
+    from gemma_edge.chat import Chat
+
+    replies = {}
+    for spec in ("off", "ngram"):
+        small_context_model.engine.reset()
+        chat = Chat(small_context_model, system="Repeat what the user says.", temperature=0, max_tokens=32,
+                    speculative=spec)
+        replies[spec] = [chat.send(f"Say it back: the number {i} is between {i - 1} and {i + 1}.")
+                         for i in range(8)]
+    assert [r.content for r in replies["ngram"]] == [r.content for r in replies["off"]]
+    assert [r.usage["prompt_tokens_evaluated"] for r in replies["ngram"]] == \
+        [r.usage["prompt_tokens_evaluated"] for r in replies["off"]]
+    assert sum(r.usage["accepted_tokens"] for r in replies["ngram"]) > 0
+
+
+def test_grammar_and_interventions_decode_one_token_at_a_time(model):
+    """Both must see every token before the next is chosen: speculation is not used with them."""
+    gen = model.engine.generate(model.tokenize_raw(COPY), model.sampling(temperature=0), max_tokens=4,
+                                grammar='root ::= "yes" | "no"', speculation=make())
+    gen.text()
+    assert "drafted_tokens" not in gen.usage
+    gen = model.engine.generate(model.tokenize_raw(COPY), model.sampling(temperature=0), max_tokens=4,
+                                intervene=lambda generated: None, speculation=make())
+    gen.text()
+    assert "drafted_tokens" not in gen.usage
+
+
+def make():
+    from gemma_edge.speculative import make_speculation
+
+    return make_speculation("ngram")
+
+
+def test_unknown_mode_is_refused(model):
+    from gemma_edge.errors import GemmaEdgeError
+
+    with pytest.raises(GemmaEdgeError, match="unknown speculative mode"):
+        model.stream("hi", speculative="turbo")
