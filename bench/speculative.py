@@ -7,7 +7,7 @@ greedy, interleaved repeats. Every side must produce the same tokens (checked).
 from __future__ import annotations
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT, interleaved, spread, timed_stream
+from gemma_edge.bench import PROMPT_TEXT, edge_stream, interleaved, spread
 
 NAME = "speculative"
 
@@ -49,18 +49,6 @@ INPUT_GROUNDED = ("rewrite", "fix_bug", "extract_json", "summarise_quotes")
 OFF, NGRAM, LCPP = "no speculation", "gemma-edge ngram", "llama-cpp-python prompt lookup"
 
 
-def edge(model, tokens, gen_tokens: int, spec: str):
-    from gemma_edge.api import ResponseStream
-    from gemma_edge.sampling import Sampling
-    from gemma_edge.speculative import make_speculation
-
-    generation = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=gen_tokens,
-                                       speculation=make_speculation(spec))
-    measurement = timed_stream(ResponseStream(generation, None, raw=True), lambda: generation.prompt_evaluated,
-                               lambda: generation.tokens)
-    return measurement, generation.usage
-
-
 def run(model_path, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> dict:
     import llama_cpp
 
@@ -74,17 +62,10 @@ def run(model_path, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> 
     report = {"tasks": {}}
     for task, text in tasks.items():
         tokens = model.tokenize_raw(text)
-        counts = []
-
-        def ours():
-            measurement, usage = edge(model, tokens, gen_tokens, "ngram")
-            counts.append(usage)
-            return measurement
-
-        def theirs():
-            return lookup_loop(lookup, tokens, gen_tokens, stop_ids)
-
-        runs = interleaved({OFF: lambda: edge(model, tokens, gen_tokens, "off")[0], NGRAM: ours, LCPP: theirs},
+        counts: list[dict] = []
+        runs = interleaved({OFF: lambda: edge_stream(model, tokens, gen_tokens),
+                            NGRAM: lambda: edge_stream(model, tokens, gen_tokens, "ngram", counts),
+                            LCPP: lambda: lookup_loop(lookup, tokens, gen_tokens, stop_ids)},
                            repeat, before_each=lambda: (model.engine.reset(), lookup.reset(),
                                                         lookup._ctx.kv_cache_seq_rm(-1, 0, -1)))
         speeds = {side: spread([m.decode_tokens_per_s for m in ms]) for side, ms in runs.items()}

@@ -15,11 +15,12 @@ speculation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from gemma_edge.errors import GemmaEdgeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPEC_MODES = ("auto", "off", "ngram")
 
@@ -27,6 +28,8 @@ SPEC_MODES = ("auto", "off", "ngram")
 def speculative_accept(p: np.ndarray, q: np.ndarray, draft: int, rng: np.random.Generator) -> tuple[bool, int]:
     """One step of speculative sampling: the target's distribution `p`, the drafter's `q` and the token
     `draft` drawn from q. Returns (accepted, token): the draft itself, or a token drawn from the residual."""
+    import numpy as np
+
     if rng.random() * q[draft] < p[draft]:  # probability min(1, p/q)
         return True, draft
     residual = np.maximum(p - q, 0.0)

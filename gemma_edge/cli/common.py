@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gemma_edge.errors import GemmaEdgeError
+from gemma_edge.speculative import SPEC_MODES
 
 
 def is_loopback(host: str) -> bool:
@@ -94,18 +95,14 @@ def rpc_settings() -> dict:
 
 def _spec_option(ctx, param, value):
     if value is not None:
-        from gemma_edge.speculative import parse_spec
-
-        try:
-            ctx.meta["gemma_edge.spec"] = parse_spec(value)
-        except GemmaEdgeError as e:
-            raise click.BadParameter(str(e)) from None
+        ctx.meta["gemma_edge.spec"] = value.lower()
 
 
 def model_options(fn):
     """-m/--model, --ctx-size, --threads, --rpc, --split, --spec (read back by load_model)."""
     fn = rpc_options(fn)
-    fn = click.option("--spec", callback=_spec_option, expose_value=False, metavar="auto|off|ngram",
+    fn = click.option("--spec", type=click.Choice(SPEC_MODES, case_sensitive=False), callback=_spec_option,
+                      expose_value=False,
                       help="Speculative decoding: draft tokens by prompt lookup (ngram) and verify them in one "
                            "batch; the output is the same, only faster where drafts are accepted "
                            "(default: auto, the recommendation for this machine and model).")(fn)

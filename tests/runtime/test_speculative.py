@@ -109,3 +109,20 @@ def test_unknown_mode_is_refused(model):
 
     with pytest.raises(GemmaEdgeError, match="unknown speculative mode"):
         model.stream("hi", speculative="turbo")
+
+
+def test_run_json_reports_the_counts_and_validates(model):
+    import json
+
+    import jsonschema
+
+    from tests.runtime.test_cli import SCHEMA, invoke
+
+    result = invoke("run", "--raw", COPY, "--json", "-t", "0", "-n", "16", "--ctx-size", "1024", "--spec", "ngram")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["usage"]["accepted_tokens"] > 0
+    off = json.loads(invoke("run", "--raw", COPY, "--json", "-t", "0", "-n", "16", "--ctx-size", "1024",
+                            "--spec", "off").stdout)
+    assert off["content"] == doc["content"] and "drafted_tokens" not in off["usage"]
