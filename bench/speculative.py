@@ -7,7 +7,7 @@ greedy, interleaved repeats. Every side must produce the same tokens (checked).
 from __future__ import annotations
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT, edge_stream, interleaved, spread
+from gemma_edge.bench import PROMPT_TEXT, edge_stream, interleaved, pyplot, save_figure, spread
 
 NAME = "speculative"
 
@@ -130,6 +130,23 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(report: dict, path):
+    plt = pyplot()
+    if plt is None:
+        return None
+    tasks = list(report["tasks"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.38
+    for i, side in enumerate((NGRAM, LCPP)):
+        ax.bar([t + (i - 0.5) * width for t in range(len(tasks))],
+               [report["tasks"][task]["speedup_over_off"][side] for task in tasks], width, label=side)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_ylabel("decode speed / no speculation")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--gen-tokens", type=int, default=128)
@@ -138,7 +155,7 @@ def main(argv=None) -> dict:
     tasks = dict(list(TASKS.items())[:1]) if args.quick else TASKS
     report = run(path, common.threads(args.threads, path), 16 if args.quick else args.gen_tokens,
                  1 if args.quick else args.repeat, tasks)
-    return common.finish(args.out, NAME, report, markdown(report))
+    return common.finish(args.out, NAME, report, markdown(report), lambda path: plot(report, path))
 
 
 if __name__ == "__main__":

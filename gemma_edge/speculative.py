@@ -124,9 +124,10 @@ def resolve_spec(value: str | None, facts) -> str:
 
 
 def recommended_speculation(facts) -> str:
-    """What "auto" means: prompt lookup, whose drafts cost no model call and which switches itself off
-    within a reply when verification does not pay (bench/speculative.py measures both sides)."""
-    return "ngram"
+    """What "auto" means for a model on this machine: "off" until bench/speculative.py has shown prompt
+    lookup at least as fast as plain decoding on free text here (only input-grounded tasks measured so
+    far; see bench/README.md), so that "auto" never picks a mode the benchmark shows slower."""
+    return "off"
 
 
 def make_speculation(mode: str) -> Speculation | None:
