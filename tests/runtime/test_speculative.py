@@ -35,27 +35,38 @@ def test_sampled_output_with_a_seed_is_reproducible(model):
     assert first.tokens == again.tokens and first.usage["drafted_tokens"] > 0
 
 
-def test_end_of_turn_inside_an_accepted_draft_ends_the_reply(model):
-    """The earlier answer (with its <end_of_turn>) is in the prompt: repeating it drafts the marker too."""
-    answer = "The capital of France is Paris."
-    messages = [{"role": "user", "content": "What is the capital of France?"},
-                {"role": "assistant", "content": answer},
-                {"role": "user", "content": "What is the capital of France?"}]
-    plain, _, plain_response = generate(model, messages, "off", temperature=0, max_tokens=40)
-    spec, _, response = generate(model, messages, "ngram", temperature=0, max_tokens=40)
-    assert spec.tokens == plain.tokens
-    assert response.finish_reason == plain_response.finish_reason == "stop"
-    assert response.content == plain_response.content
-    # the next turn reuses the KV cache as without speculation
-    follow = messages + [{"role": "assistant", "content": response.content},
-                         {"role": "user", "content": "And of Italy?"}]
-    after_spec = model.stream(follow, speculative="ngram", temperature=0, max_tokens=24)
-    after_spec.consume()
-    model.engine.reset()
-    after_plain = model.stream(follow, speculative="off", temperature=0, max_tokens=24)
-    after_plain.consume()
-    assert after_spec.generation.tokens == after_plain.generation.tokens
-    assert after_spec.response.usage["prompt_tokens_evaluated"] < after_spec.response.usage["prompt_tokens"]
+def test_stop_token_inside_an_accepted_draft_ends_the_reply(model):
+    """Copying a line the prompt holds four times: drafts are accepted, and a stop token in the middle
+    of an accepted draft ends the reply there (a word of the line is made a stop token: the base 270M
+    does not copy <end_of_turn> itself). The next generation reuses the KV cache as without speculation."""
+    from gemma_edge.formats import Segment
+    from gemma_edge.speculative import make_speculation
+
+    engine = model.engine
+    line = engine.tokenize([Segment("The river rose for three days and the old bridge held.", False)])
+    stop = line[9]
+    prompt = model.tokenize_raw("Lines:\n") + (line + [engine.llm.token_nl()]) * 4 + line[:3]
+    results = {}
+    saved = set(engine.stop_ids)
+    engine.stop_ids.add(stop)
+    try:
+        for spec in ("off", "ngram"):
+            engine.reset()
+            gen = engine.generate(prompt, model.sampling(temperature=0), max_tokens=40,
+                                  speculation=make_speculation(spec))
+            gen.text()
+            follow = engine.generate(prompt + gen.tokens + [stop], model.sampling(temperature=0), max_tokens=4,
+                                     speculation=make_speculation(spec))
+            follow.text()
+            results[spec] = gen, follow
+    finally:
+        engine.stop_ids = saved
+    (plain, plain_follow), (spec, spec_follow) = results["off"], results["ngram"]
+    assert plain.tokens == spec.tokens == line[3:9]
+    assert plain.finish_reason == spec.finish_reason == "stop"
+    assert spec.usage["accepted_tokens"] >= 5  # the stop token came in an accepted draft
+    assert spec_follow.tokens == plain_follow.tokens
+    assert spec_follow.prompt_evaluated == plain_follow.prompt_evaluated < len(prompt)
 
 
 def test_context_full_stops_at_the_same_token(small_context_model):
