@@ -57,7 +57,8 @@ def run(model_path, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> 
     n_ctx = 1024
     model = Model(model_path, n_ctx=n_ctx, n_threads=threads)
     lookup = llama_cpp.Llama(str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                             verbose=False, draft_model=llama_cpp.llama_speculative.LlamaPromptLookupDecoding())
+                             verbose=False, logits_all=True,  # without it, its scores overflow past n_batch
+                             draft_model=llama_cpp.llama_speculative.LlamaPromptLookupDecoding())
     stop_ids = model.engine.stop_ids
     report = {"tasks": {}}
     for task, text in tasks.items():
@@ -150,9 +151,11 @@ def plot(report: dict, path):
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--gen-tokens", type=int, default=128)
+    p.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None, help="a subset of the tasks")
     args = p.parse_args(argv)
     path = common.model_path(args.model)
-    tasks = dict(list(TASKS.items())[:1]) if args.quick else TASKS
+    names = args.tasks or (list(TASKS)[:1] if args.quick else list(TASKS))
+    tasks = {name: TASKS[name] for name in names}
     report = run(path, common.threads(args.threads, path), 16 if args.quick else args.gen_tokens,
                  1 if args.quick else args.repeat, tasks)
     return common.finish(args.out, NAME, report, markdown(report), lambda path: plot(report, path))
