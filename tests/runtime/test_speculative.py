@@ -81,16 +81,26 @@ def test_context_full_stops_at_the_same_token(small_context_model):
 
 
 @pytest.mark.slow
-def test_chat_across_turns_with_kv_reuse_and_overflow_is_identical(small_context_model):
+@pytest.mark.xfail(strict=True, reason="open (issue 16): this base-model chat diverges in reply 1 at a near-tie "
+                   "even without weight repacking; batch vs single-token numerics not yet pinned down")
+def test_chat_across_turns_with_kv_reuse_and_overflow_is_identical(embedded_model_path, monkeypatch):
+    """Exact identity needs batch and single-token logits to agree: llama.cpp's CPU weight repacking
+    (its extra buffer types) runs them through different kernels whose logits differ by up to ~0.1,
+    which flips this base model's near-ties (bench/README.md). Loaded without it (as the engine does on
+    AMX machines) the extract_json benchmark task becomes identical, but this conversation still is not."""
+    from gemma_edge import llama
+    from gemma_edge.api import Model
     from gemma_edge.chat import Chat
 
+    monkeypatch.setattr(llama, "extra_buffers_allowed", lambda: False)
+    model = Model(embedded_model_path, n_ctx=256)
     replies = {}
     for spec in ("off", "ngram"):
-        small_context_model.engine.reset()
-        chat = Chat(small_context_model, system="Repeat what the user says.", temperature=0, max_tokens=32,
-                    speculative=spec)
+        model.engine.reset()
+        chat = Chat(model, system="Repeat what the user says.", temperature=0, max_tokens=32, speculative=spec)
         replies[spec] = [chat.send(f"Say it back: the number {i} is between {i - 1} and {i + 1}.")
                          for i in range(8)]
+    model.close()
     assert [r.content for r in replies["ngram"]] == [r.content for r in replies["off"]]
     assert [r.usage["prompt_tokens_evaluated"] for r in replies["ngram"]] == \
         [r.usage["prompt_tokens_evaluated"] for r in replies["off"]]
