@@ -22,6 +22,7 @@ from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.registry import ModelEntry, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import Sampling
+from gemma_edge.speculative import make_speculation, resolve_spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,10 +126,11 @@ class Model:
     def __init__(self, path: Path, entry: ModelEntry | None = None, *, n_ctx: int | None = None,
                  n_threads: int | None = None, n_batch: int = 512, format: str | None = None,
                  rpc: Sequence[str] | None = None, split: Sequence[float] | None = None,
-                 mmproj: str | Path | None = None):
+                 mmproj: str | Path | None = None, speculative: str | None = "auto"):
         """`rpc`/`split`: spread the layers over RPC workers (see Engine; a lost worker aborts this
         process, gemma_edge.rpc.SupervisedEngine is the crash-safe way). `mmproj`: the projector file
-        for image/audio input (`load` finds it; here it is taken as given)."""
+        for image/audio input (`load` finds it; here it is taken as given). `speculative`: "auto", "off"
+        or "ngram" (gemma_edge.speculative; the output is the same, only the speed differs)."""
         facts = read_model_facts(path)
         self.entry = entry
         self.facts: ModelFacts = facts
@@ -145,6 +147,7 @@ class Model:
                               stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
                               mmproj=mmproj)
         self.turn_format = turn_format
+        self.speculative = resolve_spec(speculative, facts)
         self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
         self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
         caps = entry.capabilities if entry else {}
@@ -277,25 +280,29 @@ class Model:
     # -- generation -----------------------------------------------------------------------------
     def stream(self, prompt: str | list[dict], *, raw: bool = False, tools=None, enable_thinking: bool | None = None,
                max_tokens: int = DEFAULT_MAX_TOKENS, thinking_budget: int | None = None, grammar: str | None = None,
-               template_vars: dict | None = None, logprobs: int | None = None, **sampling) -> ResponseStream:
+               template_vars: dict | None = None, logprobs: int | None = None, speculative: str | None = None,
+               **sampling) -> ResponseStream:
         """Start a generation for a prompt string (one user turn) or a message list. `logprobs`: record
-        each generated token's log-probability and that many alternatives (`stream.generation.token_logprobs`)."""
+        each generated token's log-probability and that many alternatives (`stream.generation.token_logprobs`).
+        `speculative` overrides the model's speculative mode for this generation."""
         from gemma_edge.parsing import StreamParser
 
         samp = self.sampling(**sampling)
+        mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
+        spec = make_speculation(mode)
         think = self.default_thinking if enable_thinking is None else bool(enable_thinking)
         if raw:
             if not isinstance(prompt, str):
                 raise GemmaEdgeError("raw completion takes a text prompt, not messages")
             gen = self.engine.generate(self.tokenize_raw(prompt), samp, max_tokens=max_tokens, grammar=grammar,
-                                       logprobs=logprobs)
+                                       logprobs=logprobs, speculation=spec)
             return ResponseStream(gen, None, raw=True)
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         schemas = _tool_schemas(tools)
         tokens, tail = self.tokenize_messages(messages, tools=schemas, enable_thinking=think, **(template_vars or {}))
         budget = self._thinking_budget(thinking_budget, tail) if think and thinking_budget is not None else None
         gen = self.engine.generate(tokens, samp, max_tokens=max_tokens, grammar=grammar, intervene=budget,
-                                   logprobs=logprobs)
+                                   logprobs=logprobs, speculation=spec)
         parser = StreamParser(self.format, enable_thinking=think, prompt_tail=tail, tools=schemas)
         return ResponseStream(gen, parser, raw=False)
 
@@ -342,7 +349,8 @@ ENCODERS = {"image": "vision", "audio": "audio", "video": "video"}
 
 def load(name_or_path: str | Path | None = None, *, mmproj: str | Path | bool | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
-    n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model).
+    n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model),
+    speculative ("auto", "off", "ngram": speculative decoding, see Model).
     `mmproj`: the projector for image/audio input; by default the registry entry's, else
     mmproj-<model stem>.gguf beside the model (none: text only); False loads none."""
     path, entry = resolve(name_or_path)

@@ -142,15 +142,22 @@ def timed_stream(events: Iterable, prompt_evaluated: Callable[[], int], generate
     return Measurement(prompt_evaluated(), len(tokens), (first or end) - start, end - start, current_rss_mb(), tokens)
 
 
-def edge_stream(model, tokens: Sequence[int], max_tokens: int) -> Measurement:
+def edge_stream(model, tokens: Sequence[int], max_tokens: int, spec: str = "off",
+                usages: list | None = None) -> Measurement:
     """gemma-edge's public streaming path for a token prompt: `Engine.generate` wrapped in the
-    `ResponseStream` that `Model.stream(raw=True)` returns (incremental UTF-8 detokenizing, events)."""
+    `ResponseStream` that `Model.stream(raw=True)` returns (incremental UTF-8 detokenizing, events);
+    `spec`: its speculative decoding mode ("off" or "ngram"); the generation's usage is appended to `usages`."""
     from gemma_edge.api import ResponseStream
     from gemma_edge.sampling import Sampling
+    from gemma_edge.speculative import make_speculation
 
-    generation = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens)
+    generation = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens,
+                                       speculation=make_speculation(spec))
     stream = ResponseStream(generation, None, raw=True)
-    return timed_stream(stream, lambda: generation.prompt_evaluated, lambda: generation.tokens)
+    measurement = timed_stream(stream, lambda: generation.prompt_evaluated, lambda: generation.tokens)
+    if usages is not None:
+        usages.append(generation.usage)
+    return measurement
 
 
 # -- interleaving and summaries --------------------------------------------------------------------
@@ -250,6 +257,7 @@ class BenchSettings:
     prompt_tokens: int
     gen_tokens: int
     repeat: int
+    spec: str = "off"  # gemma-edge's speculative decoding mode (the raw loop never speculates)
 
 
 def bench_model(model, settings: BenchSettings) -> dict:
@@ -257,7 +265,7 @@ def bench_model(model, settings: BenchSettings) -> dict:
     engine = model.engine
     tokens = prompt_tokens(engine.llm, settings.prompt_tokens)
     runners = {
-        EDGE: lambda: edge_stream(model, tokens, settings.gen_tokens),
+        EDGE: lambda: edge_stream(model, tokens, settings.gen_tokens, settings.spec),
         RAW: lambda: raw_loop(engine.llm, tokens, settings.gen_tokens, engine.stop_ids),
     }
     results = interleaved(runners, settings.repeat, engine.reset)

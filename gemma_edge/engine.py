@@ -17,6 +17,7 @@ from gemma_edge.llama import llama_cpp, load_llama
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.projector import MediaChunk
 from gemma_edge.sampling import Sampling
+from gemma_edge.speculative import Speculation
 
 PromptItem = Union[int, MediaChunk]  # a token id, or one media input's chunk (many positions)
 
@@ -53,6 +54,7 @@ class Generation:
     grammar: str | None = None
     intervene: Callable[[list[int]], list[int] | None] | None = None
     logprobs: int | None = None  # record each generated token's log-probability and this many alternatives
+    speculation: Speculation | None = None
     finish_reason: str | None = None
     prompt_evaluated: int = 0
     tokens: list[int] = field(default_factory=list)
@@ -79,8 +81,11 @@ class Generation:
     def usage(self) -> dict:
         """Counts in positions: a media chunk counts as the positions it fills."""
         prompt = prompt_positions(self.prompt_tokens)
-        return {"prompt_tokens": prompt, "prompt_tokens_evaluated": self.prompt_evaluated,
-                "completion_tokens": len(self.tokens), "total_tokens": prompt + len(self.tokens)}
+        usage = {"prompt_tokens": prompt, "prompt_tokens_evaluated": self.prompt_evaluated,
+                 "completion_tokens": len(self.tokens), "total_tokens": prompt + len(self.tokens)}
+        if self.speculation is not None:
+            usage.update(self.speculation.counts())
+        return usage
 
 
 def silence_llama_logs(lc) -> None:
@@ -287,11 +292,15 @@ class Engine:
     def generate(self, prompt_tokens: Sequence[PromptItem], sampling: Sampling, *, max_tokens: int = 512,
                  grammar: str | None = None,
                  intervene: Callable[[list[int]], list[int] | None] | None = None,
-                 logprobs: int | None = None) -> Generation:
+                 logprobs: int | None = None, speculation: Speculation | None = None) -> Generation:
         """A lazy generation of a prompt of token ids and media chunks. `intervene(generated_ids)` may
         return tokens to force in next (e.g. a thinking budget closing the thought channel).
         `logprobs`: record each token's log-probability under the model (the raw logits, before
-        sampling settings) and the `logprobs` most likely alternatives."""
+        sampling settings) and the `logprobs` most likely alternatives.
+        `speculation`: draft tokens and verify them in batches (gemma_edge.speculative); the output is
+        the same. Not combined with a grammar or an intervention (both must see each token before the
+        next is chosen) nor with logprobs (read from the last position's logits): a generation with any
+        of them decodes one token at a time."""
         prompt_tokens = list(prompt_tokens)
         n_prompt = prompt_positions(prompt_tokens)
         if n_prompt >= self.n_ctx:
@@ -300,7 +309,10 @@ class Engine:
                 f"(model maximum {self.facts.context_length}); shorten it or raise --ctx-size")
         if not prompt_tokens or isinstance(prompt_tokens[-1], MediaChunk):
             raise GemmaEdgeError("a prompt must end with text (its last token gives the next-token logits)")
-        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs)
+        if grammar or intervene is not None or logprobs is not None:
+            speculation = None
+        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs,
+                          speculation)
 
     def _prefill(self, items: list[PromptItem]) -> int:
         """Evaluate what the KV cache lacks of the prompt; returns how many positions were evaluated.
@@ -373,6 +385,45 @@ class Engine:
         best = best[np.argsort(-logp[best], kind="stable")]
         return float(logp[token]), [(int(i), float(logp[i])) for i in best]
 
+    def _verify(self, token: int, draft: list[int], sampler) -> tuple[list[int], int]:
+        """Evaluate `token` and the drafted tokens after it in one batch, then let the sampler choose at
+        each row in turn: the drafts it agrees with are accepted (their KV entries stay), the first token
+        it chooses differently (or the one after the whole draft) is returned to be evaluated next."""
+        llm = self.llm
+        start = llm.n_tokens
+        batch = [token, *draft]
+        llm._ctx.kv_cache_seq_rm(-1, start, -1)
+        llm._batch.set_batch(batch, n_past=start, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        accepted = 0
+        chosen = sampler.sample(llm._ctx, 0)
+        while accepted < len(draft) and chosen == draft[accepted]:
+            accepted += 1
+            chosen = sampler.sample(llm._ctx, accepted)
+        kept = accepted + 1  # the evaluated token and the accepted drafts
+        llm.input_ids[start:start + kept] = batch[:kept]
+        llm.n_tokens = start + kept
+        # Roll the rejected drafts back out of the KV cache (tail removal: also right for sliding-window
+        # layers, whose cells are only reused once masked for every position still to come).
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        return draft[:accepted], chosen
+
+    def _feed(self, gen: Generation, token: int, context: list[int], sampler) -> tuple[list[int], int | None]:
+        """Evaluate a chosen token; with speculation, also verify a draft after it. Returns the accepted
+        drafts (already in the KV cache) and the target's next token when verification chose it."""
+        llm = self.llm
+        spec = gen.speculation
+        if spec is not None:
+            # drafts fit the context (the last position is never evaluated), the batch and max_tokens
+            room = min(self.n_ctx - 2 - llm.n_tokens, llm.n_batch - 1, gen.max_tokens - len(gen.tokens))
+            draft = spec.propose(context, room) if room > 0 else []
+            if draft:
+                accepted, chosen = self._verify(token, draft, sampler)
+                spec.budget.record(len(draft), len(accepted))
+                return accepted, chosen
+        llm.eval([token])
+        return [], None
+
     def _run(self, gen: Generation) -> Iterator[str]:
         with self.lock:
             start = time.perf_counter()
@@ -382,13 +433,23 @@ class Engine:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             decode_start = time.perf_counter()
             llm = self.llm
+            base = llm.n_tokens  # the position of the first generated token
+            # what a drafter looks up in: the prompt's tokens and the generated ones
+            context = [item for item in gen.prompt_tokens if not isinstance(item, MediaChunk)]
             gen.finish_reason = "length"
             try:
                 pending: list[int] = []
+                accepted: list[int] = []  # verified drafts, already in the KV cache
+                chosen: int | None = None  # chosen by the sampler during verification, not evaluated yet
                 while len(gen.tokens) < gen.max_tokens:
                     if not pending and gen.intervene is not None:
                         pending = list(gen.intervene(gen.tokens) or ())
-                    if pending:
+                    in_cache = bool(accepted)
+                    if in_cache:
+                        token = accepted.pop(0)
+                    elif chosen is not None:
+                        token, chosen = chosen, None
+                    elif pending:
                         # A forced token: the sampler (and its grammar) must see it as chosen.
                         token = pending.pop(0)
                         sampler.accept(token)
@@ -402,12 +463,14 @@ class Engine:
                     gen.tokens.append(token)
                     if gen.logprobs is not None:
                         gen.token_logprobs.append(self._logprobs(token, gen.logprobs))
+                    context.append(token)
                     piece = decoder.decode(llm.detokenize([token], special=True))
                     if piece:
                         yield piece
-                    if llm.n_tokens + 1 >= self.n_ctx:
+                    if base + len(gen.tokens) >= self.n_ctx:
                         break  # context full: finish_reason stays "length"
-                    llm.eval([token])
+                    if not in_cache:
+                        accepted, chosen = self._feed(gen, token, context, sampler)
                 tail = decoder.decode(b"", final=True)
                 if tail:
                     yield tail

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
+from gemma_edge.speculative import SPEC_MODES
 
 
 @click.command()
@@ -18,12 +19,14 @@ from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
 @click.option("--gen-tokens", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option("--repeat", "-r", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed runs per side (after one warm-up), interleaved A/B/B/A.")
+@click.option("--spec", type=click.Choice(SPEC_MODES, case_sensitive=False), default="off", show_default=True,
+              help="gemma-edge's speculative decoding (bench/speculative.py compares the modes per task).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Also write OUTPUT.json, OUTPUT.md and (with matplotlib) OUTPUT.png.")
 @friendly_errors
 @rpc_options
-def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, repeat, as_json, output):
+def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, repeat, spec, as_json, output):
     """Prefill and decode speed, time to first token and RSS of gemma-edge next to a raw llama.cpp
     loop on the same GGUF, threads, context and batch size (median and min–max over the runs).
 
@@ -34,6 +37,7 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
     from gemma_edge.api import load
     from gemma_edge.bench import BenchSettings, bench_model, markdown_table, plot_bars, write_results
     from gemma_edge.errors import GemmaEdgeError
+    from gemma_edge.speculative import resolve_spec
 
     n_ctx = ctx_size or max(1024, prompt_tokens + gen_tokens + 16)
     if prompt_tokens + gen_tokens >= n_ctx:
@@ -42,7 +46,7 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
     model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size, **rpc_settings())
     settings = BenchSettings(threads=model.engine.n_threads, n_ctx=model.n_ctx,
                              n_batch=model.engine.llm.n_batch, prompt_tokens=prompt_tokens,
-                             gen_tokens=gen_tokens, repeat=repeat)
+                             gen_tokens=gen_tokens, repeat=repeat, spec=resolve_spec(spec, model.facts))
     report = bench_model(model, settings)
     if model.engine.placement is not None:
         report["placement"] = model.engine.placement.as_dict()
@@ -56,7 +60,7 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
     else:
         click.echo(f"{model.facts.name} ({model.facts.quantization}), {settings.threads} threads, context "
                    f"{settings.n_ctx}, batch {settings.n_batch}, {prompt_tokens} prompt + {gen_tokens} generated "
-                   f"tokens, {repeat} runs per side")
+                   f"tokens, {repeat} runs per side, speculative decoding {settings.spec}")
         click.echo(table)
         if not report["identical_tokens"]:
             click.echo("warning: the two sides generated different tokens; the comparison is not like with like",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gemma_edge.errors import GemmaEdgeError
+from gemma_edge.speculative import SPEC_MODES
 
 
 def is_loopback(host: str) -> bool:
@@ -92,9 +93,19 @@ def rpc_settings() -> dict:
     return {"rpc": rpc, "split": split} if rpc else {}
 
 
+def _spec_option(ctx, param, value):
+    if value is not None:
+        ctx.meta["gemma_edge.spec"] = value.lower()
+
+
 def model_options(fn):
-    """-m/--model, --ctx-size, --threads, --rpc, --split."""
+    """-m/--model, --ctx-size, --threads, --rpc, --split, --spec (read back by load_model)."""
     fn = rpc_options(fn)
+    fn = click.option("--spec", type=click.Choice(SPEC_MODES, case_sensitive=False), callback=_spec_option,
+                      expose_value=False,
+                      help="Speculative decoding: draft tokens by prompt lookup (ngram) and verify them in one "
+                           "batch; the output is the same, only faster where drafts are accepted "
+                           "(default: auto, the recommendation for this machine and model).")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
                       help="CPU threads (default: `gemma-edge doctor`'s recommendation, the physical cores).")(fn)
     fn = click.option("--ctx-size", "-c", type=click.IntRange(min=16), default=None,
@@ -154,7 +165,9 @@ def load_model(model_name, ctx_size, threads, mmproj=None, *, embeds_ok=False):
     from gemma_edge.api import load
 
     warn_about_the_build()
-    model = load(model_name, n_ctx=ctx_size, n_threads=threads, mmproj=mmproj, **rpc_settings())
+    ctx = click.get_current_context(silent=True)
+    spec = ctx.meta.get("gemma_edge.spec", "auto") if ctx is not None else "auto"
+    model = load(model_name, n_ctx=ctx_size, n_threads=threads, mmproj=mmproj, speculative=spec, **rpc_settings())
     if model.embeds and embeds_ok:
         return model
     if model.engine.placement is not None:

@@ -159,10 +159,13 @@ def capped_max_tokens(requested: int | None, default: int, limit: int | None) ->
 
 
 def sampling_args(body: dict) -> dict:
-    """OpenAI sampling fields as gemma-edge sampling overrides (None: the model's default)."""
+    """OpenAI sampling fields as gemma-edge sampling overrides (None: the model's default), and the
+    request's speculative decoding mode (gemma-edge's own field; the output is the same either way)."""
     out = {k: body[k] for k in SAMPLING_KEYS if body.get(k) is not None}
     if "seed" in out:
         out["seed"] = out["seed"] % (1 << 32)  # llama.cpp seeds are 32-bit; OpenAI's are 64-bit
+    if body.get("speculative") is not None:
+        out["speculative"] = body["speculative"]
     return out
 
 
@@ -342,8 +345,13 @@ def _check_repetitions(schema: Any, where: str) -> None:
 def usage_json(usage: dict) -> dict:
     prompt = usage.get("prompt_tokens", 0)
     completion = usage.get("completion_tokens", 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": prompt - usage.get("prompt_tokens_evaluated", prompt)}}
+    out = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": prompt - usage.get("prompt_tokens_evaluated", prompt)}}
+    if "drafted_tokens" in usage:  # speculative decoding: OpenAI's names for predicted-output counts
+        accepted = usage["accepted_tokens"]
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                            "rejected_prediction_tokens": usage["drafted_tokens"] - accepted}
+    return out
 
 
 def tool_call_json(call: dict, call_id: str) -> dict:

@@ -71,6 +71,7 @@ COMMON = {
     "n": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}, {"type": "null"}],
           "x-error": f"must be an integer from 1 to {MAX_CHOICES} (the choices are generated one after another)"},
     "user": _NAME,
+    "speculative": {"enum": ["auto", "off", "ngram", None], "x-error": "must be 'auto', 'off' or 'ngram'"},
     **SAMPLING,
 }
 

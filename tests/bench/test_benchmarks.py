@@ -53,6 +53,19 @@ def test_overhead(tmp_path):
     assert {r["prompt_tokens"] for side in report["runs"].values() for r in side} == {report["settings"]["prompt_tokens"]}
 
 
+@pytest.mark.slow
+def test_speculative(tmp_path):
+    from bench import speculative
+
+    speculative.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    report = written(tmp_path, "speculative")
+    [row] = report["tasks"].values()
+    assert all(row["same_tokens_as_off"].values())  # prompt lookup (ours and llama-cpp-python's) changes no token
+    assert set(row["speedup_over_off"]) == {speculative.OFF, speculative.NGRAM, speculative.LCPP}
+    assert set(report["goals"]) == {"input_grounded_at_least_1_5x", "ahead_of_llama_cpp_python_lookup",
+                                    "free_story_at_least_0_97x"}
+
+
 def test_kv_reuse(tmp_path):
     from bench import kv_reuse
 

@@ -170,6 +170,20 @@ def test_sampling_and_limits():
     assert capped.model_args["max_tokens"] == 100
 
 
+def test_speculative_field_reaches_the_model_and_counts_reach_usage():
+    request = chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "ngram"})
+    assert request.model_args["speculative"] == "ngram"
+    assert "speculative" not in chat({"messages": [{"role": "user", "content": "hi"}]}).model_args
+    with pytest.raises(RequestError, match="speculative"):
+        chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "turbo"})
+    usage = mapping.usage_json({"prompt_tokens": 9, "prompt_tokens_evaluated": 9, "completion_tokens": 20,
+                                "drafted_tokens": 16, "accepted_tokens": 12})
+    assert usage["completion_tokens_details"] == {"accepted_prediction_tokens": 12,
+                                                  "rejected_prediction_tokens": 4}
+    ChatCompletion.model_validate({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                   "choices": [], "usage": usage})  # OpenAI's own model takes the fields
+
+
 def test_completion_request():
     body = {"prompt": ["Once upon"], "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}}
     schema.validate(body, schema.COMPLETION_REQUEST)

@@ -1,0 +1,165 @@
+"""Speculative decoding: decode speed with prompt lookup (gemma-edge's `--spec ngram`) against no
+speculation and against llama-cpp-python's own `LlamaPromptLookupDecoding`, same GGUF, same prompts,
+greedy, interleaved repeats. Every side must produce the same tokens (checked).
+
+    python -m bench.speculative [--model M] [--threads N] [--repeat 3] [--gen-tokens 128] [--quick]
+"""
+from __future__ import annotations
+
+from bench import common
+from gemma_edge.bench import PROMPT_TEXT, edge_stream, interleaved, pyplot, save_figure, spread
+
+NAME = "speculative"
+
+BUGGY_FUNCTION = "\n".join(
+    ["def summarize_orders(orders):",
+     '    """Totals per customer, the largest order, and the customers over budget."""',
+     "    totals = {}",
+     "    largest = None"]
+    + [f"    # step {i}: keep the bookkeeping readable" for i in range(1, 41)]
+    + ["    for order in orders:",
+       "        customer = order['customer']",
+       "        amount = order['amount']",
+       "        totals[customer] = totals.get(customer, 0) + amount",
+       "        if largest is None or amount < largest['amount']:",
+       "            largest = order",
+       "    over = [c for c, total in totals.items() if total > 1000]",
+       "    over.sort()",
+       "    report = {'totals': totals, 'largest': largest, 'over_budget': over}",
+       "    for customer in over:",
+       "        report.setdefault('warnings', []).append(f'{customer} is over budget')",
+       "    return report"])
+
+RECORD = ("Invoice 20931 was issued by Larkspur Tools Ltd, 14 Mill Lane, Bristol, to Hannah Okafor on 3 March "
+          "2025. It covers two cordless drills at 89.50 each and one box of wood screws at 12.25, a total of "
+          "191.25 pounds, payable within 30 days to account 4471-2290.")
+
+TASKS = {
+    "rewrite": f"Rewrite the paragraph below in the past tense, keeping every detail.\n\n{PROMPT_TEXT}\n\n"
+               "Rewritten paragraph:\n\n",
+    "fix_bug": f"The function below should track the largest order but keeps the smallest. Fix the bug and "
+               f"return the whole corrected function.\n\n{BUGGY_FUNCTION}\n\nCorrected function:\n\n",
+    "extract_json": f"Extract the issuer, customer, date, total and account from the record as JSON, quoting "
+                    f"the record's own words.\n\nRecord: {RECORD}\n\nJSON:\n",
+    "summarise_quotes": f"Summarise the document in three sentences, quoting it word for word.\n\nDocument:\n"
+                        f"{PROMPT_TEXT}{RECORD}\n\nSummary with quotes:\n\n",
+    "free_story": "Write a short story about a fox who learns to sail.\n\nStory:\n\n",
+}
+INPUT_GROUNDED = ("rewrite", "fix_bug", "extract_json", "summarise_quotes")
+OFF, NGRAM, LCPP = "no speculation", "gemma-edge ngram", "llama-cpp-python prompt lookup"
+
+
+def run(model_path, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> dict:
+    import llama_cpp
+
+    from gemma_edge.api import Model
+
+    n_ctx = 1024
+    model = Model(model_path, n_ctx=n_ctx, n_threads=threads)
+    lookup = llama_cpp.Llama(str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                             verbose=False, logits_all=True,  # without it, its scores overflow past n_batch
+                             draft_model=llama_cpp.llama_speculative.LlamaPromptLookupDecoding())
+    stop_ids = model.engine.stop_ids
+    report = {"tasks": {}}
+    for task, text in tasks.items():
+        tokens = model.tokenize_raw(text)
+        counts: list[dict] = []
+        runs = interleaved({OFF: lambda: edge_stream(model, tokens, gen_tokens),
+                            NGRAM: lambda: edge_stream(model, tokens, gen_tokens, "ngram", counts),
+                            LCPP: lambda: lookup_loop(lookup, tokens, gen_tokens, stop_ids)},
+                           repeat, before_each=lambda: (model.engine.reset(), lookup.reset(),
+                                                        lookup._ctx.kv_cache_seq_rm(-1, 0, -1)))
+        speeds = {side: spread([m.decode_tokens_per_s for m in ms]) for side, ms in runs.items()}
+        base = speeds[OFF]["median"]
+        report["tasks"][task] = {
+            "decode_tokens_per_s": speeds,
+            "speedup_over_off": {side: round(s["median"] / base, 3) for side, s in speeds.items() if base},
+            "generated_tokens": runs[OFF][0].generated_tokens,
+            "accepted_per_drafted": f"{counts[-1]['accepted_tokens']}/{counts[-1]['drafted_tokens']}",
+            "same_tokens_as_off": {side: all(m.tokens == runs[OFF][0].tokens for m in ms) for side, ms in runs.items()},
+        }
+    report["settings"] = {"model": str(model_path), "threads": threads, "gen_tokens": gen_tokens, "repeat": repeat,
+                          "n_ctx": n_ctx}
+    report["goals"] = goals(report["tasks"])
+    model.close()
+    lookup.close()
+    return report
+
+
+def lookup_loop(llm, tokens, max_tokens: int, stop_ids):
+    """llama-cpp-python's own generate() with its prompt-lookup draft model, timed like the raw loop."""
+    import time
+
+    from gemma_edge.bench import Measurement, current_rss_mb
+
+    start = time.perf_counter()
+    first, generated = None, []
+    for token in llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        if first is None:
+            first = time.perf_counter()
+        if token in stop_ids or len(generated) == max_tokens:
+            break
+        generated.append(token)
+    end = time.perf_counter()
+    return Measurement(len(tokens), len(generated), (first or end) - start, end - start, current_rss_mb(),
+                       tuple(generated))
+
+
+def goals(tasks: dict) -> dict:
+    grounded = [t for t in INPUT_GROUNDED if t in tasks]
+    return {
+        "input_grounded_at_least_1_5x": all(tasks[t]["speedup_over_off"][NGRAM] >= 1.5 for t in grounded),
+        "ahead_of_llama_cpp_python_lookup": all(
+            s["speedup_over_off"][NGRAM] >= s["speedup_over_off"][LCPP] for s in tasks.values()),
+        "free_story_at_least_0_97x": ("free_story" not in tasks
+                                      or tasks["free_story"]["speedup_over_off"][NGRAM] >= 0.97),
+    }
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [f"### Speculative decoding ({s['threads']} threads, {s['gen_tokens']} generated tokens, greedy, "
+             f"median of {s['repeat']} interleaved runs)", "",
+             f"| task | {OFF} (tokens/s) | {NGRAM} | {LCPP} | accepted/drafted | same tokens as {OFF} |",
+             "|---|---|---|---|---|---|"]
+    for task, row in report["tasks"].items():
+        speeds, ratio = row["decode_tokens_per_s"], row["speedup_over_off"]
+        lines.append(f"| {task} | {speeds[OFF]['median']:.1f} | {speeds[NGRAM]['median']:.1f} ({ratio[NGRAM]:.2f}×) | "
+                     f"{speeds[LCPP]['median']:.1f} ({ratio[LCPP]:.2f}×) | {row['accepted_per_drafted']} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in row['same_tokens_as_off'].items() if k != OFF)} |")
+    lines += ["", "Goals: " + ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in report["goals"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path):
+    plt = pyplot()
+    if plt is None:
+        return None
+    tasks = list(report["tasks"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.38
+    for i, side in enumerate((NGRAM, LCPP)):
+        ax.bar([t + (i - 0.5) * width for t in range(len(tasks))],
+               [report["tasks"][task]["speedup_over_off"][side] for task in tasks], width, label=side)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_ylabel("decode speed / no speculation")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def main(argv=None) -> dict:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--gen-tokens", type=int, default=128)
+    p.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None, help="a subset of the tasks")
+    args = p.parse_args(argv)
+    path = common.model_path(args.model)
+    names = args.tasks or (list(TASKS)[:1] if args.quick else list(TASKS))
+    tasks = {name: TASKS[name] for name in names}
+    report = run(path, common.threads(args.threads, path), 16 if args.quick else args.gen_tokens,
+                 1 if args.quick else args.repeat, tasks)
+    return common.finish(args.out, NAME, report, markdown(report), lambda path: plot(report, path))
+
+
+if __name__ == "__main__":
+    main()

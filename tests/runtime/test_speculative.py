@@ -1,0 +1,149 @@
+"""Speculative decoding on the real embedded Gemma 3 270M (it has sliding-window layers): the output is
+token for token the same as without it; only the number of decode steps changes."""
+from __future__ import annotations
+
+import pytest
+
+# A prompt the model continues by copying: prompt lookup drafts, and most drafts are accepted.
+COPY = ("Repeat the paragraph exactly.\n\nThe river rose for three days. On the fourth, the bridge keeper "
+        "opened the old gates, and the water ran into the fields behind the mill, where nobody lived any more."
+        "\n\nRepeat:\n\nThe river rose for three days.")
+
+
+def generate(model, prompt, spec, **kw):
+    model.engine.reset()  # the same KV-cache state (prompt split into the same batches) for both runs
+    stream = model.stream(prompt, speculative=spec, **kw)
+    deltas = [event["text"] for event in stream if event["type"] == "content"]
+    return stream.generation, "".join(deltas), stream.response
+
+
+def test_greedy_raw_output_is_identical_and_drafts_are_accepted(model):
+    plain, plain_text, _ = generate(model, COPY, "off", raw=True, temperature=0, max_tokens=48)
+    spec, spec_text, response = generate(model, COPY, "ngram", raw=True, temperature=0, max_tokens=48)
+    assert spec.tokens == plain.tokens and spec_text == plain_text
+    assert response.usage["accepted_tokens"] > 10  # speculation really ran, and paid
+    assert "drafted_tokens" not in plain.usage
+
+
+def test_sampled_output_with_a_seed_is_reproducible(model):
+    """Sampled decoding keeps the target's distribution (the rule is tested in test_speculative_units); a
+    seed reproduces the output. Not draw for draw the same as without speculation: a batch's logits differ
+    from one-token logits in the last bits, which moves a draw that falls near a boundary."""
+    kw = dict(raw=True, temperature=1.0, seed=11, max_tokens=24)
+    first, _, _ = generate(model, COPY, "ngram", **kw)
+    again, _, _ = generate(model, COPY, "ngram", **kw)
+    assert first.tokens == again.tokens and first.usage["drafted_tokens"] > 0
+
+
+def test_stop_token_inside_an_accepted_draft_ends_the_reply(model):
+    """Copying a line the prompt holds four times: drafts are accepted, and a stop token in the middle
+    of an accepted draft ends the reply there (a word of the line is made a stop token: the base 270M
+    does not copy <end_of_turn> itself). The next generation reuses the KV cache as without speculation."""
+    from gemma_edge.formats import Segment
+    from gemma_edge.speculative import make_speculation
+
+    engine = model.engine
+    line = engine.tokenize([Segment("The river rose for three days and the old bridge held.", False)])
+    stop = line[9]
+    prompt = model.tokenize_raw("Lines:\n") + (line + [engine.llm.token_nl()]) * 4 + line[:3]
+    results = {}
+    saved = set(engine.stop_ids)
+    engine.stop_ids.add(stop)
+    try:
+        for spec in ("off", "ngram"):
+            engine.reset()
+            gen = engine.generate(prompt, model.sampling(temperature=0), max_tokens=40,
+                                  speculation=make_speculation(spec))
+            gen.text()
+            follow = engine.generate(prompt + gen.tokens + [stop], model.sampling(temperature=0), max_tokens=4,
+                                     speculation=make_speculation(spec))
+            follow.text()
+            results[spec] = gen, follow
+    finally:
+        engine.stop_ids = saved
+    (plain, plain_follow), (spec, spec_follow) = results["off"], results["ngram"]
+    assert plain.tokens == spec.tokens == line[3:9]
+    assert plain.finish_reason == spec.finish_reason == "stop"
+    assert spec.usage["accepted_tokens"] >= 5  # the stop token came in an accepted draft
+    assert spec_follow.tokens == plain_follow.tokens
+    assert spec_follow.prompt_evaluated == plain_follow.prompt_evaluated < len(prompt)
+
+
+def test_context_full_stops_at_the_same_token(small_context_model):
+    prompt = COPY + " " + " ".join(["The river rose for three days."] * 18)
+    plain, _, plain_response = generate(small_context_model, prompt, "off", raw=True, temperature=0,
+                                        max_tokens=200)
+    spec, _, response = generate(small_context_model, prompt, "ngram", raw=True, temperature=0, max_tokens=200)
+    assert plain_response.finish_reason == response.finish_reason == "length"
+    assert spec.tokens == plain.tokens
+    assert response.usage["total_tokens"] == small_context_model.n_ctx
+    assert response.usage["accepted_tokens"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open (issue 16): this base-model chat diverges in reply 1 at a near-tie "
+                   "even without weight repacking; batch vs single-token numerics not yet pinned down")
+def test_chat_across_turns_with_kv_reuse_and_overflow_is_identical(embedded_model_path, monkeypatch):
+    """Exact identity needs batch and single-token logits to agree: llama.cpp's CPU weight repacking
+    (its extra buffer types) runs them through different kernels whose logits differ by up to ~0.1,
+    which flips this base model's near-ties (bench/README.md). Loaded without it (as the engine does on
+    AMX machines) the extract_json benchmark task becomes identical, but this conversation still is not."""
+    from gemma_edge import llama
+    from gemma_edge.api import Model
+    from gemma_edge.chat import Chat
+
+    monkeypatch.setattr(llama, "extra_buffers_allowed", lambda: False)
+    model = Model(embedded_model_path, n_ctx=256)
+    replies = {}
+    for spec in ("off", "ngram"):
+        model.engine.reset()
+        chat = Chat(model, system="Repeat what the user says.", temperature=0, max_tokens=32, speculative=spec)
+        replies[spec] = [chat.send(f"Say it back: the number {i} is between {i - 1} and {i + 1}.")
+                         for i in range(8)]
+    model.close()
+    assert [r.content for r in replies["ngram"]] == [r.content for r in replies["off"]]
+    assert [r.usage["prompt_tokens_evaluated"] for r in replies["ngram"]] == \
+        [r.usage["prompt_tokens_evaluated"] for r in replies["off"]]
+    assert sum(r.usage["accepted_tokens"] for r in replies["ngram"]) > 0
+
+
+def test_grammar_and_interventions_decode_one_token_at_a_time(model):
+    """Both must see every token before the next is chosen: speculation is not used with them."""
+    gen = model.engine.generate(model.tokenize_raw(COPY), model.sampling(temperature=0), max_tokens=4,
+                                grammar='root ::= "yes" | "no"', speculation=make())
+    gen.text()
+    assert "drafted_tokens" not in gen.usage
+    gen = model.engine.generate(model.tokenize_raw(COPY), model.sampling(temperature=0), max_tokens=4,
+                                intervene=lambda generated: None, speculation=make())
+    gen.text()
+    assert "drafted_tokens" not in gen.usage
+
+
+def make():
+    from gemma_edge.speculative import make_speculation
+
+    return make_speculation("ngram")
+
+
+def test_unknown_mode_is_refused(model):
+    from gemma_edge.errors import GemmaEdgeError
+
+    with pytest.raises(GemmaEdgeError, match="unknown speculative mode"):
+        model.stream("hi", speculative="turbo")
+
+
+def test_run_json_reports_the_counts_and_validates(model):
+    import json
+
+    import jsonschema
+
+    from tests.runtime.test_cli import SCHEMA, invoke
+
+    result = invoke("run", "--raw", COPY, "--json", "-t", "0", "-n", "16", "--ctx-size", "1024", "--spec", "ngram")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["usage"]["accepted_tokens"] > 0
+    off = json.loads(invoke("run", "--raw", COPY, "--json", "-t", "0", "-n", "16", "--ctx-size", "1024",
+                            "--spec", "off").stdout)
+    assert off["content"] == doc["content"] and "drafted_tokens" not in off["usage"]
