@@ -3,6 +3,7 @@ CPU backend through ctypes (what the build was compiled for, its extra buffer ty
 without the AMX buffer type unless the user opts in (issue 14)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
 import json
@@ -38,7 +39,7 @@ def llama_cpp():
 LLAMA_BUILD_RECORD = ".llama-build.json"
 # =1: let llama.cpp put weights in its AMX buffer type on an AMX CPU (off by default: issue 14).
 AMX_OPT_IN = "GEMMA_EDGE_AMX"
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()  # re-entrant: a load inside without_extra_buffers() takes it again
 
 
 def ggml_library(name: str) -> ctypes.CDLL:
@@ -107,25 +108,31 @@ def extra_buffers_allowed() -> bool:
 
 def load_llama(path: str, extra_buffers: bool | None = None, **options):
     """`llama_cpp.Llama(path, **options)`, loaded without llama.cpp's extra buffer types (AMX, and
-    with it the CPU REPACK layouts) when `extra_buffers` is False (None: `extra_buffers_allowed()`).
-    llama-cpp-python 0.3.36 has no argument for `llama_model_params.use_extra_bufts`, so its
-    default-params function is wrapped for this one load (under a lock, so concurrent loads through
-    here do not interleave)."""
+    with it the CPU REPACK layouts) when `extra_buffers` is False (None: `extra_buffers_allowed()`)."""
     lc = llama_cpp()
     if extra_buffers if extra_buffers is not None else extra_buffers_allowed():
         return lc.Llama(path, **options)
-    bindings = lc.llama_cpp
+    with without_extra_buffers():
+        return lc.Llama(path, **options)
+
+
+@contextlib.contextmanager
+def without_extra_buffers():
+    """Models loaded inside get `llama_model_params.use_extra_bufts = False`: weights in plain CPU
+    buffers (no AMX, no REPACK layouts). llama-cpp-python 0.3.36 has no argument for it, so its
+    default-params function is wrapped meanwhile, under a lock so concurrent loads do not interleave."""
+    bindings = llama_cpp().llama_cpp
     with _LOAD_LOCK:
         original = bindings.llama_model_default_params
 
-        def without_extra_buffers():
+        def plain_buffers():
             params = original()
             params.use_extra_bufts = False
             return params
 
-        bindings.llama_model_default_params = without_extra_buffers
+        bindings.llama_model_default_params = plain_buffers
         try:
-            return lc.Llama(path, **options)
+            yield
         finally:
             bindings.llama_model_default_params = original
 

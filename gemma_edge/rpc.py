@@ -270,21 +270,10 @@ def plain_cpu_weights():
     blocks on AVX2); a worker's RPC server cannot (it allocates plain CPU buffers). The two kernels
     round differently, by up to ~1 logit on the 270M, so only with repacking off does a split run
     compute exactly what a single process computes. Process-local: llama-cpp-python has no option."""
-    from gemma_edge.llama import llama_cpp
+    from gemma_edge.llama import without_extra_buffers
 
-    bindings = llama_cpp().llama_cpp
-    original = bindings.llama_model_default_params
-
-    def without_repacking():
-        params = original()
-        params.use_extra_bufts = False
-        return params
-
-    bindings.llama_model_default_params = without_repacking
-    try:
+    with without_extra_buffers():
         yield
-    finally:
-        bindings.llama_model_default_params = original
 
 
 # -- supervised distributed inference --------------------------------------------------------------------
