@@ -287,6 +287,7 @@ class Model:
         `speculative` overrides the model's speculative mode for this generation."""
         from gemma_edge.parsing import StreamParser
 
+        self._require_chat()  # an embedding model has no engine, sampling or speculative mode
         samp = self.sampling(**sampling)
         mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
         spec = make_speculation(mode)
