@@ -66,6 +66,15 @@ def start_server(argv: list[str], env: dict | None = None) -> RunningServer:
     pytest.fail("server never answered /health")
 
 
+def start_forced_server(model_path: Path, output: str, directory: Path) -> RunningServer:
+    """A server (tests/server/forced_server.py) whose every reply is `output`, forced by a grammar."""
+    from gemma_edge.parsing.call_grammar import gbnf_literal
+
+    grammar = directory / "forced.gbnf"
+    grammar.write_text(f"root ::= {gbnf_literal(output)}\n")
+    return start_server(["-m", "tests.server.forced_server", str(model_path), str(grammar)])
+
+
 def stop_server(server: RunningServer) -> None:
     if server.process.poll() is None:
         server.process.terminate()

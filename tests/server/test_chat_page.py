@@ -14,9 +14,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gemma_edge.parsing.call_grammar import gbnf_literal
 from tests.server.browser import local_storage, start_chromium, url_recorder, wait_for
-from tests.server.conftest import library_answer, serve_argv, start_server, stop_server
+from tests.server.conftest import library_answer, serve_argv, start_forced_server, start_server, stop_server
 
 CONVERSATIONS = "gemma-edge.conversations"
 QUESTION = "What is the capital of France?"
@@ -152,9 +151,8 @@ def forced(tmp_path_factory, driver):
     """A tiny Gemma 4 whose every reply is forced to thinking, hostile Markdown and a tool call."""
     from tests.convert.tiny_gemma4 import tiny_gemma4_gguf
 
-    grammar = tmp_path_factory.mktemp("grammar") / "forced.gbnf"
-    grammar.write_text(f"root ::= {gbnf_literal(f'<|channel>thought{chr(10)}{THOUGHT}<channel|>{ANSWER}{CALL}')}\n")
-    running = start_server(["-m", "tests.server.forced_server", str(tiny_gemma4_gguf("dense", "f32")), str(grammar)])
+    running = start_forced_server(tiny_gemma4_gguf("dense", "f32"),
+                                  f"<|channel>thought\n{THOUGHT}<channel|>{ANSWER}{CALL}", tmp_path_factory.mktemp("grammar"))
     yield running
     stop_server(running)
 

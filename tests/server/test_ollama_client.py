@@ -13,7 +13,7 @@ import ollama
 import pytest
 from PIL import Image
 
-from tests.server.conftest import library_answer, serve_argv, start_server, stop_server
+from tests.server.conftest import library_answer, serve_argv, start_forced_server, start_server, stop_server
 from tests.server.test_openai_client import COUNTING, MESSAGES
 from tests.server.test_tools_thinking import FORCED, QUESTION, THOUGHT, TOOLS
 
@@ -181,11 +181,7 @@ def gemma4_path():
 
 @pytest.fixture(scope="module")
 def forced(gemma4_path, tmp_path_factory):
-    from gemma_edge.parsing.call_grammar import gbnf_literal
-
-    grammar = tmp_path_factory.mktemp("grammar") / "forced.gbnf"
-    grammar.write_text(f"root ::= {gbnf_literal(FORCED)}\n")
-    running = start_server(["-m", "tests.server.forced_server", str(gemma4_path), str(grammar)])
+    running = start_forced_server(gemma4_path, FORCED, tmp_path_factory.mktemp("grammar"))
     yield ollama.Client(host=running.url, timeout=120)
     stop_server(running)
 

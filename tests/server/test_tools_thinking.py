@@ -9,8 +9,7 @@ import json
 import openai
 import pytest
 
-from tests.server.conftest import start_server, stop_server
-from gemma_edge.parsing.call_grammar import gbnf_literal
+from tests.server.conftest import start_forced_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +30,7 @@ def gemma4_path():
 
 @pytest.fixture(scope="module")
 def forced_client(gemma4_path, tmp_path_factory):
-    grammar = tmp_path_factory.mktemp("grammar") / "forced.gbnf"
-    grammar.write_text(f"root ::= {gbnf_literal(FORCED)}\n")
-    running = start_server(["-m", "tests.server.forced_server", str(gemma4_path), str(grammar)])
+    running = start_forced_server(gemma4_path, FORCED, tmp_path_factory.mktemp("grammar"))
     yield openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
     stop_server(running)
 
