@@ -19,7 +19,10 @@ def main(model_path: str, grammar_path: str) -> None:
     grammar = Path(grammar_path).read_text()
     model = Model(Path(model_path), n_threads=1)  # the whole (small) context
     free_stream = model.stream
-    model.stream = lambda prompt, **kw: free_stream(prompt, **{**kw, "grammar": grammar})
+    # A request without a seed gets seed 0: the grammar fixes the text, not how it is cut into tokens, and
+    # an unlucky sampled cut (e.g. a marker spelled a character at a time) outgrows the tiny context.
+    model.stream = lambda prompt, **kw: free_stream(
+        prompt, **{**kw, "grammar": grammar, "seed": 0 if kw.get("seed") is None else kw["seed"]})
     app = create_app(model, ServerConfig(model_id="forced"))
     serve_app(app, bind_socket("127.0.0.1", 0), model_id="forced")
 
