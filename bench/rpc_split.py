@@ -49,7 +49,7 @@ def socket_bytes(endpoint: str) -> int:
 
 
 def measure(path: Path, threads: int, tokens: int, repeat: int, workers) -> dict:
-    from gemma_edge.engine import Engine
+    from gemma_edge.llama.engine import Engine
     from gemma_edge.rpc import SupervisedEngine, run_generation
     from gemma_edge.sampling import Sampling
 
@@ -58,7 +58,7 @@ def measure(path: Path, threads: int, tokens: int, repeat: int, workers) -> dict
     if workers:
         engine = SupervisedEngine(path, [e for e, _ in workers], engine_options=options, timeout=300)
         placement = engine.start()
-        from gemma_edge.engine import open_vocabulary
+        from gemma_edge.llama.engine import open_vocabulary
 
         vocab = open_vocabulary(path)
         prompt = vocab.tokenize(PROMPT_TEXT.encode(), add_bos=True)

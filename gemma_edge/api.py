@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from gemma_edge.engine import Engine, Generation
+from gemma_edge.llama.engine import Engine, Generation
 from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError, NotAChatModelError, NotAnEmbeddingModelError
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.registry import ModelEntry, resolve

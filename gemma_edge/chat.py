@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from gemma_edge.api import _tool_schemas
-from gemma_edge.engine import prompt_positions
+from gemma_edge.llama.engine import prompt_positions
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.response import Response
 

@@ -278,14 +278,14 @@ QUANT_RULES = (
 
 def memory_needed(facts, n_ctx: int) -> int:
     """The estimate the engine checks before loading (weights + KV cache + runtime)."""
-    from gemma_edge.engine import RUNTIME_OVERHEAD
+    from gemma_edge.llama.engine import RUNTIME_OVERHEAD
 
     return facts.weights_bytes + facts.kv_bytes_per_token * n_ctx + RUNTIME_OVERHEAD
 
 
 def context_candidates(facts) -> list[int]:
     """The default context, halved down to MIN_CONTEXT, never above the model's maximum."""
-    from gemma_edge.engine import DEFAULT_CONTEXT
+    from gemma_edge.llama.engine import DEFAULT_CONTEXT
 
     top = min(facts.context_length, DEFAULT_CONTEXT)
     sizes = [top]
@@ -323,7 +323,7 @@ def recommended_runtime(facts, machine: Machine | None = None) -> dict:
 
 def quantizations_that_fit(facts, machine: Machine, n_ctx: int = MIN_CONTEXT) -> list[str]:
     """Quantizations of this model (estimated from its parameter count) that fit with `n_ctx`."""
-    from gemma_edge.engine import RUNTIME_OVERHEAD
+    from gemma_edge.llama.engine import RUNTIME_OVERHEAD
 
     kv = facts.kv_bytes_per_token * n_ctx + RUNTIME_OVERHEAD
     return [q for q, bits in BITS_PER_WEIGHT.items() if facts.parameters * bits / 8 + kv <= machine.available_memory]

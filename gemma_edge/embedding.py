@@ -88,7 +88,7 @@ class Embedder:
 
     def __init__(self, facts, *, n_threads: int | None = None, n_ctx: int | None = None):
         """`n_ctx`: the longest input in tokens (default and maximum: the model's context length)."""
-        from gemma_edge.engine import check_fits, silence_llama_logs
+        from gemma_edge.llama.engine import check_fits, silence_llama_logs
         from gemma_edge.llama import llama_cpp
 
         if n_threads is None:

@@ -422,7 +422,7 @@ def _child_main(conn, path: str, options: dict, repack: bool, log_path: str) -> 
     os.environ["GGML_NO_BACKTRACE"] = "1"
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log, 2)
-    from gemma_edge.engine import Engine
+    from gemma_edge.llama.engine import Engine
 
     try:
         with contextlib.nullcontext() if repack else plain_cpu_weights():

@@ -2,7 +2,7 @@
 
 A drafter proposes up to k tokens that may follow the context; the engine evaluates them all in one
 batch and keeps the longest prefix the target itself would have produced, plus the target's own next
-token (gemma_edge.engine). Output is unchanged by speculation: only how many tokens one decode yields.
+token (gemma_edge.llama.engine). Output is unchanged by speculation: only how many tokens one decode yields.
 
 The acceptance rule for sampled decoding is `speculative_accept`: keep draft token x (drawn from the
 drafter's q) with probability min(1, p(x)/q(x)), otherwise draw from norm(max(p - q, 0)); the result is

@@ -2,7 +2,7 @@
 
 `render_prompt` gives the prompt string; `render_segments` gives the same string cut into
 `Segment`s so the engine can tokenize renderer-emitted markers as control tokens and everything
-else as plain text (see `gemma_edge.tokens`). One module per format family holds everything that
+else as plain text (see `gemma_edge.llama.tokenizer`). One module per format family holds everything that
 differs between generations; `FORMAT_NAMES` lists the public names.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 
 from gemma_edge.doctor import (build_flags, build_mismatch_warning, build_report, built_features, detect_machine,
                                load_recording, missing_build_features, recommended_runtime)
-from gemma_edge.engine import DEFAULT_CONTEXT, check_fits
+from gemma_edge.llama.engine import DEFAULT_CONTEXT, check_fits
 from gemma_edge.errors import InsufficientMemoryError
 
 PROFILES = Path(__file__).parent / "profiles"

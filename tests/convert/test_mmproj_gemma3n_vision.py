@@ -108,7 +108,7 @@ def test_the_pair_answers_an_image_question_through_the_engine(converted, tmp_pa
     from PIL import Image
 
     from gemma_edge.api import Model
-    from gemma_edge.engine import prompt_positions
+    from gemma_edge.llama.engine import prompt_positions
 
     text, mmproj, _ = converted["f32"]
     Image.fromarray(synthetic_image(IMAGE_SIZE)).save(tmp_path / "image.png")

@@ -12,7 +12,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from gemma_edge.formats import render_prompt, render_segments  # noqa: E402
-from gemma_edge.tokens import SegmentTokenizer  # noqa: E402
+from gemma_edge.llama.tokenizer import SegmentTokenizer  # noqa: E402
 
 CONTROL, USER_DEFINED = 3, 4  # GGUF token types
 

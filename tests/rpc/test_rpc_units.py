@@ -43,7 +43,7 @@ def test_layers_follow_the_weights():
 
 def test_unreachable_worker_is_a_clear_error_not_an_abort(embedded_model_path):
     """ggml-rpc aborts on a refused connection: we must refuse before it gets there (in this process)."""
-    from gemma_edge.engine import Engine
+    from gemma_edge.llama.engine import Engine
 
     port = free_port()
     with pytest.raises(RpcError, match=f"cannot reach RPC worker 127.0.0.1:{port}"):

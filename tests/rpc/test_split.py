@@ -27,7 +27,7 @@ GREEDY = Sampling(temperature=0)
 @pytest.fixture(scope="module")
 def reference(embedded_model_path):
     """Single process: tokens, logits and the prompt tokens."""
-    from gemma_edge.engine import Engine
+    from gemma_edge.llama.engine import Engine
 
     with plain_cpu_weights():  # the workers' kernels (see plain_cpu_weights)
         engine = Engine(embedded_model_path, n_ctx=N_CTX, n_batch=N_BATCH)
@@ -55,7 +55,7 @@ def test_split_equals_single_process(embedded_model_path, workers, reference):
 
 def test_reported_placement_is_llama_cpp_placement(embedded_model_path, workers):
     """An uneven --split, loaded with llama.cpp's debug log on: its per-layer lines are the oracle."""
-    script = ("import json, sys; from gemma_edge.engine import Engine; "
+    script = ("import json, sys; from gemma_edge.llama.engine import Engine; "
               "e = Engine(sys.argv[1], n_ctx=64, rpc=sys.argv[2].split(','), split=[1, 3, 2], verbose=True); "
               "print(json.dumps({'devices': list(e.placement.devices), 'layer_device': e.placement.layer_device}))")
     done = subprocess.run([sys.executable, "-c", script, str(embedded_model_path), ",".join(workers.endpoints)],

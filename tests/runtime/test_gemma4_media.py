@@ -21,7 +21,7 @@ import json
 import numpy as np
 import pytest
 
-from gemma_edge.engine import common_prefix, position_identities, prompt_positions
+from gemma_edge.llama.engine import common_prefix, position_identities, prompt_positions
 from gemma_edge.formats import render_prompt
 from gemma_edge.projector import MediaChunk
 

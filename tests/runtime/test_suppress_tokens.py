@@ -48,7 +48,7 @@ def models(tmp_path_factory) -> tuple[Path, Path, list[int]]:
 
 
 def _generated(path: Path, runs: int = 4, **sampling) -> list[list[int]]:
-    from gemma_edge.engine import Engine
+    from gemma_edge.llama.engine import Engine
     from gemma_edge.sampling import Sampling
 
     engine = Engine(path, n_ctx=256, n_threads=2)

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from gemma_edge.engine import common_prefix, position_identities, prompt_positions
+from gemma_edge.llama.engine import common_prefix, position_identities, prompt_positions
 from gemma_edge.media import MediaError
 
 GREEDY_STEPS = 8

@@ -133,7 +133,7 @@ class ScriptedStream:
         from gemma_edge.response import Response
 
         self.texts = texts
-        from gemma_edge.engine import Timings
+        from gemma_edge.llama.engine import Timings
 
         self.response = Response(content="".join(texts), finish_reason="stop", usage={"completion_tokens": len(texts)})
         self.generation = SimpleNamespace(usage=self.response.usage, timings=Timings(), prompt_evaluated=0,

@@ -225,7 +225,7 @@ class Engine:
 
             self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
         self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
-        from gemma_edge.tokens import SegmentTokenizer
+        from gemma_edge.llama.tokenizer import SegmentTokenizer
 
         self.tokenizer = SegmentTokenizer(self.llm)
         self.n_ctx = n_ctx
