@@ -17,12 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from gemma_edge.llama.engine import Engine, Generation
+from gemma_edge.formats import Segment, expand_media, get_format, render_segments
+from gemma_edge.formats.base import part_type
 from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError, NotAChatModelError, NotAnEmbeddingModelError
 from gemma_edge.model import ModelFacts, read_model_facts
-from gemma_edge.registry import ModelEntry, resolve
+from gemma_edge.parsing import StreamParser, syntax_for
+from gemma_edge.registry import ModelEntry, mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import Sampling
+from gemma_edge.chat import run_tool_loop
 from gemma_edge.speculative import make_speculation, resolve_spec
+from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,8 +145,6 @@ class Model:
             self._load_embedder(n_ctx=n_ctx, n_threads=n_threads, rpc=rpc, mmproj=mmproj)
             return
         self.format = format or (entry.raw.get("format") if entry else None) or facts.format
-        from gemma_edge.formats import get_format
-
         turn_format = get_format(self.format)
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
@@ -188,21 +191,21 @@ class Model:
         return self._embedder.max_tokens if self._embedder is not None else self.engine.n_ctx
 
     # -- embeddings -----------------------------------------------------------------------------
-    def embed(self, texts: str | Sequence[str], *, task: str = "query", dimensions: int | None = None,
+    def embed(self, texts: str | Sequence[str], *, task: str | None = None, dimensions: int | None = None,
               normalize: bool = True) -> "np.ndarray":
         """Embeddings of `texts` (one string: a 1-D array; a list: one row per text), float32.
 
         `task` picks EmbeddingGemma's task prompt (`gemma_edge.embedding.TASK_PROMPTS`: "query" for
-        search queries, "document" for the texts searched, "classification", "clustering",
+        search queries, the default; "document" for the texts searched, "classification", "clustering",
         "similarity", ...; "none" embeds the text as given). `dimensions` keeps the first N values
         (Matryoshka: 768, 512, 256 or 128 for EmbeddingGemma); `normalize` makes each row unit length
         (after truncation)."""
         return self.embed_with_usage(texts, task=task, dimensions=dimensions, normalize=normalize)[0]
 
-    def embed_with_usage(self, texts: str | Sequence[str], *, task: str = "query", dimensions: int | None = None,
+    def embed_with_usage(self, texts: str | Sequence[str], *, task: str | None = None, dimensions: int | None = None,
                          normalize: bool = True) -> tuple["np.ndarray", int]:
         """`embed`, and the number of tokens the inputs took (task prompts included)."""
-        from gemma_edge.embedding import EmbeddingError, matryoshka, prompted
+        from gemma_edge.embedding import DEFAULT_TASK, EmbeddingError, matryoshka, prompted
 
         if self._embedder is None:
             raise NotAnEmbeddingModelError(
@@ -212,7 +215,7 @@ class Model:
         items = [texts] if single else list(texts)
         if not all(isinstance(t, str) for t in items):
             raise EmbeddingError("embed takes a string or a list of strings")
-        result = self._embedder.embed(prompted(items, task))
+        result = self._embedder.embed(prompted(items, task or DEFAULT_TASK))
         vectors = matryoshka(result.vectors, dimensions, normalize)
         return (vectors[0] if single else vectors), result.prompt_tokens
 
@@ -222,8 +225,6 @@ class Model:
     # -- prompts --------------------------------------------------------------------------------
     def render(self, messages: list[dict], *, tools=None, enable_thinking: bool = False,
                add_generation_prompt: bool = True, **template_vars):
-        from gemma_edge.formats import render_segments
-
         self._require_chat()  # an embedding model has no turn format
         return render_segments(messages, format=self.format, tools=tools, enable_thinking=enable_thinking,
                                add_generation_prompt=add_generation_prompt, **template_vars)
@@ -236,15 +237,11 @@ class Model:
         tail = "".join(s.text for s in segments[-4:])[-256:]
         if not kinds:
             return self.engine.tokenize(segments), tail
-        from gemma_edge.formats import expand_media
-
         expanded = expand_media(segments, self.turn_format.media_expansion)
         return self.engine.tokenize(expanded, media=self._media_item), tail
 
     def _media_kinds(self, messages) -> set[str]:
         """The media kinds the messages carry; a clear MediaError for one this model cannot take."""
-        from gemma_edge.formats.base import part_type
-
         kinds = {part_type(part) for message in messages if isinstance(message, dict)
                  and isinstance(message.get("content"), (list, tuple)) for part in message["content"]}
         kinds &= MEDIA_KINDS
@@ -273,8 +270,6 @@ class Model:
         return self.engine.media_chunk(load_media(part))
 
     def tokenize_raw(self, text: str) -> list[int]:
-        from gemma_edge.formats import Segment
-
         return self.engine.tokenize([Segment(self.facts.bos_token or "<bos>", True), Segment(text, False)])
 
     # -- generation -----------------------------------------------------------------------------
@@ -285,8 +280,6 @@ class Model:
         """Start a generation for a prompt string (one user turn) or a message list. `logprobs`: record
         each generated token's log-probability and that many alternatives (`stream.generation.token_logprobs`).
         `speculative` overrides the model's speculative mode for this generation."""
-        from gemma_edge.parsing import StreamParser
-
         self._require_chat()  # an embedding model has no engine, sampling or speculative mode
         samp = self.sampling(**sampling)
         mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
@@ -299,7 +292,7 @@ class Model:
                                        logprobs=logprobs, speculation=spec)
             return ResponseStream(gen, None, raw=True)
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        schemas = _tool_schemas(tools)
+        schemas = prompt_declarations(tools)
         tokens, tail = self.tokenize_messages(messages, tools=schemas, enable_thinking=think, **(template_vars or {}))
         budget = self._thinking_budget(thinking_budget, tail) if think and thinking_budget is not None else None
         gen = self.engine.generate(tokens, samp, max_tokens=max_tokens, grammar=grammar, intervene=budget,
@@ -314,15 +307,11 @@ class Model:
              **kw) -> Response:
         """One assistant reply to `messages`. With `execute_tools`, Python callables among `tools` are
         run for the calls the model makes and their results fed back, up to `max_tool_rounds` times."""
-        from gemma_edge.chat import run_tool_loop
-
         history = list(messages)
         return run_tool_loop(self, history, tools=tools, execute_tools=execute_tools,
                              max_tool_rounds=max_tool_rounds, **kw)
 
     def _thinking_budget(self, budget: int, prompt_tail: str) -> ThinkingBudget:
-        from gemma_edge.parsing import syntax_for
-
         syntax = syntax_for(self.format)
         open_id = self.engine.special_id(syntax.channel_open) if syntax.supports_thinking else None
         close_id = self.engine.special_id(syntax.channel_close) if syntax.supports_thinking else None
@@ -334,14 +323,6 @@ class Model:
 
     def close(self) -> None:
         (self._embedder or self.engine).close()
-
-
-def _tool_schemas(tools) -> list[dict] | None:
-    if not tools:
-        return None
-    from gemma_edge.tools import normalize_tools
-
-    return normalize_tools(tools)[0]
 
 
 MEDIA_KINDS = {"image", "audio", "video"}
@@ -371,8 +352,6 @@ def find_projector(model_path: Path, entry: ModelEntry | None, explicit: str | P
         return path
     if not auto:
         return None
-    from gemma_edge.registry import mmproj_path, projector_beside
-
     found = mmproj_path(entry) if entry is not None else None
     if found is None:
         beside = projector_beside(model_path)

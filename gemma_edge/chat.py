@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gemma_edge.api import _tool_schemas
 from gemma_edge.llama.engine import prompt_positions
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
 from gemma_edge.response import Response
+from gemma_edge.tools import normalize_tools, prompt_declarations, run_tool_call
 
 
 def fit_history(model, messages: list[dict], reserve: int, **render) -> tuple[list[dict], int]:
@@ -51,8 +51,6 @@ def tool_rounds(model, history: list[dict], *, tools=None, execute_tools: bool =
         if not (execute_tools and response.tool_calls and callables) or rounds >= max_tool_rounds:
             return response
         rounds += 1
-        from gemma_edge.tools import run_tool_call
-
         for call in response.tool_calls:
             result = run_tool_call(call, callables)
             history.append(result)
@@ -116,7 +114,7 @@ class Chat:
                    **overrides}
         reserve = min(options["max_tokens"], self.model.n_ctx // 4)
         try:
-            kept, dropped = fit_history(self.model, self.messages, reserve, tools=_tool_schemas(self.tools),
+            kept, dropped = fit_history(self.model, self.messages, reserve, tools=prompt_declarations(self.tools),
                                         enable_thinking=options["enable_thinking"])
         except GemmaEdgeError:
             self.messages.pop()
@@ -173,6 +171,4 @@ def _saveable_part(part: dict) -> dict:
 def _callables(tools) -> dict:
     if not tools:
         return {}
-    from gemma_edge.tools import normalize_tools
-
     return normalize_tools(tools)[1]

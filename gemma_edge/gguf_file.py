@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemma_edge.errors import InvalidModelError
+from gemma_edge.gguf_keys import ARRAY, SCALAR_FORMATS, STRING, check_keys
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -29,10 +30,6 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NAME = 64  # GGML_MAX_NAME: a tensor name is shorter
 MAX_STRING = 1 << 30  # GGUF_MAX_STRING_LENGTH
 INT64_MAX = (1 << 63) - 1
-SCALAR_FORMATS = {  # GGUF value type -> struct format (STRING and ARRAY are the other two)
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
-}
-STRING, ARRAY = 8, 9
 _ALIGNMENT_KEY = "general.alignment"
 _KV_MIN_BYTES = 8 + 4 + 1  # key length, value type, the smallest value
 _TENSOR_MIN_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -158,8 +155,6 @@ class GGUFFile:
             raise cur.corrupt("two tensors have the same name")
         self.data_start = _pad(cur.pos, self.alignment)
         self.tensors = self._lay_out(headers)
-        from gemma_edge.gguf_keys import check_keys
-
         check_keys(self)
 
     def _read_value(self, cur: _Cursor, key: str, vtype: int):

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gemma_edge.errors import InvalidModelError
-from gemma_edge.gguf_file import ARRAY, GGUFFile
+
+if TYPE_CHECKING:
+    from gemma_edge.gguf_file import GGUFFile
+
+# GGUF value types: the reader (gguf_file) decodes them, the rules below name their kinds.
+SCALAR_FORMATS = {  # GGUF value type -> struct format (STRING and ARRAY are the other two)
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
+}
+STRING, ARRAY = 8, 9
 
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS

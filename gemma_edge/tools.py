@@ -200,6 +200,11 @@ def _rest_args(lines: list[str]) -> dict[str, str]:
 
 
 # the tool loop ------------------------------------------------------------------------------
+def prompt_declarations(tools: Iterable[Any] | None) -> list[dict] | None:
+    """The declarations `tools` put in a prompt (None: no tools)."""
+    return normalize_tools(tools)[0] if tools else None
+
+
 def normalize_tools(tools: Iterable[Any] | None) -> tuple[list[dict], dict[str, Callable]]:
     """(declarations for the prompt, {name: callable}) from Python callables and JSON-schema
     declarations (`{"type": "function", "function": {...}}` or a bare `{"name", ...}`), mixed.

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,16 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
+from gemma_edge.errors import GemmaEdgeError
 from gemma_edge.media import Limits
-from gemma_edge.server import mapping, schema, webpage
+from gemma_edge.server import mapping, ollama, schema, webpage
+from gemma_edge.server.body import read_json
 from gemma_edge.server.media import decode_media, has_media
 from gemma_edge.server.errors import RequestError, error_body_for
-from gemma_edge.server.jobs import FAILED, DONE, Cancelled, GenerationTimeout, Job, Scheduler
+from gemma_edge.server.jobs import FAILED, DONE, Job, Scheduler, as_request_error, job_messages
 from gemma_edge.server.security import ApiKey, HostAllowlist, allowed_hosts
 
 log = logging.getLogger("gemma_edge.server")
-MAX_NESTING = 64
 MEDIA_DECODERS = 2  # requests whose images/audio are decoded at the same time
 
 
@@ -66,8 +65,6 @@ def create_app(model, config: ServerConfig) -> Starlette:
         Route("/openapi.json", server.openapi, methods=["GET"]),
         Route(webpage.PAGE_PATH, webpage.chat_page, methods=["GET"]),
     ]
-    from gemma_edge.server import ollama  # it builds on this module
-
     routes += ollama.routes(server)
     middleware = [Middleware(HostAllowlist, hosts=allowed_hosts(config.bind_host, config.allow_hosts))]
     if config.cors_origins:
@@ -121,7 +118,7 @@ class Server:
         vectors, tokens = await self.embed(wanted.texts, task=wanted.task, dimensions=wanted.dimensions)
         return JSONResponse(mapping.embedding_json(vectors, tokens, base64=wanted.base64, model=self.config.model_id))
 
-    async def embed(self, texts: list[str], *, task: str, dimensions: int | None):
+    async def embed(self, texts: list[str], *, task: str | None, dimensions: int | None):
         """The embeddings of `texts` and the tokens they took, off the event loop, within the timeout."""
         try:
             return await asyncio.wait_for(
@@ -256,20 +253,6 @@ def _sse(payload: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
-async def job_messages(job: Job, first) -> AsyncIterator[tuple[str, object]]:
-    """The job's messages from `first` on; the generation is cancelled if the response stops early
-    (the client went away: Starlette cancels the streaming task)."""
-    try:
-        message = first
-        while True:
-            yield message
-            if message[0] != "event":
-                return
-            message = await job.next_message()
-    finally:
-        job.cancel()
-
-
 def _stream_error(error: BaseException) -> str:
     e = as_request_error(error)
     return _sse(e.body())
@@ -343,66 +326,6 @@ async def _unless_gone(awaitable, gone: asyncio.Task, job: Job):
     task.cancel()
     job.cancel()
     raise RequestError("client disconnected", 400, code="client_disconnected")
-
-
-def as_request_error(error: BaseException) -> RequestError:
-    """What a failed generation answers: model/template errors are the request's fault (400)."""
-    if isinstance(error, RequestError):
-        return error
-    if isinstance(error, GenerationTimeout):
-        return RequestError("the request timed out while generating", 504, code="timeout")
-    if isinstance(error, ContextOverflowError):
-        return RequestError(str(error), 400, code="context_length_exceeded")
-    if isinstance(error, Cancelled):
-        return RequestError("cancelled", 400, code="cancelled")
-    from gemma_edge.formats import TemplateError
-
-    if isinstance(error, (GemmaEdgeError, TemplateError)):
-        return RequestError(str(error), 400)
-    raise error
-
-
-async def read_json(request: Request, limit: int):
-    """The request body as JSON, refusing non-JSON content types (a browser cannot send
-    application/json cross-origin without a CORS preflight), oversized and malformed bodies."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise RequestError("Content-Type must be application/json", 415, code="unsupported_media_type")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise RequestError(f"request body is larger than {limit} bytes", 413, code="body_too_large")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise RequestError(f"request body is larger than {limit} bytes", 413, code="body_too_large")
-    try:
-        value = json.loads(bytes(data), parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as e:
-        raise RequestError(f"request body is not valid JSON ({_short(e)})", code="invalid_json") from None
-    if schema.nesting_depth(value) > MAX_NESTING:
-        raise RequestError(f"request body nests deeper than {MAX_NESTING} levels", code="invalid_json")
-    try:  # "\ud800" is valid JSON but no text: refuse it here, not deep in the tokenizer
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError("request body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)",
-                           code="invalid_json") from None
-    return value
-
-
-def _short(error: Exception) -> str:
-    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
 
 
 async def _request_error(request: Request, error: RequestError) -> Response:

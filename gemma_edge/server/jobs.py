@@ -11,7 +11,10 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import AsyncIterator, Callable
+
+from gemma_edge.errors import ContextOverflowError, GemmaEdgeError
+from gemma_edge.formats import TemplateError
 
 from gemma_edge.server.errors import RequestError
 from gemma_edge.server.mapping import Outcome
@@ -181,3 +184,32 @@ class Scheduler:
         if self.running is not None:
             self.running.cancel()
         self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+async def job_messages(job: Job, first) -> AsyncIterator[tuple[str, object]]:
+    """The job's messages from `first` on; the generation is cancelled if the response stops early
+    (the client went away: Starlette cancels the streaming task)."""
+    try:
+        message = first
+        while True:
+            yield message
+            if message[0] != "event":
+                return
+            message = await job.next_message()
+    finally:
+        job.cancel()
+
+
+def as_request_error(error: BaseException) -> RequestError:
+    """What a failed generation answers: model/template errors are the request's fault (400)."""
+    if isinstance(error, RequestError):
+        return error
+    if isinstance(error, GenerationTimeout):
+        return RequestError("the request timed out while generating", 504, code="timeout")
+    if isinstance(error, ContextOverflowError):
+        return RequestError(str(error), 400, code="context_length_exceeded")
+    if isinstance(error, Cancelled):
+        return RequestError("cancelled", 400, code="cancelled")
+    if isinstance(error, (GemmaEdgeError, TemplateError)):
+        return RequestError(str(error), 400)
+    raise error

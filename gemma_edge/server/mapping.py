@@ -453,18 +453,16 @@ def usage_chunk_json(usage: dict, *, completion_id: str, created: int, model: st
 @dataclass
 class EmbeddingRequest:
     texts: list[str]
-    task: str
+    task: str | None  # None: the model's default task
     dimensions: int | None
     base64: bool
 
 
 def embedding_request(body: dict) -> EmbeddingRequest:
     """A validated /v1/embeddings body → what Model.embed takes (`task` is gemma-edge's extension)."""
-    from gemma_edge.embedding import DEFAULT_TASK
-
     texts = body["input"]
     return EmbeddingRequest(texts=[texts] if isinstance(texts, str) else list(texts),
-                            task=body.get("task") or DEFAULT_TASK, dimensions=body.get("dimensions"),
+                            task=body.get("task") or None, dimensions=body.get("dimensions"),
                             base64=body.get("encoding_format") == "base64")
 
 

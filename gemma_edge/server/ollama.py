@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gemma_edge.embedding import DEFAULT_TASK
 from gemma_edge.server import ollama_mapping as om, schema, webpage
-from gemma_edge.server.app import Server, as_request_error, job_messages, read_json
+from gemma_edge.server.body import read_json
 from gemma_edge.server.errors import RequestError
-from gemma_edge.server.jobs import DONE
+from gemma_edge.server.jobs import DONE, as_request_error, job_messages
 from gemma_edge.server.media import has_media
+
+if TYPE_CHECKING:
+    from gemma_edge.server.app import Server
 
 # Ollama endpoints this server does not offer: managing a model store (the server runs one model,
 # loaded at start)
@@ -114,7 +116,7 @@ class OllamaApi:
         body = await read_json(request, self.server.config.max_body_bytes)
         schema.validate(body, schema.OLLAMA_EMBED_REQUEST)
         texts = [body["input"]] if isinstance(body["input"], str) else list(body["input"])
-        vectors, tokens = await self.server.embed(texts, task=DEFAULT_TASK, dimensions=body.get("dimensions"))
+        vectors, tokens = await self.server.embed(texts, task=None, dimensions=body.get("dimensions"))
         return JSONResponse(om.embed_json(body.get("model") or self._name, vectors, tokens,
                                           time.perf_counter() - started))
 
@@ -123,7 +125,7 @@ class OllamaApi:
         self.server._require_embedding_model("/api/embeddings")
         body = await read_json(request, self.server.config.max_body_bytes)
         schema.validate(body, schema.OLLAMA_EMBEDDINGS_REQUEST)
-        vectors, _ = await self.server.embed([body["prompt"]], task=DEFAULT_TASK, dimensions=None)
+        vectors, _ = await self.server.embed([body["prompt"]], task=None, dimensions=None)
         return JSONResponse({"embedding": [float(v) for v in vectors[0]]})
 
     # -- the model ------------------------------------------------------------------------------
