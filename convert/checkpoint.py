@@ -20,6 +20,8 @@ Tensor data is read a few rows at a time with ``os.pread`` into small buffers ra
 ``mmap``: touched file-backed pages of a mapping count towards the process's resident set, so a mapped
 checkpoint would make peak RSS grow with the model, while the page cache of plain reads does not.
 BF16 has no numpy dtype: its bits are read as ``uint16`` and widened exactly (``<< 16``) to float32.
+I64 tensors (index buffers such as a Gemma 4 drafter's ``masked_embedding.token_ordering``) are accepted so
+the header validates; the generation tables drop them, and they count for no storage type.
 """
 from __future__ import annotations
 
@@ -45,7 +47,9 @@ _DTYPES: dict[str, np.dtype] = {
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
     "F64": np.dtype("<f8"),
+    "I64": np.dtype("<i8"),  # index buffers (a Gemma 4 drafter's masked_embedding.token_ordering)
 }
+_FLOAT_DTYPES = {"F32", "F16", "BF16", "F64"}
 
 _MULTIMODAL = re.compile(
     r"(vision_|audio_|vision\.|audio\.|projector\.)|^(multi_modal_projector|vision_tower|vision_model)"
@@ -103,7 +107,8 @@ class Checkpoint:
 
     @property
     def storage_dtypes(self) -> set[str]:
-        return {t.dtype for t in self.tensors.values()}
+        """The floating-point storage types of the weights (integer index buffers left aside)."""
+        return {t.dtype for t in self.tensors.values() if t.dtype in _FLOAT_DTYPES}
 
 
 def read_config(directory: Path) -> tuple[dict[str, Any], str | None, dict[str, Any]]:

@@ -20,6 +20,8 @@ _GENERATIONS = (
     ("convert.generations.gemma3n", "GEMMA3N"),
     ("convert.generations.gemma4", "GEMMA4"),
     ("convert.generations.gemma4", "GEMMA4_UNIFIED"),
+    ("convert.generations.gemma4_assistant", "GEMMA4_ASSISTANT"),
+    ("convert.generations.gemma4_assistant", "GEMMA4_UNIFIED_ASSISTANT"),
     ("convert.generations.gemma_embedding", "GEMMA_EMBEDDING"),
 )
 

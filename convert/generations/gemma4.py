@@ -135,49 +135,55 @@ def _refuse_unsupported(hp: HParams) -> tuple[dict, dict]:
 
 
 def metadata(hp: HParams) -> list[Field]:
+    fields = decoder_metadata(ARCH, hp)
+    refuse_kv_reuse_mismatch(hp, gemma4_layer_types(hp))
+    return fields
+
+
+def decoder_metadata(arch: str, hp: HParams) -> list[Field]:
+    """The Gemma 4 decoder's keys under ``arch`` (``gemma4``; the MTP drafter's ``gemma4-assistant`` shares them)."""
     full, swa = _refuse_unsupported(hp)
     types = gemma4_layer_types(hp)
-    refuse_kv_reuse_mismatch(hp, types)
     n_layer = len(types)
     head_dim_full, head_dim_swa = full_layer_head_dim(hp), int(hp.require("head_dim"))
     shared = int(hp.get("num_kv_shared_layers") or 0)
 
-    fields = [f for f in core_metadata(ARCH, hp)
+    fields = [f for f in core_metadata(arch, hp)
               if not f.key.endswith((".key_length", ".value_length", ".feed_forward_length", ".head_count_kv"))]
     n_ff = int(hp.require("intermediate_size"))
     if hp.get("use_double_wide_mlp"):
-        fields.append(i32_array(f"{ARCH}.feed_forward_length",
+        fields.append(i32_array(f"{arch}.feed_forward_length",
                                 [n_ff if i < n_layer - shared else 2 * n_ff for i in range(n_layer)]))
     else:
-        fields.append(u32(f"{ARCH}.feed_forward_length", n_ff))
+        fields.append(u32(f"{arch}.feed_forward_length", n_ff))
     kv_heads_swa, kv_heads_full = int(hp.require("num_key_value_heads")), full_layer_kv_heads(hp)
     if kv_heads_full is None:
-        fields.append(u32(f"{ARCH}.attention.head_count_kv", kv_heads_swa))
+        fields.append(u32(f"{arch}.attention.head_count_kv", kv_heads_swa))
     else:
-        fields.append(i32_array(f"{ARCH}.attention.head_count_kv",
+        fields.append(i32_array(f"{arch}.attention.head_count_kv",
                                 [kv_heads_swa if t == SLIDING else int(kv_heads_full) for t in types]))
     fields += [
-        f32(f"{ARCH}.rope.freq_base", full.get("rope_theta", 1_000_000.0)),
-        f32(f"{ARCH}.rope.freq_base_swa", swa.get("rope_theta", 10_000.0)),
-        u32(f"{ARCH}.attention.key_length", head_dim_full),
-        u32(f"{ARCH}.attention.value_length", head_dim_full),
-        u32(f"{ARCH}.attention.key_length_swa", head_dim_swa),
-        u32(f"{ARCH}.attention.value_length_swa", head_dim_swa),
+        f32(f"{arch}.rope.freq_base", full.get("rope_theta", 1_000_000.0)),
+        f32(f"{arch}.rope.freq_base_swa", swa.get("rope_theta", 10_000.0)),
+        u32(f"{arch}.attention.key_length", head_dim_full),
+        u32(f"{arch}.attention.value_length", head_dim_full),
+        u32(f"{arch}.attention.key_length_swa", head_dim_swa),
+        u32(f"{arch}.attention.value_length_swa", head_dim_swa),
         # full layers rotate all dims; rope_freqs freezes the pairs "proportional" rope leaves alone
-        u32(f"{ARCH}.rope.dimension_count", head_dim_full),
-        u32(f"{ARCH}.rope.dimension_count_swa", head_dim_swa),
-        u32(f"{ARCH}.attention.sliding_window", hp.require("sliding_window")),
-        bool_array(f"{ARCH}.attention.sliding_window_pattern", [t == SLIDING for t in types]),
-        u32(f"{ARCH}.attention.shared_kv_layers", shared),
-        u32(f"{ARCH}.embedding_length_per_layer_input", hp.get("hidden_size_per_layer_input") or 0),
+        u32(f"{arch}.rope.dimension_count", head_dim_full),
+        u32(f"{arch}.rope.dimension_count_swa", head_dim_swa),
+        u32(f"{arch}.attention.sliding_window", hp.require("sliding_window")),
+        bool_array(f"{arch}.attention.sliding_window_pattern", [t == SLIDING for t in types]),
+        u32(f"{arch}.attention.shared_kv_layers", shared),
+        u32(f"{arch}.embedding_length_per_layer_input", hp.get("hidden_size_per_layer_input") or 0),
     ]
     if hp.get("final_logit_softcapping"):
-        fields.append(f32(f"{ARCH}.final_logit_softcapping", hp["final_logit_softcapping"]))
+        fields.append(f32(f"{arch}.final_logit_softcapping", hp["final_logit_softcapping"]))
     if hp.get("enable_moe_block"):
         fields += [
-            u32(f"{ARCH}.expert_count", hp["num_experts"]),
-            u32(f"{ARCH}.expert_used_count", hp["top_k_experts"]),
-            u32(f"{ARCH}.expert_feed_forward_length", hp["moe_intermediate_size"]),
+            u32(f"{arch}.expert_count", hp["num_experts"]),
+            u32(f"{arch}.expert_used_count", hp["top_k_experts"]),
+            u32(f"{arch}.expert_feed_forward_length", hp["moe_intermediate_size"]),
         ]
     return fields
 
@@ -197,9 +203,29 @@ def extra_tensors(hp: HParams, n_tokens: int, present: set[str]) -> list[Planned
 
 
 _OPTIONAL = {"required": False}
-TENSORS: tuple[TensorRule, ...] = (
+# the tensors every Gemma 4 decoder has, the MTP drafter's (convert/generations/gemma4_assistant.py) included
+EMBEDDING_AND_NORM: tuple[TensorRule, ...] = (
     top_rule("model.embed_tokens.weight", "token_embd.weight", match_vocab=True),
     top_rule("model.norm.weight", "output_norm.weight"),
+)
+QUERY_ATTENTION: tuple[TensorRule, ...] = (
+    layer_rule("input_layernorm.weight", "attn_norm.weight"),
+    layer_rule("self_attn.q_proj.weight", "attn_q.weight"),
+    layer_rule("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    layer_rule("self_attn.o_proj.weight", "attn_output.weight"),
+    layer_rule("post_attention_layernorm.weight", "post_attention_norm.weight"),
+)
+# dense FFN (on MoE layers: the always-on branch next to the experts) and the layer's output scale
+DENSE_FFN: tuple[TensorRule, ...] = (
+    layer_rule("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+    layer_rule("mlp.gate_proj.weight", "ffn_gate.weight"),
+    layer_rule("mlp.up_proj.weight", "ffn_up.weight"),
+    layer_rule("mlp.down_proj.weight", "ffn_down.weight"),
+    layer_rule("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+    layer_rule("layer_scalar", "layer_output_scale.weight"),
+)
+TENSORS: tuple[TensorRule, ...] = (
+    *EMBEDDING_AND_NORM,
     top_rule("lm_head.weight", "output.weight", match_vocab=True, **_OPTIONAL),  # untied exports only
     # per-layer embeddings (E2B/E4B)
     top_rule("model.embed_tokens_per_layer.weight", "per_layer_token_embd.weight", match_vocab=True, **_OPTIONAL),
@@ -209,21 +235,11 @@ TENSORS: tuple[TensorRule, ...] = (
     layer_rule("per_layer_projection.weight", "proj.weight", **_OPTIONAL),
     layer_rule("post_per_layer_input_norm.weight", "post_norm.weight", **_OPTIONAL),
     # attention; K/K-norm are absent on KV-shared layers, V on full layers that reuse K as V
-    layer_rule("input_layernorm.weight", "attn_norm.weight"),
-    layer_rule("self_attn.q_proj.weight", "attn_q.weight"),
+    *QUERY_ATTENTION,
     layer_rule("self_attn.k_proj.weight", "attn_k.weight", **_OPTIONAL),
     layer_rule("self_attn.v_proj.weight", "attn_v.weight", **_OPTIONAL),
-    layer_rule("self_attn.q_norm.weight", "attn_q_norm.weight"),
     layer_rule("self_attn.k_norm.weight", "attn_k_norm.weight", **_OPTIONAL),
-    layer_rule("self_attn.o_proj.weight", "attn_output.weight"),
-    layer_rule("post_attention_layernorm.weight", "post_attention_norm.weight"),
-    # dense FFN (on MoE layers: the always-on branch next to the experts)
-    layer_rule("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
-    layer_rule("mlp.gate_proj.weight", "ffn_gate.weight"),
-    layer_rule("mlp.up_proj.weight", "ffn_up.weight"),
-    layer_rule("mlp.down_proj.weight", "ffn_down.weight"),
-    layer_rule("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
-    layer_rule("layer_scalar", "layer_output_scale.weight"),
+    *DENSE_FFN,
     # experts (26B-A4B): router in F32, gate and up stay fused as the runtime splits them
     layer_rule("router.proj.weight", "ffn_gate_inp.weight", keep_f32=True, **_OPTIONAL),
     layer_rule("router.scale", "ffn_gate_inp.scale", **_OPTIONAL),
