@@ -82,8 +82,8 @@ def target_hidden_size(hp: HParams) -> int:
 
 
 def metadata(hp: HParams) -> list[Field]:
+    backbone = target_hidden_size(hp)  # first: a config without it is not a drafter's at all
     refuse_unlike_a_drafter(hp)
-    backbone = target_hidden_size(hp)
     n_layer = int(hp["num_hidden_layers"])
     fields = decoder_metadata(ARCH, HParams({**hp, "num_kv_shared_layers": shared_layers(hp)}))
     return fields + [u32(f"{ARCH}.embedding_length_out", backbone), u32(f"{ARCH}.nextn_predict_layers", n_layer)]
