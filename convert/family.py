@@ -5,7 +5,8 @@ Each :class:`Member` names the ``config.json`` values that identify it (``model_
 ``architectures[0]``). What a convertible member can do is not written here but read from the
 generation and encoder registries (``convert/generations``, ``convert/mmproj``): a member converts when
 a generation claims its architecture, sees / hears when a supported vision / audio encoder does, embeds
-when its GGUF architecture is an embedding one. A member with a ``refusal`` is refused before anything
+when its GGUF architecture is an embedding one, drafts (and does not run alone) when it is llama.cpp's MTP
+drafter one. A member with a ``refusal`` is refused before anything
 else is read (``UnrunnableModel``): its one line names the model and why.
 
 ``tests/convert/test_family.py`` pins llama.cpp's architecture list: a llama-cpp-python that gains an
@@ -41,6 +42,9 @@ FAMILY: tuple[Member, ...] = (
            ("gemma4",)),
     Member("Gemma 4 12B Unified", ("Gemma4UnifiedForConditionalGeneration", "Gemma4UnifiedForCausalLM"),
            ("gemma4_unified",)),
+    Member("Gemma 4 MTP drafters (E2B, E4B, 26B-A4B, 31B; 12B Unified)",
+           ("Gemma4AssistantForCausalLM", "Gemma4UnifiedAssistantForCausalLM"),
+           ("gemma4_assistant", "gemma4_unified_assistant")),
     Member("EmbeddingGemma", ("Gemma3TextModel",)),
     Member("DiffusionGemma", ("DiffusionGemmaForBlockDiffusion",), ("diffusion_gemma",),
            f"a block-diffusion decoder (it denoises whole blocks of tokens, not one next token); {_NO_ARCH}"),
@@ -85,6 +89,7 @@ def refuse_unrunnable(config: Mapping[str, Any]) -> None:
 
 
 CAPABILITIES = ("converts", "runs", "sees", "hears", "embeds", "drafts")
+DRAFTER_ARCH = "gemma4-assistant"  # llama.cpp's MTP drafter architecture (convert/generations/gemma4_assistant.py)
 
 
 def support_table() -> list[dict[str, Any]]:
@@ -105,11 +110,12 @@ def capabilities(member: Member) -> dict[str, Any]:
     text = [g for g in generations() if set(g.hf_architectures) & set(member.architectures)]
     towers = [e for e in encoders() if set(e.hf_architectures) & set(member.architectures) and not e.unsupported]
     converts = bool(text)
+    drafts = any(g.gguf_arch == DRAFTER_ARCH for g in text)  # a drafter never runs alone: it drafts for its target
     return {
-        "converts": converts, "runs": converts,
+        "converts": converts, "runs": converts and not drafts,
         "sees": any(e.modality == VISION for e in towers),
         "hears": any(e.modality == AUDIO for e in towers),
         "embeds": any(g.gguf_arch == "gemma-embedding" for g in text),
-        "drafts": False,
+        "drafts": drafts,
         "why_not": None if converts else "the converter has no generation for it yet",
     }

@@ -1,5 +1,6 @@
 """Gemma 4 MTP drafters (``Gemma4AssistantForCausalLM``, ``Gemma4UnifiedAssistantForCausalLM``; transformers
-``gemma4_assistant`` / ``gemma4_unified_assistant``) → llama.cpp arch ``gemma4-assistant`` (docs/converter-spec.md §7.2).
+``gemma4_assistant`` / ``gemma4_unified_assistant``) → llama.cpp arch ``gemma4-assistant``
+(docs/converter-spec.md §7.1).
 
 A drafter is a small Gemma 4 decoder (4 layers in the published ones) that never runs alone: each step it
 takes the target's embedding of the last token concatenated with the target's last hidden state

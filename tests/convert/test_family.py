@@ -88,6 +88,7 @@ def test_refusal_on_the_command_line_is_one_line_and_exit_2(tmp_path) -> None:
 def test_model_type_alone_identifies_a_member() -> None:
     assert member_for({"model_type": "recurrent_gemma"}).name == "RecurrentGemma"
     assert member_for({"architectures": ["Gemma4UnifiedForConditionalGeneration"]}).name == "Gemma 4 12B Unified"
+    assert member_for({"model_type": "gemma4_unified_assistant"}).name.startswith("Gemma 4 MTP drafters")
     assert member_for({"model_type": "llama"}) is None
 
 
@@ -96,6 +97,9 @@ def test_capabilities_come_from_the_registries() -> None:
     unified = rows["Gemma 4 12B Unified"]
     assert unified["converts"] and unified["sees"] and unified["hears"] and unified["why_not"] is None
     assert rows["Gemma 3n (E2B, E4B)"]["sees"] and not rows["Gemma 3n (E2B, E4B)"]["hears"]
+    drafters = rows["Gemma 4 MTP drafters (E2B, E4B, 26B-A4B, 31B; 12B Unified)"]
+    assert drafters["converts"] and drafters["drafts"] and not drafters["runs"]
+    assert not any(row["drafts"] for name, row in rows.items() if not name.startswith("Gemma 4 MTP"))
     for member in REFUSED:
         assert not any(rows[member.name][k] for k in ("converts", "runs", "sees", "hears", "embeds", "drafts"))
         assert rows[member.name]["why_not"] == member.refusal

@@ -59,7 +59,8 @@ def reference_gguf(target: str, type_name: str) -> Path:
             reference_convert(source, path, type_name)
             return
         with tempfile.TemporaryDirectory() as scratch:
-            older = copy_with(source, Path(scratch) / "checkpoint", lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
+            older = copy_with(source, Path(scratch) / "checkpoint",
+                              lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
             reference_convert(older, path, type_name)
 
     return cached_file(f"ref-{source.name}-{type_name}", recipe, ".gguf", build)
@@ -131,7 +132,8 @@ def test_llama_cpp_loads_it_as_a_drafter_that_needs_a_target(target: str, tmp_pa
 def gguf_arrays(path: Path) -> dict[str, np.ndarray]:
     from gguf import GGUFReader
 
-    return {t.name: np.array(t.data).reshape(tuple(int(n) for n in reversed(t.shape))) for t in GGUFReader(path).tensors}
+    tensors = GGUFReader(path).tensors
+    return {t.name: np.array(t.data).reshape(tuple(int(n) for n in reversed(t.shape))) for t in tensors}
 
 
 @pytest.mark.slow
@@ -195,7 +197,8 @@ def convert_refusal(checkpoint: Path, out: Path) -> str:
 
 
 def test_a_drafter_without_its_target_hidden_size_is_refused_in_one_line(tmp_path: Path) -> None:
-    checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt", lambda raw: raw.pop("backbone_hidden_size"))
+    checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt",
+                           lambda raw: raw.pop("backbone_hidden_size"))
     assert "no backbone_hidden_size" in convert_refusal(checkpoint, tmp_path / "out.gguf")
 
 
