@@ -40,7 +40,7 @@ DERIVED = {
     "gemma4": lambda hp, oracle: ((full_layer_head_dim(hp), full_layer_kv_heads(hp) or hp["num_key_value_heads"]),
                                   _full_layer(oracle)),
 }
-DERIVED["gemma4-unified"] = DERIVED["gemma4"]
+DERIVED["gemma4-unified"] = DERIVED["gemma4-assistant"] = DERIVED["gemma4-unified-assistant"] = DERIVED["gemma4"]
 DELETE = object()
 # (key, value) applied to the text config: legacy keys, nulls, missing keys, older formats.
 MUTATIONS = [
@@ -165,7 +165,11 @@ def test_legacy_keys_and_nulls_resolve_as_transformers(name: str, key: str, valu
 
 ORACLE_CLASSES = {"gemma": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3": "Gemma3TextConfig",
                   "gemma3n": "Gemma3nTextConfig", "gemma4": "Gemma4TextConfig",
-                  "gemma4-unified": "Gemma4UnifiedTextConfig", "gemma-embedding": "Gemma3TextConfig"}
+                  "gemma4-unified": "Gemma4UnifiedTextConfig", "gemma-embedding": "Gemma3TextConfig",
+                  "gemma4-assistant": "Gemma4TextConfig", "gemma4-unified-assistant": "Gemma4UnifiedTextConfig"}
+# the drafters' top-level keys (text_config merged over them) are their own config class's fields
+OUTER_CLASSES = {"gemma4-assistant": "Gemma4AssistantConfig",
+                 "gemma4-unified-assistant": "Gemma4UnifiedAssistantConfig"}
 # Defaults the config classes take from keyword arguments, not from declared fields.
 KWARG_DEFAULTS = {
     "rope_theta": "RotaryEmbeddingConfigMixin.default_theta / default_theta['global']",
@@ -179,6 +183,7 @@ KWARG_DEFAULTS = {
 # no experts: its `fixed` turns both off, so these are never read)
 NOT_IN_CLASS = {"gemma4-unified": {"vocab_size_per_layer_input", "num_experts", "top_k_experts",
                                    "moe_intermediate_size"}}
+NOT_IN_CLASS["gemma4-unified-assistant"] = NOT_IN_CLASS["gemma4-unified"]
 
 
 @pytest.mark.parametrize("generation", list(generations()), ids=lambda g: g.name)
@@ -189,6 +194,9 @@ def test_defaults_are_the_config_class_defaults(generation, tmp_path: Path) -> N
 
     oracle_class = getattr(transformers, ORACLE_CLASSES[generation.name])
     fields = {f.name: f for f in dataclasses.fields(oracle_class)}
+    if generation.name in OUTER_CLASSES:
+        fields.update({f.name: f for f in dataclasses.fields(getattr(transformers, OUTER_CLASSES[generation.name]))
+                       if f.name != "text_config"})
     for key, value in generation.defaults.items():
         if key in KWARG_DEFAULTS or key in generation.fixed or key in NOT_IN_CLASS.get(generation.name, ()):
             continue
