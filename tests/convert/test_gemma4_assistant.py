@@ -129,6 +129,20 @@ def test_llama_cpp_loads_it_as_a_drafter_that_needs_a_target(target: str, tmp_pa
         llama_cpp.llama_model_free(model)
 
 
+@pytest.mark.slow
+def test_drafter_for_the_real_vocabulary_target_has_the_targets_vocabulary(tmp_path: Path) -> None:
+    """The drafter of tiny_gemma4_gguf("e2b") (real 262,144-token vocabulary): both GGUFs, from the same
+    tokenizer files, carry the same tokenizer keys (a runtime pairs them by vocabulary)."""
+    from tests.convert.tiny_gemma4 import tiny_gemma4_gguf
+
+    drafter = gguf_fields(convert_with_ours(assistant_checkpoint("e2b", vocab="real"), tmp_path / "d.gguf", "f16"))
+    target = gguf_fields(tiny_gemma4_gguf("e2b"))
+    tokenizer_keys = {key for key in target if key.startswith("tokenizer.")}
+    assert tokenizer_keys == {key for key in drafter if key.startswith("tokenizer.")}
+    assert all(drafter[key] == target[key] for key in tokenizer_keys)
+    assert len(drafter["tokenizer.ggml.tokens"][1]) == 262144
+
+
 def gguf_arrays(path: Path) -> dict[str, np.ndarray]:
     from gguf import GGUFReader
 
