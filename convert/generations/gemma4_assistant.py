@@ -33,15 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from convert.generations.base import (
-    Field, HParams, TensorRule, UnsupportedConfig, top_rule, u32,
+    Field, HParams, TensorRule, UnsupportedConfig, Vocab, top_rule, u32,
 )
 from convert.generations.common import refuse_untied_output
 from convert.generations.gemma4 import (
     DEFAULTS, DENSE_FFN, EMBEDDING_AND_NORM, GEMMA4, QUERY_ATTENTION, UNIFIED_DEFAULTS, UNIFIED_FIXED,
     decoder_metadata,
 )
+from convert.vocab import TokenizerError
+from convert.vocab_bpe import gemma4_vocab
 
 ARCH = "gemma4-assistant"
 
@@ -97,6 +101,14 @@ def notes(hp: HParams, dropped: Sequence[str]) -> list[str]:
             "whole vocabulary, as its own converter does"]
 
 
+def drafter_vocab(checkpoint: Any, hp: HParams) -> Vocab:
+    """The Gemma 4 vocabulary (a drafter's logits are over its target's tokens), with a hint where it is missing."""
+    if not (Path(checkpoint.directory) / "tokenizer.json").is_file():
+        raise TokenizerError(f"{checkpoint.directory} has no tokenizer.json: a drafter drafts in its target's "
+                             "vocabulary, so copy the target's tokenizer.json and tokenizer_config.json next to it")
+    return gemma4_vocab(checkpoint, hp)
+
+
 _OPTIONAL = {"required": False}
 TENSORS: tuple[TensorRule, ...] = (
     *EMBEDDING_AND_NORM,
@@ -117,6 +129,7 @@ GEMMA4_ASSISTANT = replace(
     defaults={**DEFAULTS, **ASSISTANT_DEFAULTS},
     metadata=metadata,
     tensors=TENSORS,
+    vocab=drafter_vocab,
     notes=notes,
 )
 

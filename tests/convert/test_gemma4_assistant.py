@@ -216,6 +216,11 @@ def test_a_drafter_without_its_target_hidden_size_is_refused_in_one_line(tmp_pat
     assert "no backbone_hidden_size" in convert_refusal(checkpoint, tmp_path / "out.gguf")
 
 
+def test_a_drafter_without_tokenizer_files_is_told_to_take_its_targets(tmp_path: Path) -> None:
+    checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt", drop=("tokenizer.json",))
+    assert "copy the target's tokenizer.json" in convert_refusal(checkpoint, tmp_path / "out.gguf")
+
+
 def test_a_target_labelled_as_a_drafter_is_refused_in_one_line(tmp_path: Path) -> None:
     """A Gemma 4 model whose config names the drafter class: it has no target hidden size (and K/V weights)."""
     from tests.convert.tiny_gemma4 import gemma4_checkpoint
