@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,11 +25,11 @@ from tests.convert.fixtures.tiny_gemma4_assistant import (
     N_LAYERS, TARGET_HIDDEN, assistant_checkpoint, hf_assistant,
 )
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
+from tests.convert.test_gemma4 import _refusal
 from tests.convert.test_gemma4_unified import OLDER_TEXT_KEYS, copy_with
 from tests.convert.tiny import cached_file
 from tests.convert.tiny_gemma4 import TINY_VOCAB_SIZE, convert_with_ours
 
-REPO = Path(__file__).resolve().parents[2]
 ARCH = "gemma4-assistant"
 DRAFTER_HIDDEN = 32
 # HF name → llama.cpp's (src/models/gemma4-assistant.cpp loads these; gguf-py names them)
@@ -199,26 +197,15 @@ def test_config_is_read_as_transformers_resolves_it() -> None:
     assert metadata_of(unified, GEMMA4_UNIFIED_ASSISTANT)[f"{ARCH}.embedding_length_per_layer_input"] == 0
 
 
-def convert_refusal(checkpoint: Path, out: Path) -> str:
-    """Our converter's one-line error (exit code 2, nothing written)."""
-    result = subprocess.run([sys.executable, "-m", "convert", "convert", str(checkpoint), "-o", str(out)],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 2, result.stderr
-    assert not out.exists()
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_a_drafter_without_its_target_hidden_size_is_refused_in_one_line(tmp_path: Path) -> None:
     checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt",
                            lambda raw: raw.pop("backbone_hidden_size"))
-    assert "no backbone_hidden_size" in convert_refusal(checkpoint, tmp_path / "out.gguf")
+    assert "no backbone_hidden_size" in _refusal(checkpoint, tmp_path / "out.gguf")
 
 
 def test_a_drafter_without_tokenizer_files_is_told_to_take_its_targets(tmp_path: Path) -> None:
     checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt", drop=("tokenizer.json",))
-    assert "copy the target's tokenizer.json" in convert_refusal(checkpoint, tmp_path / "out.gguf")
+    assert "copy the target's tokenizer.json" in _refusal(checkpoint, tmp_path / "out.gguf")
 
 
 def test_a_target_labelled_as_a_drafter_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -227,4 +214,4 @@ def test_a_target_labelled_as_a_drafter_is_refused_in_one_line(tmp_path: Path) -
 
     checkpoint = copy_with(gemma4_checkpoint("dense"), tmp_path / "ckpt",
                            lambda raw: raw.update(architectures=["Gemma4AssistantForCausalLM"]))
-    assert "no backbone_hidden_size" in convert_refusal(checkpoint, tmp_path / "out.gguf")
+    assert "no backbone_hidden_size" in _refusal(checkpoint, tmp_path / "out.gguf")
