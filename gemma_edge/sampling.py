@@ -1,14 +1,17 @@
-"""Sampling settings: per-model defaults from models.yaml, overridden by the caller."""
+"""Sampling settings: per-model defaults from models.yaml, overridden by the caller; the default
+length of a reply."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-# Gemma's recommended settings for instruct models (Gemma 3/3n/4 model cards).
-GEMMA_DEFAULTS = {"temperature": 1.0, "top_k": 64, "top_p": 0.95, "min_p": 0.0, "repeat_penalty": 1.0}
+# Generated tokens when the caller sets no limit (API, CLI and server alike).
+DEFAULT_MAX_TOKENS = 512
 
 
 @dataclass(frozen=True)
 class Sampling:
+    """The defaults are Gemma's recommended settings for instruct models (Gemma 3/3n/4 model cards),
+    the one place they are written: models.yaml entries that say nothing, and the CLI's help, use them."""
     temperature: float = 1.0   # 0 means greedy
     top_k: int = 64
     top_p: float = 0.95
@@ -20,17 +23,16 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature <= 0
 
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
     def updated(self, **overrides) -> "Sampling":
-        known = {f.name for f in fields(self)}
+        known = set(self.option_names())
         unknown = set(overrides) - known
         if unknown:
             raise TypeError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    @classmethod
-    def for_model(cls, registry_sampling: dict | None = None, **overrides) -> "Sampling":
-        base = {**GEMMA_DEFAULTS, **{k: v for k, v in (registry_sampling or {}).items() if k in GEMMA_DEFAULTS}}
-        return cls(**base).updated(**overrides)
 
     def validate(self) -> "Sampling":
         from gemma_edge.errors import GemmaEdgeError

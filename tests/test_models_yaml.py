@@ -275,10 +275,10 @@ def test_projector_files_are_projectors_and_agree_where_shared(models):
 
 def test_registry_entries_expose_the_projector(models):
     """What the runtime reads (registry.ModelEntry) is what the file says."""
-    from gemma_edge.registry import ModelEntry
+    from gemma_edge.model_entry import ModelEntry
 
     for m in models:
-        entry = ModelEntry(m["name"], m)
+        entry = ModelEntry.from_yaml(m)
         projector = entry.projector_file
         listed = m["mmproj"] if m["mmproj"] and "file" in m["mmproj"] else None
         assert (projector is None) == (listed is None)
@@ -288,6 +288,31 @@ def test_registry_entries_expose_the_projector(models):
         assert (entry.projector_unavailable is not None) == bool(m["mmproj"] and "unavailable" in m["mmproj"])
         assert set(entry.media) == {kind for kind, flag in (("image", "vision"), ("audio", "audio"))
                                     if m["capabilities"][flag]}
+
+
+def test_the_typed_entry_holds_every_key_of_the_file(models):
+    """registry.ModelEntry has a typed field for every key the schema allows (a new schema key must
+    be typed too), holding the file's value."""
+    from dataclasses import asdict, fields
+
+    from gemma_edge.model_entry import ConvertRecipe, EmbeddedPackage, HubFile, ModelEntry
+    from gemma_edge.models_schema import MODELS_SCHEMA
+
+    keys = set(MODELS_SCHEMA["properties"]["models"]["items"]["properties"])
+    assert keys - {f.name for f in fields(ModelEntry)} == {"mmproj"}  # projector_file + projector_unlisted_reason
+    for m in models:
+        entry = ModelEntry.from_yaml(m)
+        plain = keys - {"source", "capabilities", "sampling", "mmproj"}
+        assert {key: getattr(entry, key) for key in plain} == {key: m[key] for key in plain}, m["name"]
+        assert entry.capabilities.as_dict() == m["capabilities"], m["name"]
+        sampling = None if entry.sampling is None else {k: v for k, v in asdict(entry.sampling).items() if k != "seed"}
+        assert sampling == m.get("sampling"), m["name"]
+        source = m["source"]
+        expected = (EmbeddedPackage(source["embedded"]) if "embedded" in source else
+                    ConvertRecipe(**source["convert"]) if "convert" in source else
+                    HubFile(source["repo"], source["file"], source.get("revision"), m["sha256"], m["file_size"]))
+        assert entry.source == expected, m["name"]
+        assert entry.projector_unlisted_reason == (m["mmproj"] or {}).get("unavailable"), m["name"]
 
 
 def test_quantization_matches_the_file(models):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gemma_edge.errors import GemmaEdgeError
+from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.speculative import SPEC_MODES
 
 
@@ -118,17 +119,18 @@ def model_options(fn):
 
 def generation_options(fn):
     """Sampling, length and thinking controls."""
+    gemma = Sampling()
     options = [
-        click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=512, show_default=True,
+        click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True,
                      help="Stop after this many generated tokens."),
         click.option("--temperature", "-t", type=click.FloatRange(min=0), default=None,
-                     help="0 means greedy (deterministic); default from models.yaml (Gemma: 1.0)."),
-        click.option("--top-k", type=click.IntRange(min=0), default=None, help="Default 64."),
+                     help=f"0 means greedy (deterministic); default from models.yaml (Gemma: {gemma.temperature})."),
+        click.option("--top-k", type=click.IntRange(min=0), default=None, help=f"Default {gemma.top_k}."),
         click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-                     help="Default 0.95."),
-        click.option("--min-p", type=click.FloatRange(min=0, max=1), default=None, help="Default 0."),
+                     help=f"Default {gemma.top_p}."),
+        click.option("--min-p", type=click.FloatRange(min=0, max=1), default=None, help=f"Default {gemma.min_p:g}."),
         click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Default 1.0 (off)."),
+                     help=f"Default {gemma.repeat_penalty} (off)."),
         click.option("--seed", type=int, default=None, help="Random seed for reproducible sampling."),
         click.option("--think/--no-think", "think", default=None,
                      help="Let the model think before answering (Gemma 4; default from models.yaml)."),
@@ -142,9 +144,8 @@ def generation_options(fn):
 
 
 def sampling_overrides(kw: dict) -> dict:
-    keys = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-            "repeat_penalty": "repeat_penalty", "seed": "seed"}
-    return {dst: kw[src] for src, dst in keys.items() if kw.get(src) is not None}
+    """The sampling options the user set (each named as its `Sampling` field)."""
+    return {key: kw[key] for key in Sampling.option_names() if kw.get(key) is not None}
 
 
 def warn_about_the_build() -> None:

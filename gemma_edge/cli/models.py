@@ -32,9 +32,9 @@ def info(model, as_json):
     path, entry = resolve(model)
     facts = read_model_facts(path).describe()
     if entry is not None:
-        facts["registry"] = {"name": entry.name, "size_class": entry.raw.get("size_class"),
-                             "license": entry.raw.get("license"), "capabilities": entry.capabilities}
-        facts["format"] = entry.raw.get("format") or facts["format"]
+        facts["registry"] = {"name": entry.name, "size_class": entry.size_class, "license": entry.license,
+                             "capabilities": entry.capabilities.as_dict()}
+        facts["format"] = entry.format
     projector, note = (None, "none (an embedding model takes text only)") if facts["embeds"] else \
         _projector_of(path, entry)
     inputs, problem = _projector_inputs(projector)
@@ -125,10 +125,10 @@ def list_models(downloaded, family):
         here = is_downloaded(entry)
         if downloaded and not here:
             continue
-        caps = ",".join(k for k, v in entry.capabilities.items() if v) or "-"
-        size = entry.raw.get("file_size")
-        rows.append((("*" if entry.name == registry.default else " ") + entry.name, entry.raw.get("format", ""),
-                     entry.raw.get("quantization") or "", f"{size / 1e9:.2f} GB" if size else "?", caps,
+        caps = ",".join(k for k, v in entry.capabilities.as_dict().items() if v) or "-"
+        size = entry.file_size
+        rows.append((("*" if entry.name == registry.default else " ") + entry.name, entry.format,
+                     entry.quantization, f"{size / 1e9:.2f} GB" if size else "?", caps,
                      "yes" if here else "no", _projector_column(entry)))
     header = (" NAME", "FORMAT", "QUANT", "SIZE", "CAPABILITIES", "LOCAL", "MMPROJ")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gemma_edge.errors import GemmaEdgeError
 from gemma_edge.media import Limits
+from gemma_edge.sampling import DEFAULT_MAX_TOKENS
 from gemma_edge.server import mapping, ollama, schema, webpage
 from gemma_edge.server.body import read_json
 from gemma_edge.server.media import decode_media, has_media
@@ -42,7 +43,7 @@ class ServerConfig:
     timeout_s: float = 600.0
     max_waiting: int = 64
     max_body_bytes: int = 2 << 20
-    default_max_tokens: int = 512
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
     max_tokens_limit: int | None = None
     prompt_cache: bool = True
     version: str = "0"

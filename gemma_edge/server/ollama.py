@@ -131,7 +131,7 @@ class OllamaApi:
     # -- the model ------------------------------------------------------------------------------
     def _model_json(self) -> dict:
         entry = self.server.model.entry
-        digest = (entry.raw.get("sha256") or "") if entry else ""
+        digest = (entry.sha256 or "") if entry else ""
         return om.model_json(self._name, self.server.model.facts, digest)
 
     async def tags(self, request: Request) -> Response:
