@@ -227,15 +227,9 @@ def _logical_cpus() -> int:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from gemma_edge.hardware import cpu_name
+
+    return cpu_name() or platform.processor() or platform.machine()
 
 
 def _llama_version() -> str:

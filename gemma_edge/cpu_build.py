@@ -40,7 +40,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from gemma_edge.doctor import Machine, built_features, detect_machine, load_recording
+from gemma_edge.doctor import built_features
+from gemma_edge.hardware import Machine, detect_machine, load_recording
 
 X86_ARCHS = ("x86_64", "AMD64", "i386", "i686")
 ARM_ARCHS = ("aarch64", "arm64", "ARM64")

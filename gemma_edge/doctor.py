@@ -1,38 +1,21 @@
 """What this machine can do and the runtime settings that get the most out of it.
 
-A `Machine` is built from the raw text the OS gives (`/proc/cpuinfo` + `/proc/meminfo` on Linux,
-`sysctl` on macOS) by pure parsers, so recorded profiles of other machines (a Raspberry Pi, a Mac)
-go through exactly the code that reads this one. `recommended_runtime()` turns a machine and a
-model's facts into the defaults `run`/`chat` use when the user sets nothing.
+The machine comes from `gemma_edge.hardware` (the one reader of /proc and sysctl, whose pure parsers
+also read recorded profiles of other machines: `load_recording`). `recommended_runtime()` turns a
+machine and a model's facts into the defaults `run`/`chat` use when the user sets nothing.
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
-import subprocess
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
+
+# Recorded and live machines are doctor's input: callers (and the recorded-profile tests) reach them here too.
+from gemma_edge.hardware import Machine, detect_machine, load_recording, machine_from_recording  # noqa: F401
 
 # Smallest context worth recommending; below this a chat turn barely fits.
 MIN_CONTEXT = 512
 
-# OS feature name → our name. x86 from /proc/cpuinfo "flags", ARM from "Features", macOS from sysctl.
-CPUINFO_FEATURES = {
-    "sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2", "bmi2": "bmi2", "fma": "fma", "f16c": "f16c",
-    "avx512vbmi": "avx512_vbmi", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx_vnni": "avx_vnni",
-    "amx_tile": "amx_tile", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
-    "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve", "asimdhp": "fp16",
-}
-# Features that need several OS flags: llama.cpp's AVX512 build uses AVX-512 F, CD, VL, DQ and BW.
-COMPOSITE_FEATURES = {"avx512": frozenset({"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"})}
-# macOS on Intel spells some flags differently (machdep.cpu.features / leaf7_features, lower-cased, "." → "_").
-MACHDEP_FEATURES = CPUINFO_FEATURES | {"avx1_0": "avx", "avx512vnni": "avx512_vnni"}
-SYSCTL_FEATURES = {
-    "hw.optional.AdvSIMD": "neon", "hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
-    "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.arm.FEAT_SVE": "sve",
-}
 # Our feature name → its key in the CPU backend's feature list (ggml_backend_get_features, also
 # printed by llama_print_system_info()) when llama.cpp was compiled for it.
 LLAMA_BUILD_KEYS = {
@@ -44,145 +27,6 @@ LLAMA_BUILD_KEYS = {
 # Compiled in only when the user asks for it: AMX (its extra buffer type crashes llama.cpp on some
 # Xeons, issue 14; see gemma_edge.cpu_build).
 OPT_IN_FEATURES = frozenset({"amx_int8"})
-
-
-def features_from_flags(flags: set[str], names: dict[str, str]) -> frozenset[str]:
-    found = {names[f] for f in flags if f in names}
-    found |= {name for name, needs in COMPOSITE_FEATURES.items() if needs <= flags}
-    return frozenset(found)
-
-
-@dataclass(frozen=True)
-class Machine:
-    name: str
-    system: str                  # "Linux", "Darwin", …
-    arch: str                    # "x86_64", "aarch64", "arm64"
-    cpu: str
-    physical_cores: int
-    performance_cores: int       # cores llama.cpp should use (Apple: the P-cores)
-    features: frozenset[str]
-    total_memory: int
-    available_memory: int
-    gpu: str | None = None       # "metal" on Apple silicon
-
-    def describe(self) -> dict:
-        gb = 2**30
-        return {"name": self.name, "system": self.system, "arch": self.arch, "cpu": self.cpu,
-                "physical_cores": self.physical_cores, "performance_cores": self.performance_cores,
-                "features": sorted(self.features), "total_memory_gb": round(self.total_memory / gb, 1),
-                "available_memory_gb": round(self.available_memory / gb, 1), "gpu": self.gpu}
-
-
-# -- parsers (pure) --------------------------------------------------------------------------------
-
-def parse_cpuinfo(text: str) -> dict:
-    """CPU name, physical core count and features from /proc/cpuinfo (x86 or ARM)."""
-    blocks = [b for b in text.split("\n\n") if b.strip()]
-    cores, processors, flags, name = set(), 0, set(), ""
-    board = ""
-    for block in blocks:
-        fields = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key.strip()] = value.strip()
-        if "processor" in fields:
-            processors += 1
-            if "core id" in fields:
-                cores.add((fields.get("physical id", "0"), fields["core id"]))
-        for key in ("flags", "Features"):
-            if key in fields:
-                flags.update(fields[key].split())
-        name = name or fields.get("model name", "")
-        board = board or fields.get("Model", "")
-    return {"cpu": board or name or "unknown CPU", "physical_cores": len(cores) or processors,
-            "features": features_from_flags(flags, CPUINFO_FEATURES)}
-
-
-def parse_meminfo(text: str) -> dict:
-    values = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            values[key.strip()] = int(parts[0]) * 1024
-    total = values.get("MemTotal", 0)
-    return {"total_memory": total, "available_memory": values.get("MemAvailable", values.get("MemFree", total))}
-
-
-def parse_sysctl(text: str) -> dict:
-    """macOS `sysctl -a` (or the subset we ask for): cores, P-cores, memory, ARM features."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            values[key.strip()] = value.strip()
-    physical = int(values.get("hw.physicalcpu", 0))
-    machdep = {flag.replace(".", "_") for flag in (values.get("machdep.cpu.features", "") + " " +
-                                                    values.get("machdep.cpu.leaf7_features", "")).lower().split()}
-    features = {name for key, name in SYSCTL_FEATURES.items() if values.get(key) == "1"}
-    features |= features_from_flags(machdep, MACHDEP_FEATURES)
-    total = int(values.get("hw.memsize", 0))
-    return {"cpu": values.get("machdep.cpu.brand_string", "unknown CPU"), "physical_cores": physical,
-            "performance_cores": int(values.get("hw.perflevel0.physicalcpu", physical)),
-            "features": frozenset(features), "total_memory": total,
-            "available_memory": int(values.get("available_memory", total))}
-
-
-def machine_from_recording(recording: dict) -> Machine:
-    """A machine from recorded raw text: {"name", "system", "arch", "cpuinfo", "meminfo"} on Linux,
-    {"name", "system", "arch", "sysctl"} on macOS (whose "available_memory" line is vm_stat's
-    free + inactive pages, recorded alongside)."""
-    system, arch = recording["system"], recording["arch"]
-    if system == "Darwin":
-        info = parse_sysctl(recording["sysctl"])
-    else:
-        info = parse_cpuinfo(recording["cpuinfo"]) | parse_meminfo(recording["meminfo"])
-    return Machine(name=recording["name"], system=system, arch=arch, cpu=info["cpu"],
-                   physical_cores=info["physical_cores"],
-                   performance_cores=info.get("performance_cores", info["physical_cores"]),
-                   features=info["features"], total_memory=info["total_memory"],
-                   available_memory=info["available_memory"],
-                   gpu="metal" if system == "Darwin" and arch == "arm64" else None)
-
-
-def load_recording(path: str | Path) -> Machine:
-    return machine_from_recording(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def detect_machine() -> Machine:
-    """This machine, read live (a few small files, or one sysctl call on macOS). Whatever the OS
-    files do not say (Windows, restricted containers) comes from `gemma_edge.hardware`, which is also
-    the one source of available memory, so $GEMMA_EDGE_MAX_MEMORY applies here as in the engine."""
-    from gemma_edge.hardware import available_memory, physical_cores, total_memory
-
-    system, arch = platform.system(), platform.machine()
-    recording = {"name": platform.node() or "this machine", "system": system, "arch": arch}
-    if system == "Darwin":
-        recording["sysctl"] = _sysctl(["hw.physicalcpu", "hw.perflevel0.physicalcpu", "hw.memsize",
-                                       "machdep.cpu.brand_string", "machdep.cpu.features",
-                                       "machdep.cpu.leaf7_features", *SYSCTL_FEATURES])
-    else:
-        recording["cpuinfo"], recording["meminfo"] = _read("/proc/cpuinfo"), _read("/proc/meminfo")
-    machine = machine_from_recording(recording)
-    cores = machine.physical_cores or physical_cores()
-    return replace(machine, physical_cores=cores, performance_cores=machine.performance_cores or cores,
-                   total_memory=machine.total_memory or total_memory(), available_memory=available_memory())
-
-
-def _sysctl(keys: list[str]) -> str:
-    try:
-        return subprocess.run(["sysctl", *keys], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 # -- llama.cpp build ---------------------------------------------------------------------------------
