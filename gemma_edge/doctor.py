@@ -10,8 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-# Recorded and live machines are doctor's input: callers (and the recorded-profile tests) reach them here too.
-from gemma_edge.hardware import Machine, detect_machine, load_recording, machine_from_recording  # noqa: F401
+from gemma_edge.hardware import Machine, detect_machine
 
 # Smallest context worth recommending; below this a chat turn barely fits.
 MIN_CONTEXT = 512

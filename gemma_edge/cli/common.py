@@ -151,7 +151,8 @@ def sampling_overrides(kw: dict) -> dict:
 def warn_about_the_build() -> None:
     """One stderr line when the installed llama.cpp was built for instructions this CPU lacks (from
     its build record, before llama.cpp is loaded: loading it may already die by SIGILL)."""
-    from gemma_edge.doctor import build_mismatch_warning, detect_machine
+    from gemma_edge.doctor import build_mismatch_warning
+    from gemma_edge.hardware import detect_machine
     from gemma_edge.llama import recorded_build
 
     record = recorded_build()

@@ -24,7 +24,8 @@ def doctor(ctx, model_name, as_json, rpc):
         from gemma_edge.cli.worker import rpc_doctor
 
         return ctx.invoke(rpc_doctor, endpoints=rpc, model_name=model_name, as_json=as_json)
-    from gemma_edge.doctor import detect_machine, llama_build, report
+    from gemma_edge.doctor import llama_build, report
+    from gemma_edge.hardware import detect_machine
     from gemma_edge.model import read_model_facts
     from gemma_edge.registry import resolve
 

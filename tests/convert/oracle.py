@@ -8,7 +8,8 @@ and GGUF-vs-GGUF comparison. Import from tests of any generation.
   cosine, and argmax agreement at *decisive* positions (reference top-2 margin ≥ 0.05).
 * ``reference_convert(model_dir, out, outtype, mmproj=False)`` — llama.cpp's own ``convert_hf_to_gguf.py`` from the
   llama-cpp-python 0.3.36 sdist (``pip download`` once into the test cache), run with this venv's python
-  (it needs torch; the converter under test does not).
+  (it needs torch; the converter under test does not). ``reference_gguf(model_dir, outtype)``: the same,
+  cached in the test cache.
 * ``gguf_differences(a, b, allowed)`` — tensor names/types/shapes/bytes and metadata (value types and
   array element types included) compared through a small independent GGUF parser (``read_header``);
   returns human-readable differences (empty = same). ``gguf_fields`` / ``gguf_tensors`` expose the parsed
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.convert.tiny import cache_root
+from tests.convert.tiny import cache_root, cached_file
 
 SDIST_VERSION = "0.3.36"
 DECISIVE_MARGIN = 0.05
@@ -156,6 +157,17 @@ def reference_convert(model_dir: Path, out: Path, outtype: str, mmproj: bool = F
     if result.returncode != 0:
         raise RuntimeError(f"reference converter failed:\n{result.stderr[-4000:]}")
     return out
+
+
+def reference_gguf(model_dir: Path, outtype: str, *, label: str | None = None,
+                   options: tuple[str, ...] | None = None) -> Path:
+    """``reference_convert`` of a (cached) checkpoint, cached as ``ref-<label>-<outtype>`` (label: the
+    checkpoint directory's name); the conversion itself takes seconds."""
+    recipe = {"model": model_dir.name, "type": outtype, "converter": f"llama-cpp-python {SDIST_VERSION}"}
+    if options is not None:
+        recipe["options"] = options
+    return cached_file(f"ref-{label or model_dir.name}-{outtype}", recipe, ".gguf",
+                       lambda path: reference_convert(model_dir, path, outtype, options=options or ()))
 
 
 # ---------------------------------------------------------------- GGUF comparison

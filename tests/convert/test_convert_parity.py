@@ -10,9 +10,9 @@ import pytest
 
 from tests.convert.oracle import (
     assert_no_worse, compare_logits, gguf_differences, gguf_fields, gguf_tensors, hf_logits, llama_logits,
-    reference_convert,
+    reference_gguf,
 )
-from tests.convert.tiny import cached_file, token_ids
+from tests.convert.tiny import token_ids
 from tests.convert.tiny_gemma import RECIPES, tiny_checkpoint
 
 pytest.importorskip("llama_cpp")
@@ -36,13 +36,6 @@ def convert_ours(model_dir: Path, out: Path, type_name: str) -> Path:
     return out
 
 
-def reference_gguf(case: str, model_dir: Path, type_name: str) -> Path:
-    """llama.cpp's own converter on the same checkpoint (cached; the conversion itself takes seconds)."""
-    recipe = {"model": model_dir.name, "type": type_name, "converter": "llama-cpp-python 0.3.36"}
-    return cached_file(f"ref-{case}-{type_name}", recipe, ".gguf",
-                       lambda path: reference_convert(model_dir, path, type_name))
-
-
 @cache
 def reference_logits(case: str) -> np.ndarray:
     return hf_logits(tiny_checkpoint(case), IDS)
@@ -59,7 +52,7 @@ CASES = [(case, type_name) for case in ("gemma", "gemma2", "gemma3", "gemma3-lin
 def test_same_as_reference_and_transformers(case: str, type_name: str, tmp_path: Path) -> None:
     model_dir = tiny_checkpoint(case)
     ours = convert_ours(model_dir, tmp_path / "ours.gguf", type_name)
-    theirs = reference_gguf(case, model_dir, type_name)
+    theirs = reference_gguf(model_dir, type_name, label=case)
 
     assert gguf_differences(ours, theirs, ALLOWED) == []
 
@@ -84,7 +77,7 @@ def test_k_quant_no_worse_than_reference_pipeline(tmp_path: Path) -> None:
     model_dir = tiny_checkpoint("gemma3-k")
     ours = convert_ours(model_dir, tmp_path / "ours.gguf", "q4_k_m")
     theirs = tmp_path / "theirs.gguf"
-    quantize(reference_gguf("gemma3-k", model_dir, "f16"), theirs, "q4_k_m")
+    quantize(reference_gguf(model_dir, "f16", label="gemma3-k"), theirs, "q4_k_m")
 
     tensors = gguf_tensors(ours)
     assert tensors["blk.0.attn_q.weight"][0] == "Q4_K"
@@ -110,6 +103,6 @@ def test_non_periodic_layer_types_match_transformers(tmp_path: Path) -> None:
 
     our_metrics = compare_logits(hf_logits(model_dir, IDS), llama_logits(ours, IDS))
     standard = compare_logits(reference_logits("gemma3"),
-                              llama_logits(reference_gguf("gemma3", tiny_checkpoint("gemma3"), "f32"), IDS))
+                              llama_logits(reference_gguf(tiny_checkpoint("gemma3"), "f32", label="gemma3"), IDS))
     assert our_metrics.decisive >= 16
     assert_no_worse(our_metrics, standard, slack=1.0)

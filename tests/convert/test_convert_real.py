@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.convert.oracle import gguf_differences, read_header, reference_convert
+from tests.convert.oracle import gguf_differences, read_header, reference_gguf
 from tests.convert.real_gemma3 import real_checkpoint
 from tests.convert.tiny import cached_file
 
@@ -35,19 +35,13 @@ def convert_cached(checkpoint: Path, type_name: str) -> Path:
                        lambda path: convert_checkpoint(checkpoint, path, type_name, force=True))
 
 
-def reference_cached(checkpoint: Path, type_name: str) -> Path:
-    recipe = {"model": checkpoint.name, "type": type_name, "converter": "llama-cpp-python 0.3.36"}
-    return cached_file(f"ref-270m-{type_name}", recipe, ".gguf",
-                       lambda path: reference_convert(checkpoint, path, type_name))
-
-
 @pytest.mark.parametrize("type_name", ["f32", "f16"])
 def test_real_weights_same_as_reference(checkpoint: Path, type_name: str, tmp_path: Path) -> None:
     from convert.api import convert_checkpoint
 
     ours = tmp_path / "ours.gguf"
     convert_checkpoint(checkpoint, ours, type_name)
-    assert gguf_differences(ours, reference_cached(checkpoint, type_name)) == []
+    assert gguf_differences(ours, reference_gguf(checkpoint, type_name, label="270m")) == []
 
 
 def perplexity(gguf_path: Path, text: str) -> float:

@@ -36,21 +36,21 @@ def test_chunked_streaming_equals_reference(tmp_path: Path, monkeypatch: pytest.
     """One row per chunk (every tensor spans many chunks) still gives the reference's bytes."""
     import convert.pipeline
     from convert.api import convert_checkpoint
-    from tests.convert.test_convert_parity import reference_gguf
+    from tests.convert.oracle import reference_gguf
 
     monkeypatch.setattr(convert.pipeline, "CHUNK_BYTES", 1)
     model = tiny_checkpoint("gemma3")
     for type_name in ("f16", "q8_0"):
         out = tmp_path / f"{type_name}.gguf"
         convert_checkpoint(model, out, type_name)
-        assert gguf_differences(out, reference_gguf("gemma3", model, type_name), ALLOWED) == []
+        assert gguf_differences(out, reference_gguf(model, type_name, label="gemma3"), ALLOWED) == []
 
 
 def test_sharded_checkpoint_equals_single_file(tmp_path: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
     from convert.api import convert_checkpoint
-    from tests.convert.test_convert_parity import reference_gguf
+    from tests.convert.oracle import reference_gguf
 
     source = tiny_checkpoint("gemma3")
     model = Path(shutil.copytree(source, tmp_path / "model"))
@@ -65,7 +65,7 @@ def test_sharded_checkpoint_equals_single_file(tmp_path: Path) -> None:
 
     out = tmp_path / "sharded.gguf"
     convert_checkpoint(model, out, "f32")
-    assert gguf_differences(out, reference_gguf("gemma3", source, "f32"), ALLOWED) == []
+    assert gguf_differences(out, reference_gguf(source, "f32", label="gemma3"), ALLOWED) == []
 
 
 def _hparams(case: str, **changes):
@@ -165,9 +165,9 @@ def test_quantize_any_llama_cpp_type_by_name(type_name: str, matrix_type: str, t
 
     from convert.cli import quantize_command
     from tests.convert.oracle import gguf_fields, gguf_tensors
-    from tests.convert.test_convert_parity import reference_gguf
+    from tests.convert.oracle import reference_gguf
 
-    source = reference_gguf("gemma3-k", tiny_checkpoint("gemma3-k"), "f16")  # H, F multiples of 256
+    source = reference_gguf(tiny_checkpoint("gemma3-k"), "f16", label="gemma3-k")  # H, F multiples of 256
     out = tmp_path / "q.gguf"
     result = CliRunner().invoke(quantize_command, [str(source), "-o", str(out), "--type", type_name])
     assert result.exit_code == 0, result.stderr

@@ -16,8 +16,7 @@ import pytest
 from convert.generations.base import HParams, UnsupportedConfig
 from convert.generations.gemma_embedding import GEMMA_EMBEDDING
 from tests.convert.embed_oracle import cosines, sentencepiece_ids, st_embeddings
-from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
-from tests.convert.tiny import cached_file
+from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_gguf
 from tests.convert.tiny_embeddinggemma import CONFIG, tiny_embeddinggemma, tiny_embeddinggemma_gguf
 
 pytest.importorskip("llama_cpp")
@@ -31,12 +30,9 @@ TEXTS = ["hello", "gamera tokenize la pi nu. verona!", " ".join(WORDS[i % 15] fo
 THRESHOLDS = {"f32": 0.9999, "f16": 0.999, "q8_0": 0.999}
 
 
-def reference_gguf(type_name: str, dense: bool) -> Path:
-    model_dir = tiny_embeddinggemma()
+def reference_embedding_gguf(type_name: str, dense: bool) -> Path:
     options = ("--sentence-transformers-dense-modules",) if dense else ()
-    recipe = {"model": model_dir.name, "type": type_name, "options": options, "converter": "llama-cpp-python 0.3.36"}
-    return cached_file(f"ref-embeddinggemma-{type_name}", recipe, ".gguf",
-                       lambda path: reference_convert(model_dir, path, type_name, options=options))
+    return reference_gguf(tiny_embeddinggemma(), type_name, label="embeddinggemma", options=options)
 
 
 def llama_embeddings(gguf: Path, texts: list[str]) -> np.ndarray:
@@ -53,7 +49,7 @@ def llama_embeddings(gguf: Path, texts: list[str]) -> np.ndarray:
 @pytest.mark.parametrize("type_name", ["f32", "f16", "q8_0"])
 def test_same_as_reference_with_dense_modules(type_name: str) -> None:
     ours = tiny_embeddinggemma_gguf(type_name)
-    assert gguf_differences(ours, reference_gguf(type_name, dense=True), ALLOWED) == []
+    assert gguf_differences(ours, reference_embedding_gguf(type_name, dense=True), ALLOWED) == []
     fields = gguf_fields(ours)
     assert fields["general.architecture"][1] == "gemma-embedding"
     assert fields["gemma-embedding.pooling_type"][1] == 1  # mean, from 1_Pooling
@@ -76,7 +72,7 @@ def test_embeddings_match_sentence_transformers(type_name: str) -> None:
 def test_reference_default_leaves_the_projections_out() -> None:
     """llama.cpp's converter without --sentence-transformers-dense-modules: no dense_2/dense_3, and
     embeddings unrelated to sentence-transformers'; ours includes what modules.json lists by default."""
-    theirs = reference_gguf("f32", dense=False)
+    theirs = reference_embedding_gguf("f32", dense=False)
     assert "dense_2.weight" not in gguf_tensors(theirs)
     reference = st_embeddings(tiny_embeddinggemma(), TEXTS)
     their_cosines = cosines(llama_embeddings(theirs, TEXTS), reference)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from tests.convert.oracle import (
-    assert_no_worse, compare_logits, gguf_differences, gguf_fields, gguf_tensors, llama_logits, reference_convert,
+    assert_no_worse, compare_logits, gguf_differences, gguf_fields, gguf_tensors, llama_logits, reference_gguf,
 )
-from tests.convert.tiny import VOCAB_SIZE, cached_file
+from tests.convert.tiny import VOCAB_SIZE, linked_copy
 from tests.convert.tiny_gemma3n import CONFIG_VOCAB_SIZE, RECIPE, gemma3n_checkpoint
 from tests.convert.tiny_gemma4 import convert_with_ours, token_ids
 
@@ -26,12 +26,6 @@ SHARED_LAYERS = range(RECIPE["num_hidden_layers"] - RECIPE["num_kv_shared_layers
 # Deliberate metadata difference from the reference, shared with Gemma 1-3 (convert/vocab.py, README).
 ALLOWED = {"tokenizer.ggml.unknown_token_id": "always written: llama.cpp's SPM default unk id 0 is Gemma's <pad>"}
 RUNTIME_STD_MULTIPLIER = 1.6448533535003662  # llama.cpp's hard-coded Φ⁻¹(0.95) (src/models/models.h)
-
-
-def reference_gguf(model_dir: Path, type_name: str) -> Path:
-    recipe = {"model": model_dir.name, "type": type_name, "converter": "llama-cpp-python 0.3.36"}
-    return cached_file(f"ref-{model_dir.name}-{type_name}", recipe, ".gguf",
-                       lambda path: reference_convert(model_dir, path, type_name))
 
 
 @cache
@@ -200,12 +194,7 @@ def test_refusal_reaches_the_user_as_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    checkpoint = tmp_path / "ckpt"
-    checkpoint.mkdir()
-    for item in gemma3n_checkpoint().iterdir():
-        if item.name != "config.json":
-            (checkpoint / item.name).symlink_to(item)
-    (checkpoint / "config.json").write_text(json.dumps({**_config(), "laurel_rank": 32}))
+    checkpoint = linked_copy(gemma3n_checkpoint(), tmp_path / "ckpt", lambda c: c.update(laurel_rank=32))
     out = tmp_path / "out.gguf"
     result = subprocess.run([sys.executable, "-m", "convert", "convert", str(checkpoint), "-o", str(out)],
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])

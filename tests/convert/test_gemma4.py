@@ -13,9 +13,9 @@ import pytest
 
 from tests.convert.oracle import (
     assert_no_worse, compare_logits, gguf_differences, gguf_fields, gguf_tensors,
-    llama_logits, reference_convert,
+    llama_logits, reference_gguf,
 )
-from tests.convert.tiny import cached_file
+from tests.convert.tiny import linked_copy
 from tests.convert.tiny_gemma4 import (
     RECIPES, TINY_VOCAB_SIZE, VISIBLE_MARKERS, convert_with_ours, gemma4_checkpoint, read_real_vocab,
     tiny_gemma4_gguf, token_ids, write_tokenizer_files,
@@ -26,14 +26,6 @@ pytest.importorskip("llama_cpp")
 KINDS = ["dense", "moe", "e2b"]
 IDS = token_ids(80, TINY_VOCAB_SIZE)  # 80 positions: 64 of them beyond the sliding window of 16
 ROUTER_MARGIN = 1e-3  # MoE positions whose top-k choice is this close to a tie are not decisive
-
-
-def reference_gguf(kind: str, type_name: str) -> Path:
-    """llama.cpp's own converter on the same checkpoint (cached; it takes ~3 s per file)."""
-    model_dir = gemma4_checkpoint(kind)
-    recipe = {"model": model_dir.name, "type": type_name, "converter": "llama-cpp-python 0.3.36"}
-    return cached_file(f"ref-{model_dir.name}-{type_name}", recipe, ".gguf",
-                       lambda path: reference_convert(model_dir, path, type_name))
 
 
 @cache
@@ -70,7 +62,7 @@ def decisive_rows(kind: str) -> np.ndarray:
 @pytest.mark.parametrize("kind", KINDS)
 def test_same_tensors_and_metadata_as_reference(kind: str, type_name: str, tmp_path: Path) -> None:
     ours = convert_with_ours(gemma4_checkpoint(kind), tmp_path / "ours.gguf", type_name)
-    assert gguf_differences(ours, reference_gguf(kind, type_name)) == []
+    assert gguf_differences(ours, reference_gguf(gemma4_checkpoint(kind), type_name)) == []
 
     fields, tensors = gguf_fields(ours), gguf_tensors(ours)
     assert fields["general.architecture"][1] == "gemma4"
@@ -85,7 +77,7 @@ def test_f32_logits_match_transformers_no_worse_than_reference(kind: str, tmp_pa
     rows = decisive_rows(kind)
     ours = convert_with_ours(gemma4_checkpoint(kind), tmp_path / "ours.gguf", "f32")
     our_metrics = compare_logits(hf[rows], llama_logits(ours, IDS)[rows])
-    their_metrics = compare_logits(hf[rows], llama_logits(reference_gguf(kind, "f32"), IDS)[rows])
+    their_metrics = compare_logits(hf[rows], llama_logits(reference_gguf(gemma4_checkpoint(kind), "f32"), IDS)[rows])
     assert our_metrics.decisive >= 32, our_metrics
     assert_no_worse(our_metrics, their_metrics)
 
@@ -97,7 +89,7 @@ def test_q8_0_no_worse_than_reference(kind: str, tmp_path: Path) -> None:
     hf, _ = transformers_run(kind)
     ours = convert_with_ours(gemma4_checkpoint(kind), tmp_path / "ours.gguf", "q8_0")
     our_metrics = compare_logits(hf, llama_logits(ours, IDS))
-    their_metrics = compare_logits(hf, llama_logits(reference_gguf(kind, "q8_0"), IDS))
+    their_metrics = compare_logits(hf, llama_logits(reference_gguf(gemma4_checkpoint(kind), "q8_0"), IDS))
     assert gguf_tensors(ours)["blk.0.attn_q.weight"][0] == "Q8_0"
     assert our_metrics.argmax_rate >= their_metrics.argmax_rate
     assert our_metrics.max_abs <= their_metrics.max_abs * 1.1 + 1e-6, (our_metrics, their_metrics)
@@ -172,7 +164,7 @@ def test_vocab_of_the_real_tokenizer_equals_llama_cpps(gemma4_vocab_path: Path, 
 
 def test_tiny_vocab_is_a_prefix_of_the_real_one(gemma4_vocab_path: Path) -> None:
     real = read_real_vocab(gemma4_vocab_path)
-    fields = gguf_fields(reference_gguf("dense", "f32"))
+    fields = gguf_fields(reference_gguf(gemma4_checkpoint("dense"), "f32"))
     assert fields["tokenizer.ggml.tokens"][1] == real["tokens"][:TINY_VOCAB_SIZE]
     assert fields["tokenizer.ggml.token_type"][1] == real["types"][:TINY_VOCAB_SIZE]
 
@@ -202,18 +194,6 @@ def test_tiny_gemma4_gguf_has_the_real_vocabulary(kind: str, gemma4_vocab_path: 
 # ---------------------------------------------------------------- refusals
 
 
-def _with_config(source: Path, directory: Path, **changes) -> Path:
-    """A copy of ``source`` whose config.json has ``changes`` applied (weights linked, not copied)."""
-    directory.mkdir()
-    for item in source.iterdir():
-        if item.name != "config.json":
-            (directory / item.name).symlink_to(item)
-    config = json.loads((source / "config.json").read_text())
-    config.update(changes)
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
-
-
 def _refusal(checkpoint: Path, out: Path) -> str:
     """Our converter's one-line error (exit code 2, nothing written)."""
     import subprocess
@@ -233,7 +213,7 @@ def test_refuses_kv_sharing_that_llama_cpp_would_map_to_other_layers(tmp_path: P
     layer 4; with layer 3 full and layer 4 sliding transformers reuses other layers than llama.cpp would."""
     types = ["sliding_attention"] * 3 + ["full_attention", "sliding_attention"] + \
         ["sliding_attention"] * 4 + ["full_attention"]
-    checkpoint = _with_config(gemma4_checkpoint("e2b"), tmp_path / "ckpt", layer_types=types)
+    checkpoint = linked_copy(gemma4_checkpoint("e2b"), tmp_path / "ckpt", lambda c: c.update(layer_types=types))
     message = _refusal(checkpoint, tmp_path / "out.gguf")
     assert "reuse layer 3 (sliding) and layer 4 (full)" in message
     assert "layer 4 must be full_attention" in message
@@ -243,7 +223,7 @@ def test_refuses_full_layer_rope_other_than_proportional(tmp_path: Path) -> None
     config = json.loads((gemma4_checkpoint("dense") / "config.json").read_text())
     rope = config["rope_parameters"]
     rope["full_attention"] = {"rope_type": "default", "rope_theta": 1e6}
-    checkpoint = _with_config(gemma4_checkpoint("dense"), tmp_path / "ckpt", rope_parameters=rope)
+    checkpoint = linked_copy(gemma4_checkpoint("dense"), tmp_path / "ckpt", lambda c: c.update(rope_parameters=rope))
     assert "proportional rope" in _refusal(checkpoint, tmp_path / "out.gguf")
 
 
@@ -252,10 +232,10 @@ def test_vision_bidirectional_attention_converts_as_causal_text_and_all_is_refus
     """26B-A4B and 31B configs say use_bidirectional_attention "vision": only image tokens attend both ways
     (transformers masks text causally), so the text GGUF is the same; "all" makes text bidirectional."""
     source = gemma4_checkpoint("dense")
-    vision = _with_config(source, tmp_path / "vision", use_bidirectional_attention="vision")
+    vision = linked_copy(source, tmp_path / "vision", lambda c: c.update(use_bidirectional_attention="vision"))
     ours = convert_with_ours(vision, tmp_path / "vision.gguf", "f32")
-    assert gguf_differences(ours, reference_gguf("dense", "f32")) == []
-    every = _with_config(source, tmp_path / "all", use_bidirectional_attention="all")
+    assert gguf_differences(ours, reference_gguf(gemma4_checkpoint("dense"), "f32")) == []
+    every = linked_copy(source, tmp_path / "all", lambda c: c.update(use_bidirectional_attention="all"))
     assert "use_bidirectional_attention is 'all'" in _refusal(every, tmp_path / "all.gguf")
 
 

@@ -31,7 +31,7 @@ from tests.convert.mtmd_embed import audio_embeddings, image_embeddings, per_tok
 from tests.convert.oracle import (
     assert_no_worse, compare_logits, gguf_differences, gguf_fields, llama_logits, read_header, reference_convert,
 )
-from tests.convert.tiny import cached_file
+from tests.convert.tiny import cached_file, linked_copy
 from tests.convert.tiny_gemma4 import TINY_VOCAB_SIZE, convert_with_ours, token_ids
 from tests.convert.tiny_gemma4_unified import (
     SAMPLES_PER_TOKEN, SUPPRESS_TOKENS, TEXT_HIDDEN, hf_audio_embeddings, hf_image_embeddings, hf_model,
@@ -52,21 +52,8 @@ MMPROJ_DELIBERATE = {
 }
 
 
-def copy_with(source: Path, directory: Path, config=None, drop: tuple[str, ...] = ()) -> Path:
-    """``source`` with ``config(raw config)`` applied and the files in ``drop`` left out (weights linked)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        if item.name not in drop + ("config.json",):
-            (directory / item.name).symlink_to(item)
-    raw = json.loads((source / "config.json").read_text())
-    if config is not None:
-        config(raw)
-    (directory / "config.json").write_text(json.dumps(raw))
-    return directory
-
-
 def older_config_copy(directory: Path) -> Path:
-    return copy_with(unified_checkpoint(), directory, lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
+    return linked_copy(unified_checkpoint(), directory, lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
 
 
 def reference_gguf(type_name: str, mmproj: bool = False) -> Path:
@@ -128,7 +115,7 @@ def test_config_is_read_as_transformers_resolves_it() -> None:
 
 @pytest.mark.parametrize("value", ["1, 2", [1, "2"], [True]])
 def test_malformed_suppress_tokens_are_refused_in_one_line(value, tmp_path) -> None:
-    checkpoint = copy_with(unified_checkpoint(), tmp_path / "ckpt", drop=("generation_config.json",))
+    checkpoint = linked_copy(unified_checkpoint(), tmp_path / "ckpt", drop=("generation_config.json",))
     (checkpoint / "generation_config.json").write_text(json.dumps({"suppress_tokens": value}))
     from convert.api import convert_checkpoint
     from convert.generations.base import UnsupportedConfig
@@ -221,7 +208,7 @@ def test_mmproj_matches_reference_converter(converted, mmproj_type) -> None:
 def test_missing_processor_config_is_one_line(tmp_path) -> None:
     """llama.cpp's converter stops with KeyError: 'image_mean'; ours notes it (text written) or, with
     --mmproj, refuses in one line and writes nothing."""
-    checkpoint = copy_with(unified_checkpoint(), tmp_path / "ckpt", drop=("processor_config.json",))
+    checkpoint = linked_copy(unified_checkpoint(), tmp_path / "ckpt", drop=("processor_config.json",))
     result = convert(checkpoint, tmp_path / "text.gguf", "--type", "f32", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     notes = json.loads(result.stdout)["notes"]
@@ -240,7 +227,7 @@ def test_vision_refused_when_text_attention_would_differ(tmp_path) -> None:
     def causal(raw):
         raw["text_config"]["use_bidirectional_attention"] = None
 
-    checkpoint = copy_with(unified_checkpoint(), tmp_path / "ckpt", causal)
+    checkpoint = linked_copy(unified_checkpoint(), tmp_path / "ckpt", causal)
     summary = convert_checkpoint(checkpoint, tmp_path / "text.gguf", "f32")
     assert any("use_bidirectional_attention 'vision'" in n for n in summary.notes), summary.notes
     fields = gguf_fields(summary.mmproj)  # the audio half is still written

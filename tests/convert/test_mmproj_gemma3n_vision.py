@@ -4,7 +4,6 @@ computes, the audio tower beside it is a one-line note, and the file matches lla
 converter except where we deliberately differ (listed below with reasons)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,8 @@ import pytest
 
 from tests.convert.mtmd_embed import image_embeddings, per_token_cosines, synthetic_image
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
-from tests.convert.tiny import cached_dir
 from tests.convert.tiny_gemma3n_vision import (
-    IMAGE_SIZE, IMAGE_TOKENS, VISION_HIDDEN, gemma3n_vision_checkpoint, image_features,
+    IMAGE_SIZE, IMAGE_TOKENS, VISION_HIDDEN, gemma3n_vision_checkpoint, image_features, without_audio_tower,
 )
 
 MIN_COSINE = {"f32": 0.999, "f16": 0.99, "bf16": 0.99, "q8_0": 0.99}  # the issue sets F32 and F16
@@ -129,18 +127,7 @@ def test_the_pair_answers_an_image_question_through_the_engine(converted, tmp_pa
 @pytest.fixture(scope="module")
 def without_audio_tensors(model_dir: Path) -> Path:
     """The checkpoint without its audio tower's tensors (config unchanged), for the reference converter."""
-    def build(out: Path) -> None:
-        from safetensors.torch import load_file, save_file
-
-        for item in model_dir.iterdir():
-            if item.is_file() and item.name not in ("model.safetensors", ".complete"):
-                shutil.copy2(item, out / item.name)
-        tensors = load_file(model_dir / "model.safetensors")
-        save_file({name: value for name, value in tensors.items()
-                   if not name.startswith(("model.audio_tower.", "model.embed_audio."))},
-                  out / "model.safetensors", metadata={"format": "pt"})
-
-    return cached_dir("gemma3n-vision-no-audio", {"from": model_dir.name}, build)
+    return without_audio_tower(model_dir)
 
 
 def _layer_scales(path: Path) -> set[str]:

@@ -28,6 +28,7 @@ from convert.mmproj.pipeline import plan_mmproj, write_mmproj
 from convert.storage import NATIVE_TYPES
 from tests.convert.mtmd_embed import audio_embeddings, per_token_cosines
 from tests.convert.oracle import gguf_fields, read_header, reference_convert
+from tests.convert.tiny import linked_copy
 from tests.convert.tiny_gemma4 import convert_with_ours
 from tests.convert.tiny_gemma4_audio import (
     SAMPLE_RATE, gemma4_audio_checkpoint, hf_audio_embeddings, hf_log_mel, test_waveform,
@@ -228,14 +229,8 @@ def test_metadata_defaults_without_feature_extractor_config(checkpoint_dir) -> N
 
 def test_refused_audio_tower_is_a_note_and_no_audio_in_the_file(checkpoint_dir, tmp_path) -> None:
     """A checkpoint whose audio tower the runtime cannot run converts without it, saying why in one line."""
-    copy = tmp_path / "checkpoint"
-    copy.mkdir()
-    for item in checkpoint_dir.iterdir():
-        (copy / item.name).symlink_to(item)
-    (copy / "config.json").unlink()
-    config = json.loads((checkpoint_dir / "config.json").read_text())
-    config["audio_config"]["attention_chunk_size"] = 16
-    (copy / "config.json").write_text(json.dumps(config))
+    copy = linked_copy(checkpoint_dir, tmp_path / "checkpoint",
+                       lambda config: config["audio_config"].update(attention_chunk_size=16))
     out, notes = write_ours(copy, tmp_path / "mmproj.gguf", "f32")
     assert any(n.startswith("Gemma 4 audio (conformer): not supported: llama.cpp's gemma4a runs chunks of 12 frames")
                for n in notes), notes

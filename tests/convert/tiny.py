@@ -144,6 +144,21 @@ def build_checkpoint(directory: Path, model_class: Any, config: Any, seed: int, 
     write_tiny_tokenizer(directory)
 
 
+def linked_copy(source: Path, directory: Path, edit: Callable[[dict], None] | None = None,
+                drop: tuple[str, ...] = ()) -> Path:
+    """A variant of the checkpoint ``source``: its files linked (not copied) into ``directory`` except those
+    in ``drop``, config.json rewritten after ``edit(config)``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name not in drop + ("config.json",):
+            (directory / item.name).symlink_to(item)
+    config = json.loads((source / "config.json").read_text())
+    if edit is not None:
+        edit(config)
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
 def token_ids(n: int = 64, seed: int = 0, low: int = 16, high: int = VOCAB_SIZE) -> list[int]:
     """``<bos>`` then n-1 random non-special ids (longer than the tiny sliding windows)."""
     rng = random.Random(seed)

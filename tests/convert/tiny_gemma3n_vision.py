@@ -29,6 +29,7 @@ import importlib.abc
 import importlib.machinery
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -88,6 +89,23 @@ def gemma3n_vision_checkpoint(dtype: str = "bfloat16", seed: int = 0) -> Path:
     require_timm()
     recipe = _recipe(dtype, seed)
     return cached_dir("gemma3n-vision", recipe, lambda out: _run("build", out, recipe))
+
+
+def without_audio_tower(model_dir: Path) -> Path:
+    """``model_dir`` without its audio tower's tensors (config unchanged), cached: what llama.cpp's reference
+    converter reads (it cannot map transformers 5's ``subsample_conv_projection.conv_0.norm``)."""
+    def build(out: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        for item in model_dir.iterdir():
+            if item.is_file() and item.name not in ("model.safetensors", ".complete"):
+                shutil.copy2(item, out / item.name)
+        tensors = load_file(model_dir / "model.safetensors")
+        save_file({name: value for name, value in tensors.items()
+                   if not name.startswith(("model.audio_tower.", "model.embed_audio."))},
+                  out / "model.safetensors", metadata={"format": "pt"})
+
+    return cached_dir("gemma3n-vision-no-audio", {"from": model_dir.name}, build)
 
 
 def image_features(rgb: np.ndarray, dtype: str = "bfloat16", seed: int = 0) -> np.ndarray:

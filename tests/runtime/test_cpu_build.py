@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gemma_edge.cpu_build import SMOKE_RECORD, cache_key, cmake_args, smoke
-from gemma_edge.doctor import load_recording
+from gemma_edge.hardware import load_recording
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "tests" / "bench" / "profiles"
@@ -68,7 +68,7 @@ def test_avx512_needs_all_five_subsets():
     machine = load_recording(PROFILES / "ci-x86-2core.json")
     recording = json.loads((PROFILES / "ci-x86-2core.json").read_text())
     recording["cpuinfo"] = recording["cpuinfo"].replace(" avx512bw", "")
-    from gemma_edge.doctor import machine_from_recording
+    from gemma_edge.hardware import machine_from_recording
 
     assert "avx512" in machine.features
     assert "avx512" not in machine_from_recording(recording).features
