@@ -40,13 +40,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from gemma_edge.doctor import built_features
 from gemma_edge.hardware import Machine, detect_machine, load_recording
 
 X86_ARCHS = ("x86_64", "AMD64", "i386", "i686")
 ARM_ARCHS = ("aarch64", "arm64", "ARM64")
 
-# ggml CMake option → the feature it compiles for (gemma_edge.doctor's names).
+# ggml CMake option → the feature it compiles for (gemma_edge.hardware's names).
 X86_OPTIONS = (
     ("GGML_SSE42", "sse4_2"), ("GGML_AVX", "avx"), ("GGML_AVX2", "avx2"), ("GGML_BMI2", "bmi2"),
     ("GGML_FMA", "fma"), ("GGML_F16C", "f16c"), ("GGML_AVX_VNNI", "avx_vnni"), ("GGML_AVX512", "avx512"),
@@ -61,12 +60,27 @@ OPT_IN = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 # Dropped by the conservative fallback build.
 RISKY = OPT_IN | {"avx512", "avx512_vbmi", "avx512_vnni", "avx512_bf16", "sve"}
 
+# Our feature name → its key in the CPU backend's feature list (ggml_backend_get_features, also
+# printed by llama_print_system_info()) when llama.cpp was compiled for it.
+LLAMA_BUILD_KEYS = {
+    "avx": "AVX", "avx2": "AVX2", "bmi2": "BMI2", "fma": "FMA", "f16c": "F16C", "avx512": "AVX512",
+    "avx512_vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI",
+    "amx_int8": "AMX_INT8", "neon": "NEON", "dotprod": "DOTPROD", "i8mm": "MATMUL_INT8", "sve": "SVE",
+    "fp16": "FP16_VA",
+}
+
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_RECORD = REPO / "scripts" / "llama-smoke.json"
 SMOKE_TIMEOUT_S = 600
 
 
 # -- derivation (pure) -----------------------------------------------------------------------------
+
+def built_features(backend_features: dict[str, str]) -> frozenset[str]:
+    """Our names of the CPU features a llama.cpp build was compiled for, from its CPU backend's
+    feature list ({"AVX2": "1", …}: gemma_edge.llama.cpu_backend_features)."""
+    return frozenset(f for f, key in LLAMA_BUILD_KEYS.items() if backend_features.get(key) == "1")
+
 
 def target_features(machine: Machine, conservative: bool = False) -> frozenset[str]:
     """The CPU features the build compiles for: the machine's, minus the opt-in ones (and the risky

@@ -10,31 +10,18 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from gemma_edge.cpu_build import LLAMA_BUILD_KEYS, built_features, cmake_args
 from gemma_edge.hardware import Machine, detect_machine
 
 # Smallest context worth recommending; below this a chat turn barely fits.
 MIN_CONTEXT = 512
 
-# Our feature name → its key in the CPU backend's feature list (ggml_backend_get_features, also
-# printed by llama_print_system_info()) when llama.cpp was compiled for it.
-LLAMA_BUILD_KEYS = {
-    "avx": "AVX", "avx2": "AVX2", "bmi2": "BMI2", "fma": "FMA", "f16c": "F16C", "avx512": "AVX512",
-    "avx512_vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI",
-    "amx_int8": "AMX_INT8", "neon": "NEON", "dotprod": "DOTPROD", "i8mm": "MATMUL_INT8", "sve": "SVE",
-    "fp16": "FP16_VA",
-}
 # Compiled in only when the user asks for it: AMX (its extra buffer type crashes llama.cpp on some
 # Xeons, issue 14; see gemma_edge.cpu_build).
 OPT_IN_FEATURES = frozenset({"amx_int8"})
 
 
 # -- llama.cpp build ---------------------------------------------------------------------------------
-
-def built_features(backend_features: dict[str, str]) -> frozenset[str]:
-    """Our names of the CPU features a llama.cpp build was compiled for, from its CPU backend's
-    feature list ({"AVX2": "1", …}: gemma_edge.llama.cpu_backend_features)."""
-    return frozenset(f for f, key in LLAMA_BUILD_KEYS.items() if backend_features.get(key) == "1")
-
 
 def missing_build_features(machine: Machine, built: frozenset[str]) -> list[str]:
     """CPU features this machine has that the build does not use (AMX is off by design: opt-in)."""
@@ -175,8 +162,6 @@ def quantizations_that_fit(facts, machine: Machine, n_ctx: int = MIN_CONTEXT) ->
 def build_flags(machine: Machine) -> list[dict]:
     """CMAKE_ARGS for llama-cpp-python on this machine, each with why (README). The CPU flags are
     derived by scripts/build-llama-wheel.sh itself (gemma_edge.cpu_build); these are the user's extras."""
-    from gemma_edge.cpu_build import cmake_args
-
     derived = " ".join(cmake_args(machine)) or "(ggml's defaults: -march=native)"
     flags = [{"flag": derived, "why": "derived by scripts/build-llama-wheel.sh from this CPU's features ("
               + (" ".join(sorted(machine.features)) or "none") + "), AMX off unless you add "
