@@ -17,8 +17,8 @@ from tests.convert.oracle import (
 )
 from tests.convert.tiny import linked_copy
 from tests.convert.tiny_gemma4 import (
-    RECIPES, TINY_VOCAB_SIZE, VISIBLE_MARKERS, convert_with_ours, gemma4_checkpoint, read_real_vocab,
-    tiny_gemma4_gguf, token_ids, write_tokenizer_files,
+    RECIPES, TINY_VOCAB_SIZE, VISIBLE_MARKERS, conversion_refusal, convert_with_ours, gemma4_checkpoint,
+    read_real_vocab, tiny_gemma4_gguf, token_ids, write_tokenizer_files,
 )
 
 pytest.importorskip("llama_cpp")
@@ -194,27 +194,13 @@ def test_tiny_gemma4_gguf_has_the_real_vocabulary(kind: str, gemma4_vocab_path: 
 # ---------------------------------------------------------------- refusals
 
 
-def _refusal(checkpoint: Path, out: Path) -> str:
-    """Our converter's one-line error (exit code 2, nothing written)."""
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-m", "convert", "convert", str(checkpoint), "-o", str(out),
-                             "--type", "f32"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
-    assert result.returncode == 2, result.stderr
-    assert not out.exists()
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_refuses_kv_sharing_that_llama_cpp_would_map_to_other_layers(tmp_path: Path) -> None:
     """E-style model with 5 shared layers: llama.cpp makes shared sliding layers reuse layer 3 and full ones
     layer 4; with layer 3 full and layer 4 sliding transformers reuses other layers than llama.cpp would."""
     types = ["sliding_attention"] * 3 + ["full_attention", "sliding_attention"] + \
         ["sliding_attention"] * 4 + ["full_attention"]
     checkpoint = linked_copy(gemma4_checkpoint("e2b"), tmp_path / "ckpt", lambda c: c.update(layer_types=types))
-    message = _refusal(checkpoint, tmp_path / "out.gguf")
+    message = conversion_refusal(checkpoint, tmp_path / "out.gguf")
     assert "reuse layer 3 (sliding) and layer 4 (full)" in message
     assert "layer 4 must be full_attention" in message
 
@@ -224,7 +210,7 @@ def test_refuses_full_layer_rope_other_than_proportional(tmp_path: Path) -> None
     rope = config["rope_parameters"]
     rope["full_attention"] = {"rope_type": "default", "rope_theta": 1e6}
     checkpoint = linked_copy(gemma4_checkpoint("dense"), tmp_path / "ckpt", lambda c: c.update(rope_parameters=rope))
-    assert "proportional rope" in _refusal(checkpoint, tmp_path / "out.gguf")
+    assert "proportional rope" in conversion_refusal(checkpoint, tmp_path / "out.gguf")
 
 
 @pytest.mark.slow
@@ -236,7 +222,7 @@ def test_vision_bidirectional_attention_converts_as_causal_text_and_all_is_refus
     ours = convert_with_ours(vision, tmp_path / "vision.gguf", "f32")
     assert gguf_differences(ours, reference_gguf(gemma4_checkpoint("dense"), "f32")) == []
     every = linked_copy(source, tmp_path / "all", lambda c: c.update(use_bidirectional_attention="all"))
-    assert "use_bidirectional_attention is 'all'" in _refusal(every, tmp_path / "all.gguf")
+    assert "use_bidirectional_attention is 'all'" in conversion_refusal(every, tmp_path / "all.gguf")
 
 
 def test_rope_freqs_freeze_the_pairs_proportional_rope_leaves_alone(tmp_path: Path) -> None:

@@ -25,10 +25,9 @@ from tests.convert.fixtures.tiny_gemma4_assistant import (
     N_LAYERS, TARGET_HIDDEN, assistant_checkpoint, hf_assistant,
 )
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_convert
-from tests.convert.test_gemma4 import _refusal
-from tests.convert.test_gemma4_unified import OLDER_TEXT_KEYS, copy_with
-from tests.convert.tiny import cached_file
-from tests.convert.tiny_gemma4 import TINY_VOCAB_SIZE, convert_with_ours
+from tests.convert.tiny import cached_file, linked_copy
+from tests.convert.tiny_gemma4 import TINY_VOCAB_SIZE, conversion_refusal, convert_with_ours
+from tests.convert.tiny_gemma4_unified import OLDER_TEXT_KEYS, older_text_config_copy
 
 ARCH = "gemma4-assistant"
 DRAFTER_HIDDEN = 32
@@ -57,9 +56,7 @@ def reference_gguf(target: str, type_name: str) -> Path:
             reference_convert(source, path, type_name)
             return
         with tempfile.TemporaryDirectory() as scratch:
-            older = copy_with(source, Path(scratch) / "checkpoint",
-                              lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
-            reference_convert(older, path, type_name)
+            reference_convert(older_text_config_copy(source, Path(scratch) / "checkpoint"), path, type_name)
 
     return cached_file(f"ref-{source.name}-{type_name}", recipe, ".gguf", build)
 
@@ -198,20 +195,20 @@ def test_config_is_read_as_transformers_resolves_it() -> None:
 
 
 def test_a_drafter_without_its_target_hidden_size_is_refused_in_one_line(tmp_path: Path) -> None:
-    checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt",
+    checkpoint = linked_copy(assistant_checkpoint("dense"), tmp_path / "ckpt",
                            lambda raw: raw.pop("backbone_hidden_size"))
-    assert "no backbone_hidden_size" in _refusal(checkpoint, tmp_path / "out.gguf")
+    assert "no backbone_hidden_size" in conversion_refusal(checkpoint, tmp_path / "out.gguf")
 
 
 def test_a_drafter_without_tokenizer_files_is_told_to_take_its_targets(tmp_path: Path) -> None:
-    checkpoint = copy_with(assistant_checkpoint("dense"), tmp_path / "ckpt", drop=("tokenizer.json",))
-    assert "copy the target's tokenizer.json" in _refusal(checkpoint, tmp_path / "out.gguf")
+    checkpoint = linked_copy(assistant_checkpoint("dense"), tmp_path / "ckpt", drop=("tokenizer.json",))
+    assert "copy the target's tokenizer.json" in conversion_refusal(checkpoint, tmp_path / "out.gguf")
 
 
 def test_a_target_labelled_as_a_drafter_is_refused_in_one_line(tmp_path: Path) -> None:
     """A Gemma 4 model whose config names the drafter class: it has no target hidden size (and K/V weights)."""
     from tests.convert.tiny_gemma4 import gemma4_checkpoint
 
-    checkpoint = copy_with(gemma4_checkpoint("dense"), tmp_path / "ckpt",
+    checkpoint = linked_copy(gemma4_checkpoint("dense"), tmp_path / "ckpt",
                            lambda raw: raw.update(architectures=["Gemma4AssistantForCausalLM"]))
-    assert "no backbone_hidden_size" in _refusal(checkpoint, tmp_path / "out.gguf")
+    assert "no backbone_hidden_size" in conversion_refusal(checkpoint, tmp_path / "out.gguf")

@@ -34,8 +34,8 @@ from tests.convert.oracle import (
 from tests.convert.tiny import cached_file, linked_copy
 from tests.convert.tiny_gemma4 import TINY_VOCAB_SIZE, convert_with_ours, token_ids
 from tests.convert.tiny_gemma4_unified import (
-    SAMPLES_PER_TOKEN, SUPPRESS_TOKENS, TEXT_HIDDEN, hf_audio_embeddings, hf_image_embeddings, hf_model,
-    unified_checkpoint,
+    OLDER_TEXT_KEYS, SAMPLES_PER_TOKEN, SUPPRESS_TOKENS, TEXT_HIDDEN, hf_audio_embeddings, hf_image_embeddings,
+    hf_model, older_text_config_copy, unified_checkpoint,
 )
 from tests.convert.tiny_gemma4_vision import N_IMAGE_TOKENS, test_image
 
@@ -43,17 +43,11 @@ pytest.importorskip("llama_cpp")
 
 REPO = Path(__file__).resolve().parents[2]
 IDS = token_ids(80, TINY_VOCAB_SIZE)  # 64 positions beyond the sliding window of 16
-# what text configs written before transformers 5.23 spelled out (the reference converter requires them)
-OLDER_TEXT_KEYS = {"enable_moe_block": False, "moe_intermediate_size": None, "hidden_size_per_layer_input": 0}
 MIN_COSINE = 0.9999
 MMPROJ_DELIBERATE = {
     "clip.audio.num_mel_bins": "ours: the 640-sample frame clip.cpp uses (the reference writes 128)",
     "clip.vision.image_max_pixels": "ours only: the image processor's budget, for gemma_edge's projector",
 }
-
-
-def older_config_copy(directory: Path) -> Path:
-    return linked_copy(unified_checkpoint(), directory, lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
 
 
 def reference_gguf(type_name: str, mmproj: bool = False) -> Path:
@@ -64,7 +58,8 @@ def reference_gguf(type_name: str, mmproj: bool = False) -> Path:
 
     def build(path: Path) -> None:
         with tempfile.TemporaryDirectory() as scratch:
-            reference_convert(older_config_copy(Path(scratch) / "checkpoint"), path, type_name, mmproj=mmproj)
+            older = older_text_config_copy(source, Path(scratch) / "checkpoint")
+            reference_convert(older, path, type_name, mmproj=mmproj)
 
     return cached_file(f"ref-{source.name}-{type_name}-{'mmproj' if mmproj else 'text'}", recipe, ".gguf", build)
 

@@ -284,6 +284,20 @@ def convert_with_ours(checkpoint: Path, out: Path, outtype: str) -> Path:
     return out
 
 
+def conversion_refusal(checkpoint: Path, out: Path) -> str:
+    """Our converter's one-line error on ``checkpoint`` (asserted: exit code 2, one stderr line, nothing written)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "convert", "convert", str(checkpoint), "-o", str(out),
+                             "--type", "f32"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 2, result.stderr
+    assert not out.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def token_ids(n: int, n_vocab: int, seed: int = 1, bos: int = 2, low: int = 107) -> list[int]:
     """`bos` then n−1 seeded random ids of ordinary tokens (ids ≥ `low`, past the Gemma 4 specials)."""
     rng = np.random.default_rng(seed)

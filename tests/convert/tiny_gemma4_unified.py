@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.convert.tiny import cached_dir
+from tests.convert.tiny import cached_dir, linked_copy
 from tests.convert.tiny_gemma4 import (
     BUILDER_VERSION, RECIPES, TINY_VOCAB_SIZE, perturb_, read_real_vocab, real_vocab_gguf, save_checkpoint,
     write_tokenizer_files,
@@ -44,6 +44,8 @@ VISION_CONFIG = dict(patch_size=4, pooling_kernel_size=3, mm_embed_dim=32, mm_po
 AUDIO_CONFIG = dict(audio_embed_dim=640)  # llama.cpp's gemma4ua frame: 640 samples (40 ms at 16 kHz)
 SAMPLES_PER_TOKEN = AUDIO_CONFIG["audio_embed_dim"]
 # ids generate() must never pick: the markers that open a media block and a few ordinary tokens
+# what text configs written before transformers 5.23 spelled out (the reference converter requires them)
+OLDER_TEXT_KEYS = {"enable_moe_block": False, "moe_intermediate_size": None, "hidden_size_per_layer_input": 0}
 SUPPRESS_TOKENS = [255, 256, 300, 301, 302, 400]
 FEATURE_EXTRACTOR = {"feature_extractor_type": "Gemma4UnifiedAudioFeatureExtractor", "feature_size": 640,
                      "sampling_rate": 16000, "padding_value": 0.0, "audio_samples_per_token": 640,
@@ -83,6 +85,12 @@ def unified_checkpoint(dtype: str = "float32", seed: int = 0) -> Path:
         write_side_files(out, spec)
 
     return cached_dir(f"gemma4-unified-{dtype}", spec, build)
+
+
+def older_text_config_copy(source: Path, directory: Path) -> Path:
+    """``source`` (a Unified checkpoint or drafter) with its text config spelling out OLDER_TEXT_KEYS, as configs
+    written before transformers 5.23 did: llama.cpp's reference converter requires them."""
+    return linked_copy(source, directory, lambda raw: raw["text_config"].update(OLDER_TEXT_KEYS))
 
 
 def write_side_files(out: Path, spec: dict) -> None:
