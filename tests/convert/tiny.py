@@ -145,17 +145,17 @@ def build_checkpoint(directory: Path, model_class: Any, config: Any, seed: int, 
 
 
 def linked_copy(source: Path, directory: Path, edit: Callable[[dict], None] | None = None,
-                drop: tuple[str, ...] = ()) -> Path:
+                drop: tuple[str, ...] = (), edited: str = "config.json") -> Path:
     """A variant of the checkpoint ``source``: its files linked (not copied) into ``directory`` except those
-    in ``drop``, config.json rewritten after ``edit(config)``."""
+    in ``drop``, the JSON file ``edited`` rewritten after ``edit(its content)``."""
     directory.mkdir(parents=True, exist_ok=True)
     for item in source.iterdir():
-        if item.name not in drop + ("config.json",):
+        if item.name not in drop + (edited,):
             (directory / item.name).symlink_to(item)
-    config = json.loads((source / "config.json").read_text())
+    content = json.loads((source / edited).read_text())
     if edit is not None:
-        edit(config)
-    (directory / "config.json").write_text(json.dumps(config))
+        edit(content)
+    (directory / edited).write_text(json.dumps(content))
     return directory
 
 

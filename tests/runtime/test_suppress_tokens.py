@@ -6,13 +6,13 @@ The checkpoint is the tiny Unified one (tests/convert/tiny_gemma4_unified.py); t
 from the model's own raw logits: the 40 likeliest next tokens after the prompt (of 512)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.convert.oracle import llama_logits
+from tests.convert.tiny import linked_copy
 from tests.convert.tiny_gemma4 import TINY_VOCAB_SIZE, convert_with_ours, token_ids
 from tests.convert.tiny_gemma4_unified import unified_checkpoint
 
@@ -24,16 +24,12 @@ N_SUPPRESSED = 40
 
 
 def _with_suppress_tokens(source: Path, directory: Path, ids: list[int] | None) -> Path:
-    directory.mkdir()
-    for item in source.iterdir():
-        if item.name != "generation_config.json":
-            (directory / item.name).symlink_to(item)
-    generation = json.loads((source / "generation_config.json").read_text())
-    generation.pop("suppress_tokens")
-    if ids is not None:
-        generation["suppress_tokens"] = ids
-    (directory / "generation_config.json").write_text(json.dumps(generation))
-    return directory
+    def suppress(generation: dict) -> None:
+        generation.pop("suppress_tokens")
+        if ids is not None:
+            generation["suppress_tokens"] = ids
+
+    return linked_copy(source, directory, suppress, edited="generation_config.json")
 
 
 @pytest.fixture(scope="module")
