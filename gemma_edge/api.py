@@ -27,7 +27,7 @@ from gemma_edge.registry import mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
-from gemma_edge.speculative import make_speculation, resolve_spec
+from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, resolve_spec
 from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:
@@ -132,23 +132,42 @@ class Model:
                  mmproj: str | Path | None = None, speculative: str | None = "auto"):
         """`rpc`/`split`: spread the layers over RPC workers (see Engine; a lost worker aborts this
         process, gemma_edge.rpc.SupervisedEngine is the crash-safe way). `mmproj`: the projector file
-        for image/audio input (`load` finds it; here it is taken as given). `speculative`: "auto", "off"
-        or "ngram" (gemma_edge.speculative; the output is the same, only the speed differs)."""
+        for image/audio input (`load` finds it; here it is taken as given). `speculative`: "auto", "off",
+        "ngram" or "draft:MODEL" (a smaller model of the same vocabulary drafts: a registry name or a
+        GGUF path, loaded beside this one) (gemma_edge.speculative; the output is the same, only the
+        speed differs)."""
         facts = read_model_facts(path)
         self.entry = entry
         self.facts: ModelFacts = facts
         self._engine: Engine | None = None
         self._embedder = None
+        self._draft = None
         if facts.embeds:
             self._load_embedder(n_ctx=n_ctx, n_threads=n_threads, rpc=rpc, mmproj=mmproj)
             return
         self.format = format or (entry.format if entry else None) or facts.format
         turn_format = get_format(self.format)
+        self.speculative = resolve_spec(speculative, facts)
+        draft_name = draft_model_name(self.speculative)
+        if draft_name is not None:  # refuse a draft model before loading anything
+            from gemma_edge.draft_pair import read_draft_model
+            from gemma_edge.hardware import available_memory
+
+            draft_facts = read_draft_model(draft_name, facts)
+            available = available_memory()
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
                               mmproj=mmproj)
+        if draft_name is not None:
+            from gemma_edge.llama.draft_model import DraftModel
+
+            try:
+                self._draft = DraftModel(draft_facts, facts, n_ctx=self._engine.n_ctx,
+                                         n_threads=self._engine.n_threads, available=available)
+            except Exception:
+                self._engine.close()
+                raise
         self.turn_format = turn_format
-        self.speculative = resolve_spec(speculative, facts)
         self.default_sampling = (entry.sampling if entry else None) or Sampling()
         self.instruct = entry.instruct if entry else facts.instruct
         self.default_thinking = entry.capabilities.thinking if entry else False
@@ -279,8 +298,7 @@ class Model:
         `speculative` overrides the model's speculative mode for this generation."""
         self._require_chat()  # an embedding model has no engine, sampling or speculative mode
         samp = self.sampling(**sampling)
-        mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
-        spec = make_speculation(mode)
+        spec = self.speculation(speculative)
         think = self.default_thinking if enable_thinking is None else bool(enable_thinking)
         if raw:
             if not isinstance(prompt, str):
@@ -296,6 +314,20 @@ class Model:
                                    logprobs=logprobs, speculation=spec)
         parser = StreamParser(self.format, enable_thinking=think, prompt_tail=tail, tools=schemas)
         return ResponseStream(gen, parser, raw=False)
+
+    def speculation(self, speculative: str | None = None) -> Speculation | None:
+        """One generation's speculation: the model's mode, or `speculative` for this generation. A draft
+        model is chosen when the model is loaded: "draft:MODEL" must name the loaded one, as loaded
+        (a request never makes the model open another file)."""
+        mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
+        if draft_model_name(mode) is not None and mode != self.speculative:
+            from gemma_edge.errors import DraftModelError
+
+            loaded = f"it was loaded with {self.speculative!r}" if self._draft else "it was loaded without one"
+            raise DraftModelError(f"speculative mode {mode!r} names a draft model this model did not load ({loaded}): "
+                                  "choose the draft model when loading (load(..., speculative='draft:MODEL'), "
+                                  "--spec draft:MODEL)")
+        return make_speculation(mode, self._draft)
 
     def generate(self, prompt: str | list[dict], **kw) -> Response:
         return self.stream(prompt, **kw).consume()
@@ -319,6 +351,8 @@ class Model:
                               syntax.open_channel_prefill(prompt_tail))
 
     def close(self) -> None:
+        if self._draft is not None:
+            self._draft.close()
         (self._embedder or self.engine).close()
 
 
@@ -329,7 +363,7 @@ ENCODERS = {"image": "vision", "audio": "audio", "video": "video"}
 def load(name_or_path: str | Path | None = None, *, mmproj: str | Path | bool | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
     n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model),
-    speculative ("auto", "off", "ngram": speculative decoding, see Model).
+    speculative ("auto", "off", "ngram", "draft:MODEL": speculative decoding, see Model).
     `mmproj`: the projector for image/audio input; by default the registry entry's, else
     mmproj-<model stem>.gguf beside the model (none: text only); False loads none."""
     path, entry = resolve(name_or_path)

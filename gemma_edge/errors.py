@@ -32,3 +32,7 @@ class NotAChatModelError(GemmaEdgeError):
 
 class NotAnEmbeddingModelError(GemmaEdgeError):
     """Embeddings asked of a chat model."""
+
+
+class DraftModelError(GemmaEdgeError):
+    """A draft model that cannot draft for the target (another vocabulary, not smaller, not a chat model)."""

@@ -115,7 +115,7 @@ def _check(gguf: GGUFFile, key: str, rule: Rule) -> None:
     if kind not in rule.kinds:
         raise InvalidModelError(f"{gguf.path}: metadata {key} is {_describe(kind)}, expected "
                                 f"{' or '.join(_describe(k) for k in rule.kinds)}")
-    if vtype == ARRAY and not rule.each_element:
+    if vtype == ARRAY and (not rule.each_element or kind == "str[]"):  # no range to check in strings
         return
     values = gguf.array(key) if vtype == ARRAY else [gguf.metadata[key]]
     if kind in ("int", "int[]", "float", "float[]"):

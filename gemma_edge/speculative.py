@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 SPEC_MODES = ("auto", "off", "ngram")
+DRAFT_PREFIX = "draft:"  # "draft:MODEL": a draft model (registry name or GGUF path) drafts
+DRAFT_CONFIDENCE = 0.75  # a draft model drafts while its top token is this likely (llama.cpp's p_min)
 
 
 def speculative_accept(p: np.ndarray, q: np.ndarray, draft: int, rng: np.random.Generator) -> tuple[bool, int]:
@@ -67,6 +69,41 @@ class NgramDrafter:
         return []
 
 
+class DraftingModel(Protocol):
+    """A loaded draft model, one position at a time (gemma_edge.llama.draft_model.DraftModel)."""
+
+    def follow(self, context: Sequence[int], ahead: int) -> bool:
+        """Bring the model to the end of `context` (reusing what it already evaluated); False when
+        `context` and `ahead` more tokens do not fit its context window."""
+
+    def best(self) -> tuple[int, float]:
+        """The most likely next token and its probability."""
+
+    def push(self, token: int) -> None:
+        """Append `token` (the next `best()` follows it)."""
+
+
+class ModelDrafter:
+    """A draft model's greedy continuation of the context, token by token while the model is at least
+    `confidence` sure of its next token (a doubtful token is likely rejected, and each costs a step)."""
+
+    def __init__(self, model: DraftingModel, confidence: float = DRAFT_CONFIDENCE):
+        self.model, self.confidence = model, confidence
+
+    def propose(self, context: Sequence[int], limit: int) -> list[int]:
+        draft: list[int] = []
+        if limit <= 0 or not self.model.follow(context, limit):
+            return draft
+        while True:
+            token, probability = self.model.best()
+            if probability < self.confidence:
+                return draft
+            draft.append(token)
+            if len(draft) == limit:
+                return draft
+            self.model.push(token)
+
+
 @dataclass
 class DraftLength:
     """How many tokens to draft next, from the acceptance measured in this reply; off for the rest of the
@@ -109,11 +146,24 @@ class Speculation:
 
 
 def parse_spec(value: str | None) -> str:
-    """Validate a --spec / `speculative=` value."""
-    mode = (value or "off").strip().lower()
+    """Validate a --spec / `speculative=` value: one of SPEC_MODES, or "draft:MODEL" (MODEL kept as given)."""
+    text = (value or "off").strip()
+    if text.lower().startswith(DRAFT_PREFIX):
+        name = text[len(DRAFT_PREFIX):].strip()
+        if not name:
+            raise GemmaEdgeError("speculative mode 'draft:' names no draft model: use draft:MODEL (a registry "
+                                 "name or a GGUF path)")
+        return DRAFT_PREFIX + name
+    mode = text.lower()
     if mode not in SPEC_MODES:
-        raise GemmaEdgeError(f"unknown speculative mode {value!r}: use one of {', '.join(SPEC_MODES)}")
+        raise GemmaEdgeError(f"unknown speculative mode {value!r}: use one of {', '.join(SPEC_MODES)} or "
+                             f"{DRAFT_PREFIX}MODEL")
     return mode
+
+
+def draft_model_name(mode: str) -> str | None:
+    """The MODEL of a parsed "draft:MODEL" mode (None for the other modes)."""
+    return mode[len(DRAFT_PREFIX):] if mode.startswith(DRAFT_PREFIX) else None
 
 
 def resolve_spec(value: str | None, facts) -> str:
@@ -130,8 +180,13 @@ def recommended_speculation(facts) -> str:
     return "off"
 
 
-def make_speculation(mode: str) -> Speculation | None:
-    """The speculation for one reply in `mode` (already resolved: "ngram" or "off")."""
+def make_speculation(mode: str, draft_model: DraftingModel | None = None) -> Speculation | None:
+    """The speculation for one reply in `mode` (already resolved: "ngram", "draft:MODEL" with that
+    model loaded as `draft_model`, or "off")."""
     if mode == "ngram":
         return Speculation(NgramDrafter(), DraftLength())
+    if draft_model_name(mode) is not None:
+        if draft_model is None:
+            raise GemmaEdgeError(f"speculative mode {mode!r} needs its draft model loaded")
+        return Speculation(ModelDrafter(draft_model), DraftLength())
     return None
