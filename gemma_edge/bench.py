@@ -146,13 +146,13 @@ def edge_stream(model, tokens: Sequence[int], max_tokens: int, spec: str = "off"
                 usages: list | None = None) -> Measurement:
     """gemma-edge's public streaming path for a token prompt: `Engine.generate` wrapped in the
     `ResponseStream` that `Model.stream(raw=True)` returns (incremental UTF-8 detokenizing, events);
-    `spec`: its speculative decoding mode ("off" or "ngram"); the generation's usage is appended to `usages`."""
+    `spec`: its speculative decoding mode ("off", "ngram", or the draft:MODEL the model was loaded with);
+    the generation's usage is appended to `usages`."""
     from gemma_edge.api import ResponseStream
     from gemma_edge.sampling import Sampling
-    from gemma_edge.speculative import make_speculation
 
     generation = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens,
-                                       speculation=make_speculation(spec))
+                                       speculation=model.speculation(spec))
     stream = ResponseStream(generation, None, raw=True)
     measurement = timed_stream(stream, lambda: generation.prompt_evaluated, lambda: generation.tokens)
     if usages is not None:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from gemma_edge.cli.common import friendly_errors, rpc_options, rpc_settings
-from gemma_edge.speculative import SPEC_MODES
+from gemma_edge.cli.common import SpecMode, friendly_errors, rpc_options, rpc_settings
 
 
 @click.command()
@@ -19,7 +18,7 @@ from gemma_edge.speculative import SPEC_MODES
 @click.option("--gen-tokens", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option("--repeat", "-r", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed runs per side (after one warm-up), interleaved A/B/B/A.")
-@click.option("--spec", type=click.Choice(SPEC_MODES, case_sensitive=False), default="off", show_default=True,
+@click.option("--spec", type=SpecMode(), default="off", show_default=True,
               help="gemma-edge's speculative decoding (bench/speculative.py compares the modes per task).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
@@ -37,16 +36,15 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
     from gemma_edge.api import load
     from gemma_edge.bench import BenchSettings, bench_model, markdown_table, plot_bars, write_results
     from gemma_edge.errors import GemmaEdgeError
-    from gemma_edge.speculative import resolve_spec
 
     n_ctx = ctx_size or max(1024, prompt_tokens + gen_tokens + 16)
     if prompt_tokens + gen_tokens >= n_ctx:
         raise GemmaEdgeError(f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) must be below "
                              f"--ctx-size ({n_ctx})")
-    model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size, **rpc_settings())
+    model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size, speculative=spec, **rpc_settings())
     settings = BenchSettings(threads=model.engine.n_threads, n_ctx=model.n_ctx,
                              n_batch=model.engine.llm.n_batch, prompt_tokens=prompt_tokens,
-                             gen_tokens=gen_tokens, repeat=repeat, spec=resolve_spec(spec, model.facts))
+                             gen_tokens=gen_tokens, repeat=repeat, spec=model.speculative)
     report = bench_model(model, settings)
     if model.engine.placement is not None:
         report["placement"] = model.engine.placement.as_dict()

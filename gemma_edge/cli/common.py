@@ -9,7 +9,7 @@ import click
 
 from gemma_edge.errors import GemmaEdgeError
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
-from gemma_edge.speculative import SPEC_MODES
+from gemma_edge.speculative import DRAFT_PREFIX, SPEC_MODES, parse_spec
 
 
 def is_loopback(host: str) -> bool:
@@ -94,17 +94,31 @@ def rpc_settings() -> dict:
     return {"rpc": rpc, "split": split} if rpc else {}
 
 
+class SpecMode(click.ParamType):
+    """A --spec value: one of SPEC_MODES or draft:MODEL (parse_spec)."""
+    name = "mode"
+
+    def get_metavar(self, param, *args):
+        return f"[{'|'.join(SPEC_MODES)}|{DRAFT_PREFIX}MODEL]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_spec(value)
+        except GemmaEdgeError as e:
+            self.fail(str(e), param, ctx)
+
+
 def _spec_option(ctx, param, value):
     if value is not None:
-        ctx.meta["gemma_edge.spec"] = value.lower()
+        ctx.meta["gemma_edge.spec"] = value
 
 
 def model_options(fn):
     """-m/--model, --ctx-size, --threads, --rpc, --split, --spec (read back by load_model)."""
     fn = rpc_options(fn)
-    fn = click.option("--spec", type=click.Choice(SPEC_MODES, case_sensitive=False), callback=_spec_option,
-                      expose_value=False,
-                      help="Speculative decoding: draft tokens by prompt lookup (ngram) and verify them in one "
+    fn = click.option("--spec", type=SpecMode(), callback=_spec_option, expose_value=False,
+                      help="Speculative decoding: draft tokens by prompt lookup (ngram) or with a smaller model of "
+                           "the same vocabulary (draft:MODEL, a registry name or GGUF path) and verify them in one "
                            "batch; the output is the same, only faster where drafts are accepted "
                            "(default: auto, the recommendation for this machine and model).")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,

@@ -71,7 +71,9 @@ COMMON = {
     "n": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}, {"type": "null"}],
           "x-error": f"must be an integer from 1 to {MAX_CHOICES} (the choices are generated one after another)"},
     "user": _NAME,
-    "speculative": {"enum": ["auto", "off", "ngram", None], "x-error": "must be 'auto', 'off' or 'ngram'"},
+    "speculative": {"anyOf": [{"enum": ["auto", "off", "ngram", None]},
+                              {"type": "string", "pattern": "^draft:.", "maxLength": 4096}],
+                    "x-error": "must be 'auto', 'off', 'ngram' or 'draft:MODEL' (the server's draft model)"},
     **SAMPLING,
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.convert.tiny import cached_dir
+from tests.convert.tiny import cached_dir, cached_file
 
 CONTROL, USER_DEFINED = 3, 4  # GGUF token types
 
@@ -146,3 +146,12 @@ def real_checkpoint(gguf_path: Path | None = None) -> Path:
     gguf_path = gguf_path or embedded_gguf_path()
     recipe = {"source": gguf_path.name, "size": gguf_path.stat().st_size, "v": 2}
     return cached_dir("hf-gemma3-270m", recipe, lambda d: build_real_checkpoint(d, gguf_path))
+
+
+def real_conversion(checkpoint: Path, type_name: str) -> Path:
+    """The real 270M checkpoint converted by our converter to `type_name` (e.g. "f16", "q8_0"), cached."""
+    from convert.api import convert_checkpoint
+
+    recipe = {"model": checkpoint.name, "type": type_name, "converter": "ours"}
+    return cached_file(f"ours-270m-{type_name}", recipe, ".gguf",
+                       lambda path: convert_checkpoint(checkpoint, path, type_name, force=True))

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from tests.convert.oracle import gguf_differences, read_header, reference_gguf
-from tests.convert.real_gemma3 import real_checkpoint
-from tests.convert.tiny import cached_file
+from tests.convert.real_gemma3 import real_checkpoint, real_conversion
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
@@ -25,14 +24,6 @@ MEMORY_SLACK_BYTES = 300 * 1000 * 1000
 @pytest.fixture(scope="module")
 def checkpoint() -> Path:
     return real_checkpoint()
-
-
-def convert_cached(checkpoint: Path, type_name: str) -> Path:
-    from convert.api import convert_checkpoint
-
-    recipe = {"model": checkpoint.name, "type": type_name, "converter": "ours"}
-    return cached_file(f"ours-270m-{type_name}", recipe, ".gguf",
-                       lambda path: convert_checkpoint(checkpoint, path, type_name, force=True))
 
 
 @pytest.mark.parametrize("type_name", ["f32", "f16"])
@@ -76,9 +67,9 @@ def fixed_text() -> str:
 
 def test_quantized_perplexity_close_to_f32(checkpoint: Path) -> None:
     text = fixed_text()
-    f32 = perplexity(convert_cached(checkpoint, "f32"), text)
-    q8 = perplexity(convert_cached(checkpoint, "q8_0"), text)
-    q4 = perplexity(convert_cached(checkpoint, "q4_k_m"), text)
+    f32 = perplexity(real_conversion(checkpoint, "f32"), text)
+    q8 = perplexity(real_conversion(checkpoint, "q8_0"), text)
+    q4 = perplexity(real_conversion(checkpoint, "q4_k_m"), text)
     assert 1.0 < f32 < 100.0, f32  # a working language model on English text
     assert abs(q8 / f32 - 1) <= 0.01, (f32, q8)
     assert abs(q4 / f32 - 1) <= 0.10, (f32, q4)
