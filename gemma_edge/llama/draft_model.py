@@ -3,9 +3,9 @@ that drafts greedily (gemma_edge.speculative.ModelDrafter); the target verifies 
 
 It keeps its own KV cache across rounds and replies: each round it keeps the longest prefix of what it
 evaluated that the context still starts with (the accepted drafts among it), removes the rest from the
-cache's tail, and evaluates only what is new. Its cache is full-size in every layer (llama.cpp's
-`swa_full`): a sliding-window layer of the default size reuses the cells of positions that fell out of
-the window of the newest position drafted, which a rejected draft's rollback would need again.
+cache's tail, and evaluates only what is new. Its cache is full-size in every layer (`swa_full`,
+llama.cpp's default, asked for explicitly): a smaller sliding-window cache reuses the cells of positions
+that fell out of the window of the newest position drafted, which a rejected draft's rollback needs again.
 """
 from __future__ import annotations
 
