@@ -3,6 +3,7 @@ speculation and against llama-cpp-python's own `LlamaPromptLookupDecoding`, same
 greedy, interleaved repeats. Every side must produce the same tokens (checked).
 
     python -m bench.speculative [--model M] [--threads N] [--repeat 3] [--gen-tokens 128] [--quick]
+    python -m bench.speculative --draft gemma-3-270m [--model TARGET]   # the draft-model pair mode
 """
 from __future__ import annotations
 
@@ -148,14 +149,99 @@ def plot(report: dict, path):
     return save_figure(fig, path)
 
 
+# -- draft-model pair mode (--draft MODEL): a target and a smaller model of its vocabulary drafting ----------
+
+DRAFT_NAME = "speculative_draft"
+DRAFT = "gemma-edge draft model"
+
+
+def default_pair_target():
+    """The target of the pair buildable here: the real 270M weights (recovered from the embedded Q4_K_M)
+    converted to F16 by our converter (cached; the embedded Q4_K_M drafts for it)."""
+    from tests.convert.real_gemma3 import real_checkpoint, real_conversion
+
+    return real_conversion(real_checkpoint(), "f16")
+
+
+def run_pair(target_path, draft: str, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> dict:
+    """Decode speed of the target with the draft model drafting against no speculation, same Model,
+    same prompts, greedy, interleaved; acceptance per task."""
+    from gemma_edge.api import Model
+
+    n_ctx = 1024
+    model = Model(target_path, n_ctx=n_ctx, n_threads=threads, speculative=f"draft:{draft}")
+    drafter = model.draft_model
+    report = {"tasks": {}}
+    for task, text in tasks.items():
+        tokens = model.tokenize_raw(text)
+        counts: list[dict] = []
+        runs = interleaved({OFF: lambda: edge_stream(model, tokens, gen_tokens),
+                            DRAFT: lambda: edge_stream(model, tokens, gen_tokens, model.speculative, counts)},
+                           repeat, before_each=lambda: (model.engine.reset(), drafter.reset()))
+        speeds = {side: spread([m.decode_tokens_per_s for m in ms]) for side, ms in runs.items()}
+        base = speeds[OFF]["median"]
+        report["tasks"][task] = {
+            "decode_tokens_per_s": speeds,
+            "speedup_over_off": round(speeds[DRAFT]["median"] / base, 3) if base else None,
+            "generated_tokens": runs[OFF][0].generated_tokens,
+            "accepted_per_drafted": f"{counts[-1]['accepted_tokens']}/{counts[-1]['drafted_tokens']}",
+            "same_tokens_as_off": all(m.tokens == runs[OFF][0].tokens for m in runs[DRAFT]),
+        }
+    report["settings"] = {"target": str(target_path), "draft": str(drafter.facts.path), "threads": threads,
+                          "gen_tokens": gen_tokens, "repeat": repeat, "n_ctx": n_ctx}
+    model.close()
+    return report
+
+
+def markdown_pair(report: dict) -> str:
+    s = report["settings"]
+    lines = [f"### Draft model pair: {s['draft'].rsplit('/', 1)[-1]} drafting for {s['target'].rsplit('/', 1)[-1]} "
+             f"({s['threads']} threads, {s['gen_tokens']} generated tokens, greedy, median of {s['repeat']} "
+             "interleaved runs)", "",
+             f"| task | {OFF} (tokens/s) | {DRAFT} | accepted/drafted | same tokens as {OFF} |", "|---|---|---|---|---|"]
+    for task, row in report["tasks"].items():
+        speeds = row["decode_tokens_per_s"]
+        lines.append(f"| {task} | {speeds[OFF]['median']:.1f} | {speeds[DRAFT]['median']:.1f} "
+                     f"({row['speedup_over_off']:.2f}×) | {row['accepted_per_drafted']} | {row['same_tokens_as_off']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pair(report: dict, path):
+    plt = pyplot()
+    if plt is None:
+        return None
+    tasks = list(report["tasks"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(range(len(tasks)), [report["tasks"][task]["speedup_over_off"] for task in tasks], 0.5, label=DRAFT)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_ylabel("decode speed / no speculation")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def main_pair(args, tasks: dict) -> dict:
+    target = common.model_path(args.model) if args.model else default_pair_target()
+    report = run_pair(target, args.draft, common.threads(args.threads, target), 16 if args.quick else args.gen_tokens,
+                      1 if args.quick else args.repeat, tasks)
+    return common.finish(args.out, DRAFT_NAME, report, markdown_pair(report), lambda path: plot_pair(report, path))
+
+
+# -- end of the draft-model pair mode ------------------------------------------------------------------------
+
+
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None, help="a subset of the tasks")
+    p.add_argument("--draft", default=None, metavar="MODEL",
+                   help="the draft-model pair mode: MODEL drafts for --model (default: the real 270M in F16)")
     args = p.parse_args(argv)
-    path = common.model_path(args.model)
     names = args.tasks or (list(TASKS)[:1] if args.quick else list(TASKS))
     tasks = {name: TASKS[name] for name in names}
+    if args.draft:
+        return main_pair(args, tasks)
+    path = common.model_path(args.model)
     report = run(path, common.threads(args.threads, path), 16 if args.quick else args.gen_tokens,
                  1 if args.quick else args.repeat, tasks)
     return common.finish(args.out, NAME, report, markdown(report), lambda path: plot(report, path))

@@ -199,6 +199,11 @@ class Model:
         return self._engine
 
     @property
+    def draft_model(self):
+        """The draft model loaded for "draft:MODEL" speculation (gemma_edge.llama.draft_model), or None."""
+        return self._draft
+
+    @property
     def engine(self) -> Engine:
         return self._require_chat()
 

@@ -1,7 +1,8 @@
 """Speculative decoding's pure parts: where drafts come from, how long they are, and the acceptance rule.
 
-A drafter proposes up to k tokens that may follow the context; the engine evaluates them all in one
-batch and keeps the longest prefix the target itself would have produced, plus the target's own next
+A drafter proposes up to k tokens that may follow the context (prompt lookup: NgramDrafter; a draft
+model of the target's vocabulary: ModelDrafter over gemma_edge.llama.draft_model, the pair checked by
+gemma_edge.draft_pair); the engine evaluates them all in one batch and keeps the longest prefix the target itself would have produced, plus the target's own next
 token (gemma_edge.llama.engine). Output is unchanged by speculation: only how many tokens one decode yields.
 
 The acceptance rule for sampled decoding is `speculative_accept`: keep draft token x (drawn from the

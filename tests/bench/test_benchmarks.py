@@ -66,6 +66,20 @@ def test_speculative(tmp_path):
                                     "free_story_at_least_0_97x"}
 
 
+@pytest.mark.slow
+def test_speculative_draft_pair(tmp_path, embedded_model_path):
+    from bench import speculative
+    from tests.convert.real_gemma3 import real_checkpoint, real_conversion
+
+    target = real_conversion(real_checkpoint(), "q8_0")  # the mode's default F16 target is a longer conversion
+    speculative.main(["--quick", "--threads", "1", "--out", str(tmp_path), "--model", str(target),
+                      "--draft", str(embedded_model_path)])
+    report = written(tmp_path, speculative.DRAFT_NAME)
+    [row] = report["tasks"].values()
+    assert row["same_tokens_as_off"] and row["speedup_over_off"] > 0
+    assert int(row["accepted_per_drafted"].split("/")[1]) > 0
+
+
 def test_kv_reuse(tmp_path):
     from bench import kv_reuse
 
