@@ -148,29 +148,37 @@ class Model:
         self.format = format or (entry.format if entry else None) or facts.format
         turn_format = get_format(self.format)
         self.speculative = resolve_spec(speculative, facts)
-        draft_name = draft_model_name(self.speculative)
-        if draft_name is not None:  # refuse a draft model before loading anything
-            from gemma_edge.draft_pair import read_draft_model
-            from gemma_edge.hardware import available_memory
-
-            draft_facts = read_draft_model(draft_name, facts)
-            available = available_memory()
+        draft = self._check_draft()  # a bad pair is refused before anything loads
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
                               mmproj=mmproj)
-        if draft_name is not None:
-            from gemma_edge.llama.draft_model import DraftModel
-
-            try:
-                self._draft = DraftModel(draft_facts, facts, n_ctx=self._engine.n_ctx,
-                                         n_threads=self._engine.n_threads, available=available)
-            except Exception:
-                self._engine.close()
-                raise
+        if draft is not None:
+            self._load_draft(*draft)
         self.turn_format = turn_format
         self.default_sampling = (entry.sampling if entry else None) or Sampling()
         self.instruct = entry.instruct if entry else facts.instruct
         self.default_thinking = entry.capabilities.thinking if entry else False
+
+    def _check_draft(self) -> tuple[ModelFacts, int] | None:
+        """For a "draft:MODEL" mode: the checked draft model's facts and the memory available before the
+        target loads (the pair must fit in it)."""
+        name = draft_model_name(self.speculative)
+        if name is None:
+            return None
+        from gemma_edge.draft_pair import read_draft_model
+        from gemma_edge.hardware import available_memory
+
+        return read_draft_model(name, self.facts), available_memory()
+
+    def _load_draft(self, facts: ModelFacts, available: int) -> None:
+        from gemma_edge.llama.draft_model import DraftModel
+
+        try:
+            self._draft = DraftModel(facts, self.facts, n_ctx=self._engine.n_ctx, n_threads=self._engine.n_threads,
+                                     available=available)
+        except GemmaEdgeError:
+            self._engine.close()
+            raise
 
     def _load_embedder(self, *, n_ctx, n_threads, rpc, mmproj) -> None:
         from gemma_edge.embedding import Embedder

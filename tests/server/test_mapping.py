@@ -256,3 +256,13 @@ def test_every_accepted_request_renders_in_every_format(body, format):
     except TemplateError:
         return
     StreamParser(format, enable_thinking=thinking, prompt_tail="", tools=tools)
+
+
+def test_speculative_field_may_name_a_draft_model():
+    """The model decides whether it is the draft model it loaded (Model.speculation); the schema only
+    requires a name after draft:."""
+    request = chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "draft:gemma-3-270m"})
+    assert request.model_args["speculative"] == "draft:gemma-3-270m"
+    for bad in ("draft:", "draft"):
+        with pytest.raises(RequestError, match="draft:MODEL"):
+            chat({"messages": [{"role": "user", "content": "hi"}], "speculative": bad})
