@@ -18,7 +18,7 @@ from gemma_edge.cli.common import SpecMode, friendly_errors, rpc_options, rpc_se
 @click.option("--gen-tokens", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option("--repeat", "-r", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed runs per side (after one warm-up), interleaved A/B/B/A.")
-@click.option("--spec", type=SpecMode(), default="off", show_default=True,
+@click.option("--spec", type=SpecMode(), default="off", show_default=True, metavar=SpecMode.metavar,
               help="gemma-edge's speculative decoding (bench/speculative.py compares the modes per task).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,

@@ -97,9 +97,7 @@ def rpc_settings() -> dict:
 class SpecMode(click.ParamType):
     """A --spec value: one of SPEC_MODES or draft:MODEL (parse_spec)."""
     name = "mode"
-
-    def get_metavar(self, param, *args):
-        return f"[{'|'.join(SPEC_MODES)}|{DRAFT_PREFIX}MODEL]"
+    metavar = f"[{'|'.join(SPEC_MODES)}|{DRAFT_PREFIX}MODEL]"
 
     def convert(self, value, param, ctx):
         try:
@@ -116,7 +114,7 @@ def _spec_option(ctx, param, value):
 def model_options(fn):
     """-m/--model, --ctx-size, --threads, --rpc, --split, --spec (read back by load_model)."""
     fn = rpc_options(fn)
-    fn = click.option("--spec", type=SpecMode(), callback=_spec_option, expose_value=False,
+    fn = click.option("--spec", type=SpecMode(), callback=_spec_option, expose_value=False, metavar=SpecMode.metavar,
                       help="Speculative decoding: draft tokens by prompt lookup (ngram) or with a smaller model of "
                            "the same vocabulary (draft:MODEL, a registry name or GGUF path) and verify them in one "
                            "batch; the output is the same, only faster where drafts are accepted "
