@@ -39,7 +39,7 @@ class DraftModel:
 
     def follow(self, context: Sequence[int], ahead: int) -> bool:
         llm = self.llm
-        if len(context) + ahead > self.n_ctx:
+        if not context or len(context) + ahead > self.n_ctx:
             return False
         # the last context token is evaluated again when cached: its logits give the first draft
         keep = min(common_prefix(llm._input_ids.tolist(), context), len(context) - 1)
