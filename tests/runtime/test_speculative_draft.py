@@ -65,6 +65,7 @@ def test_a_draft_model_other_than_the_loaded_one_is_refused(model, embedded_mode
         model.stream("hi", speculative=f"draft:{embedded_model_path}")
 
 
+@pytest.mark.slow
 def test_rolling_back_rejected_drafts_leaves_the_drafter_as_if_they_never_were(embedded_model_path, model):
     """Drafts past a context longer than the sliding window (512) and the KV cache's batch, then the
     context diverges at the first draft: the logits equal those of a drafter that never drafted."""
