@@ -20,10 +20,6 @@ MESSAGES = 1000
 RUNS = 15
 TARGET_MS = 20.0
 RESULTS = Path(__file__).resolve().parent / "results" / "render.json"
-OFFICIAL_TEMPLATES = {  # format -> newest official template (test oracle, if the reference is present)
-    "gemma1": "gemma1-it.jinja", "gemma2": "gemma2-it.jinja", "gemma3": "gemma3-it.jinja",
-    "gemma3n": "gemma3n-it.jinja", "gemma4-small": "gemma4-e2b-it.jinja", "gemma4-large": "gemma4-31b-it.jinja",
-}
 PROSE = ("The harbour town woke slowly; fishing boats came back with the tide and the baker opened "
          "his shutters. ")
 
@@ -61,10 +57,10 @@ def timed(fn, runs: int = RUNS) -> dict:
 
 
 def official_baseline(format_name: str, messages, tools):
-    from tests.reference import reference_dir
+    from tests.reference import NEWEST_TEMPLATES, reference_dir
 
     reference = reference_dir()
-    name = OFFICIAL_TEMPLATES.get(format_name)
+    name = NEWEST_TEMPLATES.get(format_name)
     if name is None or not (reference / "templates" / name).exists():
         return None
     try:

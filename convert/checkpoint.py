@@ -1,7 +1,7 @@
 """A Hugging Face checkpoint directory, read without torch or transformers (docs/converter-spec.md §1.1-1.2).
 
 * ``config.json`` → the raw config with ``text_config`` merged over the top level (text keys win) and
-  ``architectures[0]``; generation defaults are applied later by the generation (``Generation.hparams``).
+  ``architectures[0]``; generation defaults are applied later by the generation (``ConversionTable.hparams``).
   The raw config is kept too: the mmproj reads ``vision_config`` / ``audio_config`` from it.
 * Multimodal tensors (vision/audio towers, projectors) are kept apart from the text tensors: the text
   GGUF leaves them out, the mmproj (``convert/mmproj/``) converts them.

@@ -3,11 +3,12 @@ the members llama.cpp 0.3.36 cannot run, the reason — recognised from ``config
 
 Each :class:`Member` names the ``config.json`` values that identify it (``model_type`` and/or
 ``architectures[0]``). What a convertible member can do is not written here but read from the
-generation and encoder registries (``convert/generations``, ``convert/mmproj``): a member converts when
-a generation claims its architecture, sees / hears when a supported vision / audio encoder does, embeds
-when its GGUF architecture is an embedding one, drafts (and does not run alone) when it is llama.cpp's MTP
-drafter one. A member with a ``refusal`` is refused before anything
-else is read (``UnrunnableModel``): its one line names the model and why.
+generation and encoder registries (``convert/generations``, ``convert/mmproj``) and the runtime's
+generation table (``gemma_edge/generations``): a member converts when a conversion table claims its
+architecture, runs and embeds as the runtime generation of that table's GGUF architecture does (a drafter's
+architecture is no runtime generation: it drafts for its target and does not run alone), sees / hears when
+a supported vision / audio encoder does. A member with a ``refusal`` is refused before anything else is
+read (``UnrunnableModel``): its one line names the model and why.
 
 ``tests/convert/test_family.py`` pins llama.cpp's architecture list: a llama-cpp-python that gains an
 architecture for a refused member fails that test, turning the refusal into work.
@@ -103,19 +104,21 @@ def capabilities(member: Member) -> dict[str, Any]:
     from convert.generations import generations
     from convert.mmproj import encoders
     from convert.mmproj.base import AUDIO, VISION
+    from gemma_edge.generations import generation_of
 
     if member.refusal:
         return {"converts": False, "runs": False, "sees": False, "hears": False, "embeds": False, "drafts": False,
                 "why_not": member.refusal}
     text = [g for g in generations() if set(g.hf_architectures) & set(member.architectures)]
+    runtime = [r for g in text if (r := generation_of(g.gguf_arch))]
     towers = [e for e in encoders() if set(e.hf_architectures) & set(member.architectures) and not e.unsupported]
     converts = bool(text)
     drafts = any(g.gguf_arch == DRAFTER_ARCH for g in text)  # a drafter never runs alone: it drafts for its target
     return {
-        "converts": converts, "runs": converts and not drafts,
+        "converts": converts, "runs": bool(runtime),
         "sees": any(e.modality == VISION for e in towers),
         "hears": any(e.modality == AUDIO for e in towers),
-        "embeds": any(g.gguf_arch == "gemma-embedding" for g in text),
+        "embeds": any(r.embeds for r in runtime),
         "drafts": drafts,
         "why_not": None if converts else "the converter has no generation for it yet",
     }

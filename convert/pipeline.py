@@ -20,8 +20,8 @@ from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 from convert.checkpoint import Checkpoint
 from convert.generations import generation_for
 from convert.generations.base import (
-    ConcatSource, Field, Generation, HParams, PlannedTensor, TensorRule, TensorSource, Transform, UnsupportedCheckpoint,
-    ZerosSource, string, u32,
+    ConcatSource, ConversionTable, Field, HParams, PlannedTensor, TensorRule, TensorSource, Transform,
+    UnsupportedCheckpoint, ZerosSource, string, u32,
 )
 from convert.storage import OutputType, encode, encoded_nbytes, storage_type
 from convert.writer import TensorToWrite, write_gguf
@@ -31,7 +31,7 @@ CHUNK_BYTES = 16 * 1024 * 1024  # float32 bytes converted at a time
 
 @dataclass
 class Plan:
-    generation: Generation
+    generation: ConversionTable
     hparams: HParams
     fields: list[Field]
     tensors: list[TensorToWrite]
@@ -70,7 +70,8 @@ def plan_conversion(checkpoint: Checkpoint, output: OutputType, name: str | None
     return Plan(generation, hp, fields, tensors, hp.notes + generation.notes(hp, checkpoint.dropped))
 
 
-def match_tensors(generation: Generation, hp: HParams, checkpoint: Checkpoint, n_tokens: int) -> list[PlannedTensor]:
+def match_tensors(generation: ConversionTable, hp: HParams, checkpoint: Checkpoint,
+                  n_tokens: int) -> list[PlannedTensor]:
     """Map every checkpoint tensor through exactly one rule; refuse unknown and missing tensors."""
     n_layer = generation.block_count(hp)
     single: list[tuple[tuple[int, int], PlannedTensor]] = []
@@ -125,7 +126,7 @@ def missing_required(rules: Sequence[TensorRule], n_block: int, produced: set[st
                 yield rule, name
 
 
-def _check_required(generation: Generation, n_layer: int, produced: set[str]) -> None:
+def _check_required(generation: ConversionTable, n_layer: int, produced: set[str]) -> None:
     for rule, name in missing_required(generation.tensors, n_layer, produced):
         hf = rule.hf.replace(r"(?P<bid>\d+)", name.split(".")[1] if "{bid}" in rule.gguf else "")
         raise UnsupportedCheckpoint(f"checkpoint lacks {hf.replace(chr(92), '')} (needed for {name})")

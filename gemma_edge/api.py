@@ -150,7 +150,7 @@ class Model:
         self.speculative = resolve_spec(speculative, facts)
         draft = self._check_draft()  # a bad pair is refused before anything loads
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                              stop_markers=(turn_format.end_of_turn, *turn_format.stop_markers), rpc=rpc, split=split,
+                              stop_markers=turn_format.stops, rpc=rpc, split=split,
                               mmproj=mmproj)
         if draft is not None:
             self._load_draft(*draft)

@@ -1,57 +1,17 @@
 """What a GGUF is: Gemma generation, turn format, size, quantization, context, special tokens.
 
-Facts come from the GGUF header first; `models.yaml` only adds what a file cannot say. The table
-below is the one place that knows how each generation shows itself in GGUF metadata.
+Facts come from the GGUF header first; `models.yaml` only adds what a file cannot say. How each
+generation shows itself in GGUF metadata is the runtime generation table's (`gemma_edge.generations`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from gemma_edge.errors import InvalidModelError
+from gemma_edge.generations import ARCHITECTURES, generation_of
 from gemma_edge.gguf_file import GGUFFile
 from gemma_edge.gguf_keys import check_vocabulary
-
-FUNCTIONGEMMA_MARKER = "<start_function_call>"
-EMBEDDING_FORMAT = "embedding"  # the `format` of embedding models: no turn format, no chat
-
-
-@dataclass(frozen=True)
-class Generation:
-    name: str            # public generation name (models.yaml `generation`)
-    architecture: str    # GGUF general.architecture
-    end_of_turn: str     # the token that ends a model turn
-    pick_format: Callable[[GGUFFile], str]
-    embeds: bool = False  # an embedding model (Model.embed), not a chat/completion model
-
-
-def _fixed(fmt: str) -> Callable[[GGUFFile], str]:
-    return lambda gguf: fmt
-
-
-def _gemma3_format(gguf: GGUFFile) -> str:
-    # FunctionGemma is a Gemma 3 270M with function-calling tokens added to its vocabulary.
-    return "functiongemma" if gguf.has_token(FUNCTIONGEMMA_MARKER) else "gemma3"
-
-
-def _gemma4_format(gguf: GGUFFile) -> str:
-    # E2B/E4B carry per-layer embeddings; the large models (12B, 26B-A4B, 31B) write 0 there.
-    return "gemma4-small" if (gguf.arch_get("embedding_length_per_layer_input") or 0) > 0 else "gemma4-large"
-
-
-GENERATIONS = {
-    g.architecture: g
-    for g in (
-        Generation("gemma1", "gemma", "<end_of_turn>", _fixed("gemma1")),
-        Generation("gemma2", "gemma2", "<end_of_turn>", _fixed("gemma2")),
-        Generation("gemma3", "gemma3", "<end_of_turn>", _gemma3_format),
-        Generation("gemma3n", "gemma3n", "<end_of_turn>", _fixed("gemma3n")),
-        Generation("gemma4", "gemma4", "<turn|>", _gemma4_format),
-        Generation("embeddinggemma", "gemma-embedding", "", _fixed(EMBEDDING_FORMAT), embeds=True),
-    )
-}
-
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -70,12 +30,18 @@ class ModelFacts:
     kv_bytes_per_token: int
     bos_token: str
     eos_token: str
-    end_of_turn: str
+    # what generation stops at besides EOS, from the generation table: the end of a model turn first
+    stop_markers: tuple[str, ...]
     has_chat_template: bool
     instruct: bool
     # tokenizer.ggml.suppress_tokens (Gemma 4 Unified): ids the sampler must never pick
     suppress_tokens: tuple[int, ...] = ()
     embeds: bool = False  # an embedding model: Model.embed works, generate/chat do not
+
+    @property
+    def end_of_turn(self) -> str:
+        """The token that ends a model turn ("" for an embedding model)."""
+        return self.stop_markers[0] if self.stop_markers else ""
 
     def describe(self) -> dict:
         return {
@@ -92,9 +58,9 @@ def read_model_facts(path: str | Path) -> ModelFacts:
     """Read and check a GGUF: it must be well-formed, complete and of a Gemma architecture."""
     gguf = GGUFFile(path)
     try:
-        generation = GENERATIONS.get(gguf.architecture)
+        generation = generation_of(gguf.architecture)
         if generation is None:
-            supported = ", ".join(sorted(GENERATIONS))
+            supported = ", ".join(sorted(ARCHITECTURES))
             raise InvalidModelError(
                 f"{gguf.path}: architecture {gguf.architecture or '?'!r} is not a Gemma model "
                 f"(gemma-edge runs: {supported})")
@@ -109,6 +75,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
         template = gguf.get("tokenizer.chat_template")
         name = str(gguf.get("general.name") or gguf.path.stem)
         tags = " ".join(str(gguf.get(k) or "") for k in ("general.name", "general.finetune", "general.basename"))
+        variant = generation.variant_of(gguf)
         instruct = not generation.embeds and (
             bool(template) or any(t in tags.lower() for t in ("-it", " it", "instruct", "_it")))
         return ModelFacts(
@@ -116,7 +83,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
             name=name,
             architecture=gguf.architecture,
             generation=generation.name,
-            format=generation.pick_format(gguf),
+            format=variant.format,
             size_label=str(gguf.get("general.size_label") or ""),
             parameters=gguf.parameter_count,
             file_size=gguf.file_size,
@@ -127,7 +94,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
             kv_bytes_per_token=_kv_bytes_per_token(gguf),
             bos_token=token("tokenizer.ggml.bos_token_id"),
             eos_token=token("tokenizer.ggml.eos_token_id"),
-            end_of_turn=generation.end_of_turn,
+            stop_markers=variant.stop_markers,
             has_chat_template=bool(template),
             instruct=instruct,
             suppress_tokens=_suppress_tokens(gguf),

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-GENERATIONS = ["gemma1", "gemma2", "gemma3", "gemma3n", "gemma4", "embeddinggemma"]
-FORMATS = ["gemma1", "gemma2", "gemma3", "gemma3n", "gemma4-small", "gemma4-large", "functiongemma", "embedding"]
+from gemma_edge.generations import GENERATION_NAMES, MODEL_FORMATS
+
+# the `generation` and `format` values: the runtime generation table's names
+GENERATIONS = list(GENERATION_NAMES)
+FORMATS = list(MODEL_FORMATS)
 
 _NAME = r"^[a-z0-9][a-z0-9._-]*$"
 _SHA256 = r"^[0-9a-f]{64}$"

@@ -1,7 +1,10 @@
-"""The generation interface: everything that differs between Gemma generations, as data.
+"""The conversion table: how one Gemma generation converts, everything that differs between generations,
+as data.
 
-A generation module (``convert/generations/<name>.py``) builds one :class:`Generation` value and the
-registry (``convert/generations/__init__.py``) lists it. The pipeline (``convert/pipeline.py``) never
+A generation module (``convert/generations/<name>.py``) builds one :class:`ConversionTable` value and the
+registry (``convert/generations/__init__.py``) lists it. Its ``name`` is the runtime's name of the Gemma
+generation it produces (``gemma_edge/generations``), with a suffix for a variant (``gemma4-unified``);
+``tests/test_generations.py`` checks the two tables agree. The pipeline (``convert/pipeline.py``) never
 branches on a generation's name; it only reads the fields below. To add a generation:
 
 1. **Detection.** ``hf_architectures`` — the ``architectures[0]`` strings of ``config.json`` this
@@ -10,7 +13,7 @@ branches on a generation's name; it only reads the fields below. To add a genera
 
 2. **Hyper-parameters.** ``defaults`` — the transformers config-class defaults (``GemmaConfig()``...)
    for every field the generation reads, because official config files omit fields that equal the
-   defaults. :meth:`Generation.hparams` resolves a config the way the transformers config class does
+   defaults. :meth:`ConversionTable.hparams` resolves a config the way the transformers config class does
    (``tests/convert/test_hub_configs.py`` checks it against that class on the Hub's own config files):
    :class:`HParams` = ``{**defaults, **config}`` (with ``text_config`` merged over the top level first,
    see ``convert/checkpoint.py``); then every :class:`LegacyValue` transformers rewrites on load is
@@ -57,7 +60,7 @@ branches on a generation's name; it only reads the fields below. To add a genera
 
 6. **Notes.** ``notes(hp, dropped)`` returns human-readable lines printed with the summary, e.g. that a
    vision tower was skipped (``dropped`` = normalised names removed as multimodal). Notes about the
-   config itself (legacy values) are collected in ``hp.notes`` by :meth:`Generation.hparams`.
+   config itself (legacy values) are collected in ``hp.notes`` by :meth:`ConversionTable.hparams`.
 
 Everything here is pure data and pure functions; reading files and writing GGUF happen elsewhere.
 """
@@ -333,8 +336,9 @@ def _as_configured(hp: HParams) -> Any:
 
 
 @dataclass(frozen=True)
-class Generation:
-    """All a generation contributes to a conversion (module docstring explains each field)."""
+class ConversionTable:
+    """How one Gemma generation converts: all it contributes to a conversion (module docstring explains each
+    field)."""
 
     name: str
     hf_architectures: tuple[str, ...]

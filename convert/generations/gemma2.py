@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from convert.generations.base import (
-    Field, Generation, HParams, TensorRule, UnsupportedConfig, f32, top_rule, u32,
+    ConversionTable, Field, HParams, TensorRule, UnsupportedConfig, f32, top_rule, u32,
 )
 from convert.generations.common import (
     core_metadata, gemma_tensor_rules, layer_types, plain_rope_theta, refuse_common, refuse_query_scale,
@@ -51,7 +51,7 @@ TENSORS: tuple[TensorRule, ...] = gemma_tensor_rules(post_norms=True, qk_norms=F
     top_rule("lm_head.weight", None, required=False),  # runtime always ties the output to token_embd
 )
 
-GEMMA2 = Generation(
+GEMMA2 = ConversionTable(
     name="gemma2",
     hf_architectures=("Gemma2ForCausalLM",),
     gguf_arch=ARCH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from convert.generations.base import (
-    Field, Generation, HParams, TensorRule, UnsupportedConfig, f32, rope_parameters, string, top_rule, u32,
+    ConversionTable, Field, HParams, TensorRule, UnsupportedConfig, f32, rope_parameters, string, top_rule, u32,
 )
 from convert.generations.common import (
     FULL, core_metadata, gemma_tensor_rules, layer_types, refuse_common, refuse_query_scale,
@@ -80,7 +80,7 @@ def notes(hp: HParams, dropped: Sequence[str]) -> list[str]:
     return [f"skipped the vision tower and projector ({len(dropped)} tensors): this GGUF is text-only"]
 
 
-GEMMA3 = Generation(
+GEMMA3 = ConversionTable(
     name="gemma3",
     hf_architectures=("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
     gguf_arch=ARCH,

@@ -21,7 +21,7 @@ from statistics import NormalDist
 import numpy as np
 
 from convert.generations.base import (
-    Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, ZerosSource, bool_array, f32,
+    ConversionTable, Field, HParams, PlannedTensor, TensorRule, UnsupportedConfig, ZerosSource, bool_array, f32,
     f32_array, i32_array, layer_rule, rope_parameters, top_rule, u32,
 )
 from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
@@ -192,7 +192,7 @@ TENSORS: tuple[TensorRule, ...] = (
 )
 
 
-GEMMA3N = Generation(
+GEMMA3N = ConversionTable(
     name="gemma3n",
     hf_architectures=("Gemma3nForCausalLM", "Gemma3nForConditionalGeneration"),
     gguf_arch=ARCH,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from convert.generations.base import (
-    ArraySource, Field, Generation, HParams, PlannedTensor, TensorRule, UnsupportedConfig, Vocab, bool_array, f32,
+    ArraySource, ConversionTable, Field, HParams, PlannedTensor, TensorRule, UnsupportedConfig, Vocab, bool_array, f32,
     i32_array, layer_rule, rope_parameters, top_rule, u32,
 )
 from convert.generations.common import (FULL, SLIDING, core_metadata, layer_types, refuse_common,
@@ -252,7 +252,7 @@ TENSORS: tuple[TensorRule, ...] = (
 )
 
 
-GEMMA4 = Generation(
+GEMMA4 = ConversionTable(
     name="gemma4",
     hf_architectures=("Gemma4ForCausalLM", "Gemma4ForConditionalGeneration"),
     gguf_arch=ARCH,

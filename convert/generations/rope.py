@@ -1,7 +1,7 @@
 """RoPE parameters per attention kind, resolved from config.json the way transformers 5.23 resolves them.
 
 Each rule returns ``{"full_attention": {...}, "sliding_attention": {...}}`` with ``rope_type`` and
-``rope_theta`` set in both entries; :meth:`Generation.hparams` stores it as ``hp["rope_parameters"]``.
+``rope_theta`` set in both entries; :meth:`ConversionTable.hparams` stores it as ``hp["rope_parameters"]``.
 One rule per family of transformers config classes:
 
 * :func:`shared_rope` — ``GemmaConfig`` / ``Gemma2Config`` (``RotaryEmbeddingConfigMixin``): an older

@@ -79,6 +79,11 @@ class TurnFormat:
     # (Gemma 4's video) renders but cannot be given to the model
     media_expansion: Mapping[str, MediaExpansion] = field(default_factory=dict)
 
+    @property
+    def stops(self) -> tuple[str, ...]:
+        """Every marker generation stops at besides EOS: `end_of_turn`, then `stop_markers`."""
+        return (self.end_of_turn, *self.stop_markers)
+
 
 class SegmentWriter:
     """Collects the output of a renderer as (text, special) pieces; cheap to append to."""

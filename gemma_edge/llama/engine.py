@@ -230,10 +230,11 @@ class Engine:
         self.tokenizer = SegmentTokenizer(self.llm)
         self.n_ctx = n_ctx
         self.lock = threading.RLock()
-        # Generation ends at EOS, the model's end-of-turn marker, and any marker the turn format hands
-        # back to the runtime (e.g. Gemma 4's <|tool_response>: the runtime supplies the response).
+        # Generation ends at EOS and the model's stop markers (its generation table's: the end of a turn,
+        # Gemma 4's <|tool_response> after which the runtime supplies the response), plus the caller's
+        # (those of a turn format chosen over the model's own).
         self.stop_ids = {self.llm.token_eos()}
-        for marker in (self.facts.end_of_turn, *stop_markers):
+        for marker in (*self.facts.stop_markers, *stop_markers):
             token = self.special_id(marker)
             if token is not None:
                 self.stop_ids.add(token)

@@ -4,12 +4,14 @@
 "errors"}`; `StreamParser(format)` gives the same message incrementally (`feed(delta)` returns
 events, `close()` the message). The rules are the output contract in `README.md` next to this
 file; each output format family is a table entry (`gemma4.py`, `functiongemma.py`, `plain.py`)
-read by the one shared machine in `stream.py`.
+read by the one shared machine in `stream.py`. Which syntax a format name reads is the runtime
+generation table's (`gemma_edge.generations`).
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+from gemma_edge.generations import GENERATION_NAMES, MODEL_FORMATS, variant_named
 from gemma_edge.parsing import stream
 from gemma_edge.parsing.declarations import tool_declarations
 from gemma_edge.parsing.functiongemma import FUNCTIONGEMMA
@@ -17,16 +19,11 @@ from gemma_edge.parsing.gemma4 import GEMMA4
 from gemma_edge.parsing.plain import PLAIN
 from gemma_edge.parsing.syntax import OutputSyntax
 
+SYNTAXES: dict[str, OutputSyntax] = {s.name: s for s in (PLAIN, FUNCTIONGEMMA, GEMMA4)}
+# format (or generation) name -> the syntax its replies are written in, from the generation table
 SYNTAX_BY_FORMAT: dict[str, OutputSyntax] = {
-    "gemma1": PLAIN,
-    "gemma2": PLAIN,
-    "gemma3": PLAIN,
-    "gemma3n": PLAIN,
-    "functiongemma": FUNCTIONGEMMA,
-    "gemma4": GEMMA4,
-    "gemma4-small": GEMMA4,
-    "gemma4-large": GEMMA4,
-}
+    name: SYNTAXES[variant.syntax] for name in (*MODEL_FORMATS, *GENERATION_NAMES)
+    if (variant := variant_named(name)).syntax is not None}
 
 
 def syntax_for(format: str) -> OutputSyntax:
@@ -62,4 +59,4 @@ def parse_response(text: str, *, format: str, enable_thinking: bool | None = Non
     return parser.close()
 
 
-__all__ = ["parse_response", "StreamParser", "SYNTAX_BY_FORMAT", "syntax_for"]
+__all__ = ["parse_response", "StreamParser", "SYNTAXES", "SYNTAX_BY_FORMAT", "syntax_for"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from convert.generations.base import HParams, UnsupportedConfig
-from convert.generations.gemma_embedding import GEMMA_EMBEDDING
+from convert.generations.embeddinggemma import EMBEDDINGGEMMA
 from tests.convert.embed_oracle import cosines, sentencepiece_ids, st_embeddings
 from tests.convert.oracle import gguf_differences, gguf_fields, gguf_tensors, reference_gguf
 from tests.convert.tiny_embeddinggemma import CONFIG, tiny_embeddinggemma, tiny_embeddinggemma_gguf
@@ -121,7 +121,7 @@ def _config(**changes) -> HParams:
             value(config)
         else:
             config[key] = value
-    return GEMMA_EMBEDDING.hparams(config)
+    return EMBEDDINGGEMMA.hparams(config)
 
 
 def _module(path: str, **config):
@@ -144,14 +144,14 @@ def _module(path: str, **config):
 ])
 def test_refuses_what_llama_cpp_would_compute_wrong(changes: dict, message: str) -> None:
     with pytest.raises(UnsupportedConfig, match=message):
-        GEMMA_EMBEDDING.metadata(_config(**changes))
+        EMBEDDINGGEMMA.metadata(_config(**changes))
 
 
 def test_conversion_notes_name_the_projections() -> None:
-    assert "2_Dense, 3_Dense" in GEMMA_EMBEDDING.notes(_config(), [])[0]
+    assert "2_Dense, 3_Dense" in EMBEDDINGGEMMA.notes(_config(), [])[0]
     without = _config(dense=lambda c: c["sentence_transformers"].update(
         modules=[m for m in c["sentence_transformers"]["modules"] if not m["path"].endswith("Dense")]))
-    assert "no Dense module" in GEMMA_EMBEDDING.notes(without, [])[0]
+    assert "no Dense module" in EMBEDDINGGEMMA.notes(without, [])[0]
 
 
 def test_module_paths_and_weights_are_checked(tmp_path: Path) -> None:

@@ -163,9 +163,9 @@ def test_legacy_keys_and_nulls_resolve_as_transformers(name: str, key: str, valu
         assert resolution_differences(generation_for(architecture).name, hp, oracle) == []
 
 
-ORACLE_CLASSES = {"gemma": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3": "Gemma3TextConfig",
+ORACLE_CLASSES = {"gemma1": "GemmaConfig", "gemma2": "Gemma2Config", "gemma3": "Gemma3TextConfig",
                   "gemma3n": "Gemma3nTextConfig", "gemma4": "Gemma4TextConfig",
-                  "gemma4-unified": "Gemma4UnifiedTextConfig", "gemma-embedding": "Gemma3TextConfig",
+                  "gemma4-unified": "Gemma4UnifiedTextConfig", "embeddinggemma": "Gemma3TextConfig",
                   "gemma4-assistant": "Gemma4TextConfig", "gemma4-unified-assistant": "Gemma4UnifiedTextConfig"}
 # the drafters' top-level keys (text_config merged over them) are their own config class's fields
 OUTER_CLASSES = {"gemma4-assistant": "Gemma4AssistantConfig",

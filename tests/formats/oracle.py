@@ -15,16 +15,6 @@ from transformers.utils.chat_template_utils import render_jinja_template
 from gemma_edge.formats import TemplateError, render_prompt, render_segments
 from gemma_edge.formats.base import PART_ALIASES
 
-# public format name -> newest official template of its generation
-NEWEST_TEMPLATES = {
-    "gemma1": "gemma1-it.jinja",
-    "gemma2": "gemma2-it.jinja",
-    "gemma3": "gemma3-it.jinja",
-    "gemma3n": "gemma3n-it.jinja",
-    "gemma4-small": "gemma4-e2b-it.jinja",
-    "gemma4-large": "gemma4-31b-it.jinja",
-}
-
 
 @dataclass(frozen=True)
 class Raised:

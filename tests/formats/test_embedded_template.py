@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from gemma_edge.formats.embedded_template import render_embedded_template
+from tests.reference import NEWEST_TEMPLATES
 
-from .oracle import NEWEST_TEMPLATES, Raised, official
+from .oracle import Raised, official
 from .test_gemma4_oracle import HAND_WRITTEN as GEMMA4_CONVERSATIONS
 from .test_start_of_turn_oracle import HAND_WRITTEN as START_OF_TURN_CONVERSATIONS
 

@@ -5,8 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.reference import NEWEST_TEMPLATES
+
 from . import strategies as s
-from .oracle import NEWEST_TEMPLATES, assert_matches_official
+from .oracle import assert_matches_official
 
 ORACLE_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 FORMATS = ["gemma4-small", "gemma4-large"]

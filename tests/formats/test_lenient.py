@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from gemma_edge.formats import render_prompt
+from tests.reference import NEWEST_TEMPLATES
 
-from .oracle import NEWEST_TEMPLATES, official
+from .oracle import official
 
 
 @pytest.fixture(scope="module")

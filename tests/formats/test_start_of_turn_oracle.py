@@ -6,9 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gemma_edge.formats import TemplateError, render_prompt
+from tests.reference import NEWEST_TEMPLATES
 
 from . import strategies as s
-from .oracle import NEWEST_TEMPLATES, assert_matches_official
+from .oracle import assert_matches_official
 
 ORACLE_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 FAMILY = ["gemma1", "gemma2", "gemma3", "gemma3n"]

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from gemma_edge.cli.template import template
 from gemma_edge.formats import get_format, render_prompt
 from gemma_edge.formats.samples import sample_conversations
+from tests.reference import NEWEST_TEMPLATES
 
-from .oracle import NEWEST_TEMPLATES, Raised, official
+from .oracle import Raised, official
 
 CONVERSATION = [{"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "Hi <start_of_image><|turn> there"},

@@ -7,6 +7,15 @@ import os
 from pathlib import Path
 
 VENDORED = Path(__file__).resolve().parent
+# public turn-format name -> newest official template of its generation (in `templates/`)
+NEWEST_TEMPLATES = {
+    "gemma1": "gemma1-it.jinja",
+    "gemma2": "gemma2-it.jinja",
+    "gemma3": "gemma3-it.jinja",
+    "gemma3n": "gemma3n-it.jinja",
+    "gemma4-small": "gemma4-e2b-it.jinja",
+    "gemma4-large": "gemma4-31b-it.jinja",
+}
 
 
 def reference_dir() -> Path:

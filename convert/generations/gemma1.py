@@ -1,7 +1,7 @@
 """Gemma 1 (``GemmaForCausalLM``) → llama.cpp arch ``gemma`` (docs/converter-spec.md §3)."""
 from __future__ import annotations
 
-from convert.generations.base import Field, Generation, HParams, LegacyValue, TensorRule, f32, top_rule
+from convert.generations.base import ConversionTable, Field, HParams, LegacyValue, TensorRule, f32, top_rule
 from convert.generations.common import (
     core_metadata, gemma_tensor_rules, plain_rope_theta, refuse_common, refuse_untied_output,
 )
@@ -43,8 +43,8 @@ TENSORS: tuple[TensorRule, ...] = gemma_tensor_rules(post_norms=False, qk_norms=
     top_rule("lm_head.weight", None, required=False),
 )
 
-GEMMA = Generation(
-    name="gemma",
+GEMMA1 = ConversionTable(
+    name="gemma1",
     hf_architectures=("GemmaForCausalLM",),
     gguf_arch=ARCH,
     defaults=DEFAULTS,

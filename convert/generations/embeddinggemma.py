@@ -21,7 +21,7 @@ import dataclasses
 from typing import Any
 
 from convert.generations.base import (
-    Field, Generation, HParams, TensorRule, UnsupportedConfig, top_rule, u32,
+    ConversionTable, Field, HParams, TensorRule, UnsupportedConfig, top_rule, u32,
 )
 from convert.generations.common import gemma_tensor_rules, refuse_common, refuse_query_scale
 from convert.generations.gemma3 import GEMMA3, gemma3_layout_metadata
@@ -124,8 +124,8 @@ def notes(hp: HParams, dropped) -> list[str]:
             "leaves them out unless given --sentence-transformers-dense-modules)"]
 
 
-GEMMA_EMBEDDING = Generation(
-    name="gemma-embedding",
+EMBEDDINGGEMMA = ConversionTable(
+    name="embeddinggemma",
     hf_architectures=("Gemma3TextModel",),
     gguf_arch=ARCH,
     defaults=DEFAULTS,
