@@ -7,7 +7,7 @@ names through it. `docs/adding-a-generation.md` walks through adding one.
 """
 from __future__ import annotations
 
-from gemma_edge.generations.base import EMBEDDING_FORMAT, GemmaGeneration, Variant
+from gemma_edge.generations.base import GemmaGeneration, Variant
 from gemma_edge.generations.embeddinggemma import EMBEDDINGGEMMA
 from gemma_edge.generations.gemma1 import GEMMA1
 from gemma_edge.generations.gemma2 import GEMMA2
@@ -36,5 +36,5 @@ def variant_named(format: str) -> Variant | None:
     return _BY_FORMAT.get(format) if isinstance(format, str) else None
 
 
-__all__ = ["ARCHITECTURES", "EMBEDDING_FORMAT", "GENERATIONS", "GENERATION_NAMES", "GemmaGeneration",
+__all__ = ["ARCHITECTURES", "GENERATIONS", "GENERATION_NAMES", "GemmaGeneration",
            "MODEL_FORMATS", "Variant", "generation_of", "variant_named"]

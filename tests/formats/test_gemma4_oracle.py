@@ -5,13 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gemma_edge.formats import gemma4
 from tests.reference import NEWEST_TEMPLATES
 
 from . import strategies as s
 from .oracle import assert_matches_official
 
 ORACLE_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
-FORMATS = ["gemma4-small", "gemma4-large"]
+FORMATS = [f.name for f in gemma4.FORMATS]
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city.",

@@ -5,14 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemma_edge.formats import TemplateError, render_prompt
+from gemma_edge.formats import TemplateError, classic, gemma3, render_prompt
 from tests.reference import NEWEST_TEMPLATES
 
 from . import strategies as s
 from .oracle import assert_matches_official
 
 ORACLE_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
-FAMILY = ["gemma1", "gemma2", "gemma3", "gemma3n"]
+CLASSIC = [f.name for f in classic.FORMATS]  # Gemma 1 and 2: string content only
+FAMILY = CLASSIC + [f.name for f in gemma3.FORMATS]
 
 HAND_WRITTEN = [
     [],
@@ -48,7 +49,7 @@ HAND_WRITTEN = [
 
 def _in_domain(format_name, messages):
     """Gemma 1/2 with None or list content: the template prints a Python repr; we refuse (README)."""
-    if format_name in ("gemma1", "gemma2"):
+    if format_name in CLASSIC:
         return all(isinstance(m.get("content", ""), (str, int)) for m in messages)
     return True
 
@@ -67,7 +68,7 @@ def test_hand_written(templates, format_name, generation_prompt):
                                     add_generation_prompt=generation_prompt)
 
 
-@pytest.mark.parametrize("format_name", ["gemma1", "gemma2"])
+@pytest.mark.parametrize("format_name", CLASSIC)
 def test_classic_refuses_non_string_content_in_strict_mode(format_name):
     """The one documented place strict is stricter than the template (it would print a repr)."""
     for content in (None, [{"type": "text", "text": "x"}]):
@@ -77,7 +78,7 @@ def test_classic_refuses_non_string_content_in_strict_mode(format_name):
 
 @pytest.mark.parametrize("format_name", FAMILY)
 def test_generated(templates, format_name):
-    classic = format_name in ("gemma1", "gemma2")
+    classic = format_name in CLASSIC
     conversations = s.plain_conversations(
         content_strategy=s.texts if classic else s.content(),
         odd_content=(s.MISSING,) if classic else (None, s.MISSING))
