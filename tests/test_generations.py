@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from convert.family import DRAFTER_ARCH
 from convert.generations import generation_for, generations as conversion_tables
 from convert.mmproj import encoders
 from gemma_edge import models_schema, projector
@@ -16,9 +17,6 @@ from gemma_edge.generations import ARCHITECTURES, GENERATIONS, MODEL_FORMATS, ge
 from gemma_edge.parsing import SYNTAX_BY_FORMAT, SYNTAXES
 
 REPO = Path(__file__).resolve().parent.parent
-# GGUF architectures converted for speculative decoding only: a drafter runs beside its target model, never
-# loaded as a model of its own, so no runtime generation claims it (llama.cpp's Gemma 4 MTP drafter)
-DRAFTER_ARCHITECTURES = {"gemma4-assistant"}
 VARIANTS = [(g, v) for g in GENERATIONS for v in g.variants]
 CHAT_VARIANTS = [(g, v) for g, v in VARIANTS if v.turn_format is not None]
 
@@ -104,7 +102,7 @@ def test_every_runtime_generation_converts_under_its_own_name():
         for side in ("gemma_edge/generations", "convert/generations"):
             assert (REPO / side / f"{generation.name}.py").is_file(), f"{side}/{generation.name}.py"
     for table in tables:
-        if table.gguf_arch in DRAFTER_ARCHITECTURES:
+        if table.gguf_arch == DRAFTER_ARCH:  # a drafter runs beside its target, never as a model of its own
             assert generation_of(table.gguf_arch) is None
             continue
         runtime = generation_of(table.gguf_arch)
