@@ -24,7 +24,7 @@ NAME = "rpc_split"
 
 
 def start_workers(count: int, threads: int) -> list[tuple[str, subprocess.Popen]]:
-    from gemma_edge.rpc import wait_until_listening
+    from gemma_edge.rpc.endpoints import wait_until_listening
 
     workers = []
     for _ in range(count):
@@ -49,41 +49,33 @@ def socket_bytes(endpoint: str) -> int:
 
 
 def measure(path: Path, threads: int, tokens: int, repeat: int, workers) -> dict:
-    from gemma_edge.llama.engine import Engine
-    from gemma_edge.rpc import SupervisedEngine, run_generation
+    from gemma_edge.model import read_model_facts
+    from gemma_edge.runtime import open_engine, resolve_settings
     from gemma_edge.sampling import Sampling
 
     greedy = Sampling(temperature=0)
-    options = {"n_ctx": 1024, "n_threads": threads}
-    if workers:
-        engine = SupervisedEngine(path, [e for e, _ in workers], engine_options=options, timeout=300)
-        placement = engine.start()
-        from gemma_edge.llama.engine import open_vocabulary
+    facts = read_model_facts(path)
+    # split runs go through the supervised child, as `run --rpc` and load(rpc=...) do
+    engine = open_engine(facts, resolve_settings(facts, n_ctx=1024, n_threads=threads, rpc=[e for e, _ in workers]))
+    placement = engine.placement.as_dict() if engine.placement else None
+    prompt = engine.llm.tokenize(PROMPT_TEXT.encode(), add_bos=True)
 
-        vocab = open_vocabulary(path)
-        prompt = vocab.tokenize(PROMPT_TEXT.encode(), add_bos=True)
-        generate = lambda n: engine.generate(prompt, greedy, max_tokens=n).timings  # noqa: E731
-        generate(1)  # warm-up: later calls all reuse the prompt's cache alike
-    else:
-        local = Engine(path, **options)
-        placement = None
-        prompt = local.llm.tokenize(PROMPT_TEXT.encode(), add_bos=True)
-
-        def generate(n):
-            local.reset()
-            return run_generation(local, prompt, greedy, n, False, lambda piece: None)["timings"]
+    def generate(n):
+        engine.reset()
+        gen = engine.generate(prompt, greedy, max_tokens=n)
+        gen.text()
+        return gen.timings.as_dict(gen.prompt_evaluated, len(gen.tokens))
 
     runs = []
     for _ in range(repeat):
         before = [socket_bytes(e) for e, _ in workers]
-        generate(1)  # prefill + one step (a split run reuses the prompt's cache exactly like the full run)
+        generate(1)  # prefill + one step: subtracted, the difference is the decode steps alone
         middle = [socket_bytes(e) for e, _ in workers]
         timings = generate(tokens + 1)
         after = [socket_bytes(e) for e, _ in workers]
         runs.append({"decode_tokens_per_s": timings["decode_tokens_per_s"],
                      "bytes_per_token": [((a - m) - (m - b)) / tokens for b, m, a in zip(before, middle, after)]})
-    if workers:
-        engine.close()
+    engine.close()
     return {"workers": len(workers), "placement": placement, "prompt_tokens": len(prompt),
             "decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in runs),
             "bytes_per_token": [statistics.median(r["bytes_per_token"][i] for r in runs) for i in range(len(workers))],

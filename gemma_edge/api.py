@@ -25,6 +25,7 @@ from gemma_edge.model_entry import ModelEntry
 from gemma_edge.parsing import StreamParser, syntax_for
 from gemma_edge.registry import mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
+from gemma_edge.runtime import DEFAULT_BATCH, default_threads, open_engine, resolve_settings
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
 from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, resolve_spec
@@ -127,15 +128,17 @@ class Model:
     """A loaded Gemma GGUF. Thread-safe: generations are serialised on the engine's lock."""
 
     def __init__(self, path: Path, entry: ModelEntry | None = None, *, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_batch: int = 512, format: str | None = None,
+                 n_threads: int | None = None, n_batch: int = DEFAULT_BATCH, format: str | None = None,
                  rpc: Sequence[str] | None = None, split: Sequence[float] | None = None,
-                 mmproj: str | Path | None = None, speculative: str | None = "auto"):
-        """`rpc`/`split`: spread the layers over RPC workers (see Engine; a lost worker aborts this
-        process, gemma_edge.rpc.SupervisedEngine is the crash-safe way). `mmproj`: the projector file
-        for image/audio input (`load` finds it; here it is taken as given). `speculative`: "auto", "off",
-        "ngram" or "draft:MODEL" (a smaller model of the same vocabulary drafts: a registry name or a
-        GGUF path, loaded beside this one) (gemma_edge.speculative; the output is the same, only the
-        speed differs)."""
+                 mmproj: str | Path | None = None, speculative: str | None = "auto", supervised: bool = True):
+        """Unset settings get `doctor`'s recommendation for this machine (gemma_edge.runtime).
+        `rpc`/`split`: spread the layers over RPC workers; the model then runs in a supervised child
+        process, so a lost worker fails one request with RpcError instead of aborting this process
+        (gemma_edge.rpc.supervision; `supervised=False` loads it here, for llama.cpp-level access).
+        `mmproj`: the projector file for image/audio input (`load` finds it; here it is taken as given).
+        `speculative`: "auto", "off", "ngram" or "draft:MODEL" (a smaller model of the same vocabulary
+        drafts: a registry name or a GGUF path, loaded beside this one) (gemma_edge.speculative; the output
+        is the same, only the speed differs)."""
         facts = read_model_facts(path)
         self.entry = entry
         self.facts: ModelFacts = facts
@@ -149,9 +152,12 @@ class Model:
         turn_format = get_format(self.format)
         self.speculative = resolve_spec(speculative, facts)
         draft = self._check_draft()  # a bad pair is refused before anything loads
-        self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                              stop_markers=turn_format.stops, rpc=rpc, split=split,
-                              mmproj=mmproj)
+        if draft is not None and rpc:
+            raise GemmaEdgeError("a draft model cannot be combined with --rpc yet (it would run on this machine "
+                                 "only); use --spec ngram or off")
+        settings = resolve_settings(facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, mmproj=mmproj,
+                                    rpc=rpc, split=split)
+        self._engine = open_engine(facts, settings, stop_markers=turn_format.stops, supervised=supervised)
         if draft is not None:
             self._load_draft(*draft)
         self.turn_format = turn_format
@@ -191,7 +197,7 @@ class Model:
         self.default_sampling = Sampling()
         self.instruct = False
         self.default_thinking = False
-        self._embedder = Embedder(self.facts, n_threads=n_threads, n_ctx=n_ctx)
+        self._embedder = Embedder(self.facts, n_threads=default_threads(self.facts, n_threads), n_ctx=n_ctx)
 
     @property
     def embeds(self) -> bool:
@@ -375,7 +381,7 @@ ENCODERS = {"image": "vision", "audio": "audio", "video": "video"}
 
 def load(name_or_path: str | Path | None = None, *, mmproj: str | Path | bool | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
-    n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model),
+    n_batch, format (override the detected turn format), rpc, split and supervised (RPC workers, see Model),
     speculative ("auto", "off", "ngram", "draft:MODEL": speculative decoding, see Model).
     `mmproj`: the projector for image/audio input; by default the registry entry's, else
     mmproj-<model stem>.gguf beside the model (none: text only); False loads none."""

@@ -2,7 +2,8 @@
 
 The machine comes from `gemma_edge.hardware` (the one reader of /proc and sysctl, whose pure parsers
 also read recorded profiles of other machines: `load_recording`). `recommended_runtime()` turns a
-machine and a model's facts into the defaults `run`/`chat` use when the user sets nothing.
+machine and a model's facts into the defaults `run`/`chat` use when the user sets nothing
+(gemma_edge.runtime applies them; the memory budget is gemma_edge.memory's).
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Callable
 
 from gemma_edge.cpu_build import LLAMA_BUILD_KEYS, built_features, cmake_args
 from gemma_edge.hardware import Machine, detect_machine
+from gemma_edge.memory import memory_needed
 
-# Smallest context worth recommending; below this a chat turn barely fits.
+# The context run/chat use by default when it fits, and the smallest worth recommending (below it a
+# chat turn barely fits).
+DEFAULT_CONTEXT = 4096
 MIN_CONTEXT = 512
 
 # Compiled in only when the user asks for it: AMX (its extra buffer type crashes llama.cpp on some
@@ -106,17 +110,8 @@ QUANT_RULES = (
 )
 
 
-def memory_needed(facts, n_ctx: int) -> int:
-    """The estimate the engine checks before loading (weights + KV cache + runtime)."""
-    from gemma_edge.llama.engine import RUNTIME_OVERHEAD
-
-    return facts.weights_bytes + facts.kv_bytes_per_token * n_ctx + RUNTIME_OVERHEAD
-
-
 def context_candidates(facts) -> list[int]:
     """The default context, halved down to MIN_CONTEXT, never above the model's maximum."""
-    from gemma_edge.llama.engine import DEFAULT_CONTEXT
-
     top = min(facts.context_length, DEFAULT_CONTEXT)
     sizes = [top]
     while sizes[-1] // 2 >= MIN_CONTEXT:
@@ -124,17 +119,18 @@ def context_candidates(facts) -> list[int]:
     return sizes
 
 
-def recommended_runtime(facts, machine: Machine | None = None) -> dict:
-    """Defaults for a model on a machine: `n_threads` (the physical performance cores: decoding is
-    memory-bound, SMT siblings and efficiency cores only add synchronisation), `n_ctx` (the default
-    context, halved until weights + KV cache + runtime fit the available RAM; if even the smallest
-    does not fit, the smallest, and the engine's memory check explains the refusal), the
+def recommended_runtime(facts, machine: Machine | None = None, projector_bytes: int = 0) -> dict:
+    """Defaults for a model (and its projector) on a machine: `n_threads` (the physical performance
+    cores: decoding is memory-bound, SMT siblings and efficiency cores only add synchronisation), `n_ctx`
+    (the default context, halved until gemma_edge.memory's budget fits the available RAM; if even the
+    smallest does not fit, the smallest, and the loader's memory check explains the refusal), the
     quantization for this CPU, and why."""
     machine = machine or detect_machine()
     candidates = context_candidates(facts)
-    n_ctx = next((n for n in candidates if memory_needed(facts, n) <= machine.available_memory), candidates[-1])
+    fit = lambda n: memory_needed(facts, n, projector_bytes) <= machine.available_memory  # noqa: E731
+    n_ctx = next((n for n in candidates if fit(n)), candidates[-1])
     rule = next(r for r in QUANT_RULES if r.applies(machine))
-    fits = memory_needed(facts, n_ctx) <= machine.available_memory
+    fits = fit(n_ctx)
     return {
         "n_threads": max(1, machine.performance_cores),
         "n_ctx": n_ctx,
@@ -153,10 +149,8 @@ def recommended_runtime(facts, machine: Machine | None = None) -> dict:
 
 def quantizations_that_fit(facts, machine: Machine, n_ctx: int = MIN_CONTEXT) -> list[str]:
     """Quantizations of this model (estimated from its parameter count) that fit with `n_ctx`."""
-    from gemma_edge.llama.engine import RUNTIME_OVERHEAD
-
-    kv = facts.kv_bytes_per_token * n_ctx + RUNTIME_OVERHEAD
-    return [q for q, bits in BITS_PER_WEIGHT.items() if facts.parameters * bits / 8 + kv <= machine.available_memory]
+    return [q for q, bits in BITS_PER_WEIGHT.items()
+            if memory_needed(facts, n_ctx, weights_bytes=facts.parameters * bits / 8) <= machine.available_memory]
 
 
 def build_flags(machine: Machine) -> list[dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from gemma_edge.errors import DraftModelError, InsufficientMemoryError, InvalidModelError, ModelNotFoundError
 from gemma_edge.gguf_file import GGUFFile
+from gemma_edge.memory import memory_needed
 from gemma_edge.model import ModelFacts, read_model_facts
 
 TOKEN_TYPES = {1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused", 6: "byte"}
@@ -87,10 +88,10 @@ def check_draft_pair(target: ModelFacts, draft: ModelFacts) -> None:
         raise DraftModelError(f"{name}'s {difference}: a draft model needs the target's vocabulary")
 
 
-def check_pair_fits(target: ModelFacts, draft: ModelFacts, n_ctx: int, available: int, overhead: int) -> None:
-    """Refuse the pair when both models' weights, KV caches (`n_ctx` tokens each) and runtime (`overhead`
-    each) need more than `available` bytes (measured before the target was loaded)."""
-    parts = [facts.weights_bytes + facts.kv_bytes_per_token * n_ctx + overhead for facts in (target, draft)]
+def check_pair_fits(target: ModelFacts, draft: ModelFacts, n_ctx: int, available: int) -> None:
+    """Refuse the pair when both models' memory budgets (gemma_edge.memory: weights, KV caches of `n_ctx`
+    tokens each, runtime) need more than `available` bytes (measured before the target was loaded)."""
+    parts = [memory_needed(facts, n_ctx) for facts in (target, draft)]
     if sum(parts) > available:
         gb = 1 << 30
         raise InsufficientMemoryError(

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InvalidModelError
+from gemma_edge.memory import check_fits
 
 TASK_PROMPTS = {
     "query": "task: search result | query: ",
@@ -86,15 +87,12 @@ def context_size(context_length: int) -> int:
 class Embedder:
     """llama.cpp's embedding context for one model; `embed` is serialised on `lock`."""
 
-    def __init__(self, facts, *, n_threads: int | None = None, n_ctx: int | None = None):
-        """`n_ctx`: the longest input in tokens (default and maximum: the model's context length)."""
-        from gemma_edge.llama.engine import check_fits, silence_llama_logs
+    def __init__(self, facts, *, n_threads: int, n_ctx: int | None = None):
+        """`n_threads`: resolved by the loader (gemma_edge.runtime.default_threads). `n_ctx`: the longest
+        input in tokens (default and maximum: the model's context length)."""
+        from gemma_edge.llama.engine import silence_llama_logs
         from gemma_edge.llama import llama_cpp
 
-        if n_threads is None:
-            from gemma_edge.doctor import recommended_runtime
-
-            n_threads = recommended_runtime(facts)["n_threads"]
         self.facts = facts
         self.max_tokens = min(int(n_ctx or facts.context_length), facts.context_length)
         if self.max_tokens < 16:

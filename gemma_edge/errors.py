@@ -36,3 +36,7 @@ class NotAnEmbeddingModelError(GemmaEdgeError):
 
 class DraftModelError(GemmaEdgeError):
     """A draft model that cannot draft for the target (another vocabulary, not smaller, not a chat model)."""
+
+
+class RpcError(GemmaEdgeError):
+    """An RPC worker that cannot be reached or was lost, or a llama.cpp build without the RPC backend."""

@@ -41,7 +41,9 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
     if prompt_tokens + gen_tokens >= n_ctx:
         raise GemmaEdgeError(f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) must be below "
                              f"--ctx-size ({n_ctx})")
-    model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size, speculative=spec, **rpc_settings())
+    # llama.cpp in this process (the raw loop runs on it): with --rpc, a lost worker aborts the bench
+    model = load(model_name, n_ctx=n_ctx, n_threads=threads, n_batch=batch_size, speculative=spec, supervised=False,
+                 **rpc_settings())
     settings = BenchSettings(threads=model.engine.n_threads, n_ctx=model.n_ctx,
                              n_batch=model.engine.llm.n_batch, prompt_tokens=prompt_tokens,
                              gen_tokens=gen_tokens, repeat=repeat, spec=model.speculative)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import click
 
@@ -49,19 +48,18 @@ def friendly_errors(fn):
 
 
 def _rpc_option(ctx, param, value):
-    """--rpc: check the addresses, then rerun the whole command in a supervised child (ggml-rpc aborts
-    the process that talks to a worker that dies); the child loads the model split across the workers."""
+    """--rpc: check the addresses and the build (the model then loads split across the workers, in a
+    supervised child process: gemma_edge.rpc.supervision)."""
     if not value:
         return
-    from gemma_edge.rpc import RpcError, check_support, parse_endpoints, supervise_command, under_supervision
+    from gemma_edge.llama.rpc_backend import check_support
+    from gemma_edge.rpc.endpoints import parse_endpoints
 
     try:
         endpoints = parse_endpoints(value)
         check_support()
         ctx.meta["gemma_edge.rpc"] = endpoints
-        if not under_supervision() and Path(sys.argv[0]).name in ("gemma-edge", "__main__.py"):
-            ctx.exit(supervise_command(sys.argv[1:], endpoints))
-    except RpcError as e:
+    except GemmaEdgeError as e:
         raise UserError(str(e)) from None
 
 

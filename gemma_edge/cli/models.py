@@ -43,7 +43,7 @@ def info(model, as_json):
     facts["mmproj"] = f"{projector}{problem}" if projector else note
     rpc = rpc_settings()
     if rpc:  # where the layers would go across the workers (nothing is loaded)
-        from gemma_edge.rpc import place_layers
+        from gemma_edge.rpc.workers import place_layers
 
         facts["placement"] = place_layers(rpc["rpc"], facts["layers"], rpc.get("split")).as_dict()
     _show(facts, as_json)

@@ -8,7 +8,7 @@ import threading
 import click
 
 from gemma_edge.cli.common import UserError, is_loopback, friendly_errors
-from gemma_edge.rpc import DEFAULT_PORT, INSECURE
+from gemma_edge.rpc.endpoints import DEFAULT_PORT, INSECURE
 
 WARNING = "WARNING: NO AUTHENTICATION, NO ENCRYPTION."
 
@@ -33,7 +33,8 @@ def worker(host, port, threads, cache_dir):
       gemma-edge worker --host 192.168.1.20 --cache ~/.cache/gemma-edge/rpc
     """
     from gemma_edge.hardware import physical_cores
-    from gemma_edge.rpc import check_support, serve
+    from gemma_edge.llama.rpc_backend import check_support
+    from gemma_edge.rpc.workers import serve
 
     check_support()
     if not is_loopback(host):
@@ -61,7 +62,7 @@ def worker(host, port, threads, cache_dir):
 @friendly_errors
 def rpc_doctor(endpoints, model_name, as_json):
     """Measure each RPC worker link: round-trip time, bandwidth, and the decode speed it allows."""
-    from gemma_edge.rpc import probe_links
+    from gemma_edge.rpc.links import probe_links
 
     report = probe_links(endpoints, model=model_name)
     if as_json:

@@ -14,7 +14,7 @@ from typing import Sequence
 from gemma_edge.draft_pair import check_pair_fits
 from gemma_edge.errors import InvalidModelError
 from gemma_edge.llama import llama_cpp, load_llama
-from gemma_edge.llama.engine import RUNTIME_OVERHEAD, common_prefix, silence_llama_logs
+from gemma_edge.llama.engine import common_prefix, silence_llama_logs
 from gemma_edge.model import ModelFacts
 
 
@@ -27,7 +27,7 @@ class DraftModel:
         """`available`: the memory available before the target was loaded (the pair must fit in it)."""
         self.facts = facts
         self.n_ctx = min(n_ctx, facts.context_length)
-        check_pair_fits(target, facts, self.n_ctx, available, RUNTIME_OVERHEAD)
+        check_pair_fits(target, facts, self.n_ctx, available)
         silence_llama_logs(llama_cpp())
         try:
             self.llm = load_llama(str(facts.path), n_ctx=self.n_ctx, n_batch=min(n_batch, self.n_ctx),

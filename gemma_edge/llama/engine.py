@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
 
-from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InsufficientMemoryError, InvalidModelError
-from gemma_edge.hardware import available_memory
+from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InvalidModelError
 from gemma_edge.llama import llama_cpp, load_llama
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.projector import MediaChunk
@@ -20,11 +19,6 @@ from gemma_edge.sampling import Sampling
 from gemma_edge.speculative import Speculation
 
 PromptItem = Union[int, MediaChunk]  # a token id, or one media input's chunk (many positions)
-
-DEFAULT_CONTEXT = 4096
-# Compute buffers, logits and the runtime itself, on top of weights and KV cache (measured on the
-# 270M with a 4k context: ~150 MB; kept generous so a borderline load fails here, not in the OOM killer).
-RUNTIME_OVERHEAD = 300 << 20
 
 
 @dataclass
@@ -138,20 +132,6 @@ def position_identities(items: Sequence[PromptItem]) -> list:
     return out
 
 
-def check_fits(facts: ModelFacts, n_ctx: int, projector_bytes: int = 0) -> None:
-    """Refuse before loading when weights (and projector) + KV cache + runtime do not fit in the RAM available."""
-    kv = facts.kv_bytes_per_token * n_ctx
-    needed = facts.weights_bytes + projector_bytes + kv + RUNTIME_OVERHEAD
-    available = available_memory()
-    if needed > available:
-        gb = 1 << 30
-        projector = f" + projector {projector_bytes / gb:.1f} GB" if projector_bytes else ""
-        raise InsufficientMemoryError(
-            f"{facts.path.name} needs about {needed / gb:.1f} GB (weights {facts.weights_bytes / gb:.1f} GB{projector} + "
-            f"KV cache {kv / gb:.1f} GB for a {n_ctx}-token context) but only {available / gb:.1f} GB is "
-            f"available: use a smaller quantization (e.g. Q4_K_M or Q4_0), a smaller model, or a smaller --ctx-size")
-
-
 def suppress_first(sampler, n_vocab: int, token_ids: Sequence[int]) -> None:
     """Put a logit bias of −inf on `token_ids` at the head of a llama-cpp-python sampler chain, as llama.cpp's
     own sampling does with the model's suppress tokens: they are never picked, and the samplers after it
@@ -166,78 +146,65 @@ def suppress_first(sampler, n_vocab: int, token_ids: Sequence[int]) -> None:
         lc.llama_sampler_chain_add(chain, part)
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """What an Engine is loaded with, every default already resolved (gemma_edge.runtime.resolve_settings)."""
+    n_ctx: int
+    n_threads: int
+    n_batch: int
+    n_ubatch: int
+    mmproj: Path | None = None           # the projector (images/audio through llama.cpp's mtmd)
+    rpc: tuple[str, ...] = ()            # RPC workers (host:port) the layers are split across
+    split: tuple[float, ...] | None = None  # their shares (this machine first); None: by free memory
+    placement: object | None = None      # gemma_edge.rpc.placement.Placement, once the workers are registered here
+    extra_buffers: bool | None = None    # llama.cpp's extra weight buffers (load_llama); False: plain, as a worker's
+
+
 class Engine:
     """A loaded model. Not thread-safe by itself: callers serialise through `lock`."""
 
-    def __init__(self, path: str | Path, *, facts: ModelFacts | None = None, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_batch: int = 512, stop_markers: Sequence[str] = (),
-                 verbose: bool = False, rpc: Sequence[str] | None = None, split: Sequence[float] | None = None,
-                 mmproj: str | Path | None = None):
-        """`rpc`: RPC workers (host:port) to split the layers across, in proportion to free memory or to
-        `split` (this machine first). A lost worker aborts this process: see gemma_edge.rpc.SupervisedEngine.
-        `mmproj`: the model's multimodal projector (images/audio through llama.cpp's mtmd)."""
-        self.facts = facts or read_model_facts(path)
-        if n_ctx is None or n_threads is None:
-            # What `gemma-edge doctor` recommends for this machine and model (cores, RAM).
-            from gemma_edge.doctor import recommended_runtime
-
-            recommended = recommended_runtime(self.facts)
-            n_ctx = n_ctx or recommended["n_ctx"]
-            n_threads = n_threads or recommended["n_threads"]
-        n_ctx = int(n_ctx)
-        if n_ctx < 16:
-            raise GemmaEdgeError(f"context size {n_ctx} is too small (at least 16 tokens)")
-        if n_ctx > self.facts.context_length:
-            raise GemmaEdgeError(f"context size {n_ctx} is larger than the model's {self.facts.context_length} tokens")
+    def __init__(self, facts: ModelFacts, settings: EngineSettings, *, stop_markers: Sequence[str] = (),
+                 verbose: bool = False):
+        """With `settings.rpc`, the layers go where `settings.placement` says (gemma_edge.rpc.workers.place);
+        a lost worker then aborts this process: gemma_edge.rpc.supervision runs it in a child instead."""
+        if settings.rpc and settings.placement is None:
+            raise GemmaEdgeError("RPC workers given but the layers are not placed (gemma_edge.rpc.workers.place)")
+        self.facts, self.settings = facts, settings
         lc = llama_cpp()
         silence_llama_logs(lc)
-        projector_file = None
-        n_ubatch = 512  # llama.cpp's default
-        if mmproj is not None:
-            if rpc:
-                raise GemmaEdgeError("images and audio cannot be combined with --rpc yet (the projector runs "
-                                     "on this machine only); run without --rpc for media input")
-            from gemma_edge.projector import read_projector_file
-
-            projector_file = read_projector_file(mmproj)
-            # llama.cpp must decode a non-causal image in one ubatch (it aborts otherwise)
-            n_batch = max(n_batch, projector_file.non_causal_positions)
-            n_ubatch = max(n_ubatch, projector_file.non_causal_positions)
-        self.placement = None
-        if rpc:  # the weights are spread over the workers: a whole-model fit check would be wrong
-            from gemma_edge.rpc import place_layers
-
-            self.placement = place_layers(rpc, self.facts.n_layers, split)
-        else:
-            check_fits(self.facts, n_ctx, projector_file.size if projector_file else 0)
-        self.n_threads = int(n_threads)
-        self.n_ubatch = min(n_ubatch, n_batch, n_ctx)
+        self.placement = settings.placement
+        self.n_threads = settings.n_threads
+        self.n_ubatch = settings.n_ubatch
         try:
-            self.llm = load_llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                                  n_ubatch=self.n_ubatch, n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                                  use_mmap=True, verbose=verbose,
+            self.llm = load_llama(str(self.facts.path), settings.extra_buffers, n_ctx=settings.n_ctx,
+                                  n_batch=settings.n_batch, n_ubatch=self.n_ubatch, n_threads=self.n_threads,
+                                  n_threads_batch=self.n_threads, use_mmap=True, verbose=verbose,
                                   **(self.placement.llama_options() if self.placement else {}))
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
         self.projector = None
-        if projector_file is not None:
+        if settings.mmproj is not None:
             from gemma_edge.projector import Projector
 
-            self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
+            self.projector = Projector(settings.mmproj, self.llm.model, n_threads=self.n_threads)
         self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
         from gemma_edge.llama.tokenizer import SegmentTokenizer
 
         self.tokenizer = SegmentTokenizer(self.llm)
-        self.n_ctx = n_ctx
+        self.n_ctx = settings.n_ctx
         self.lock = threading.RLock()
-        # Generation ends at EOS and the model's stop markers (its generation table's: the end of a turn,
-        # Gemma 4's <|tool_response> after which the runtime supplies the response), plus the caller's
-        # (those of a turn format chosen over the model's own).
-        self.stop_ids = {self.llm.token_eos()}
+        self.stop_ids = self._stop_ids(stop_markers)
+
+    def _stop_ids(self, stop_markers: Sequence[str]) -> set[int]:
+        """Generation ends at EOS and the model's stop markers (its generation table's: the end of a turn,
+        Gemma 4's <|tool_response> after which the runtime supplies the response), plus the caller's
+        (those of a turn format chosen over the model's own)."""
+        stop_ids = {self.llm.token_eos()}
         for marker in (*self.facts.stop_markers, *stop_markers):
             token = self.special_id(marker)
             if token is not None:
-                self.stop_ids.add(token)
+                stop_ids.add(token)
+        return stop_ids
 
     def special_id(self, marker: str) -> int | None:
         ids = self.llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gemma_edge.doctor import (build_flags, build_mismatch_warning, build_report, built_features, detect_machine,
-                               missing_build_features, recommended_runtime)
+from gemma_edge.doctor import (DEFAULT_CONTEXT, build_flags, build_mismatch_warning, build_report, built_features,
+                               detect_machine, missing_build_features, recommended_runtime)
 from gemma_edge.hardware import load_recording
-from gemma_edge.llama.engine import DEFAULT_CONTEXT, check_fits
+from gemma_edge.memory import check_fits
 from gemma_edge.errors import InsufficientMemoryError
 
 PROFILES = Path(__file__).parent / "profiles"

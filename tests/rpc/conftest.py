@@ -39,7 +39,7 @@ class Workers:
         return [f"127.0.0.1:{port}" for port in self.ports]
 
     def start(self, i: int) -> None:
-        from gemma_edge.rpc import wait_until_listening
+        from gemma_edge.rpc.endpoints import wait_until_listening
 
         self.processes[i] = launch_worker(self.ports[i])
         if not wait_until_listening(self.endpoints[i], timeout=20):

@@ -74,7 +74,7 @@ def test_rpc_doctor_measures_each_link(workers):
 
 
 def test_info_and_doctor_report_the_placement_and_links(embedded_model_path, workers):
-    from gemma_edge.rpc import plan
+    from gemma_edge.rpc.placement import plan
 
     endpoints = ",".join(workers.endpoints)
     info = gemma_edge("info", str(embedded_model_path), "--rpc", endpoints, "--split", "1,1,2", "--json", timeout=120)

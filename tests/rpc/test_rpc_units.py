@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from gemma_edge.rpc import RpcError, parse_endpoints, plan
+from gemma_edge.errors import RpcError
+from gemma_edge.rpc.endpoints import parse_endpoints
+from gemma_edge.rpc.placement import plan
 from tests.rpc.conftest import free_port
 
 
@@ -43,11 +45,12 @@ def test_layers_follow_the_weights():
 
 def test_unreachable_worker_is_a_clear_error_not_an_abort(embedded_model_path):
     """ggml-rpc aborts on a refused connection: we must refuse before it gets there (in this process)."""
-    from gemma_edge.llama.engine import Engine
+    from gemma_edge.api import load
 
     port = free_port()
-    with pytest.raises(RpcError, match=f"cannot reach RPC worker 127.0.0.1:{port}"):
-        Engine(embedded_model_path, n_ctx=64, rpc=[f"127.0.0.1:{port}"])
+    for supervised in (True, False):
+        with pytest.raises(RpcError, match=f"cannot reach RPC worker 127.0.0.1:{port}"):
+            load(embedded_model_path, n_ctx=64, rpc=[f"127.0.0.1:{port}"], supervised=supervised)
 
 
 def test_worker_help_warns_about_no_authentication():

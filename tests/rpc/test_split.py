@@ -14,7 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from gemma_edge.rpc import RpcError, SupervisedEngine, plain_cpu_weights, run_generation
+from gemma_edge.errors import RpcError
+from gemma_edge.llama.internals import recording_logits
+from gemma_edge.model import read_model_facts
+from gemma_edge.rpc.supervision import SupervisedEngine
+from gemma_edge.runtime import resolve_settings
 from gemma_edge.sampling import Sampling
 
 pytestmark = pytest.mark.slow
@@ -24,39 +28,60 @@ PROMPT = "The three largest cities of Italy are"
 GREEDY = Sampling(temperature=0)
 
 
+def plain_settings(facts, **kw):
+    """Local weights in plain CPU buffers, as a worker holds them: llama.cpp's repacked kernels (e.g.
+    Q4_K in 8x8 blocks on AVX2) round differently, by up to ~1 logit on the 270M, and a worker cannot
+    repack, so only then does a split run compute exactly what one process computes."""
+    return resolve_settings(facts, n_ctx=N_CTX, n_batch=N_BATCH, extra_buffers=False, **kw)
+
+
 @pytest.fixture(scope="module")
 def reference(embedded_model_path):
     """Single process: tokens, logits and the prompt tokens."""
     from gemma_edge.llama.engine import Engine
 
-    with plain_cpu_weights():  # the workers' kernels (see plain_cpu_weights)
-        engine = Engine(embedded_model_path, n_ctx=N_CTX, n_batch=N_BATCH)
+    facts = read_model_facts(embedded_model_path)
+    engine = Engine(facts, plain_settings(facts))
     prompt = engine.llm.tokenize(PROMPT.encode(), add_bos=True)
-    result = run_generation(engine, prompt, GREEDY, 24, True, lambda piece: None)
-    engine.llm.close()
-    return prompt, result
+    with recording_logits(engine.llm) as logits:
+        gen = engine.generate(prompt, GREEDY, max_tokens=24)
+        gen.text()
+    engine.close()
+    sampled = len(gen.tokens) + (gen.finish_reason == "stop")
+    return prompt, {"tokens": gen.tokens, "logits": logits[:sampled]}
 
 
 def split_engine(path, endpoints, **kw) -> SupervisedEngine:
-    return SupervisedEngine(path, endpoints, engine_options={"n_ctx": N_CTX, "n_batch": N_BATCH}, repack=False, **kw)
+    facts = read_model_facts(path)
+    return SupervisedEngine(facts, plain_settings(facts, rpc=endpoints), **kw)
+
+
+def generate(engine, prompt, max_tokens, on_text=None):
+    gen = engine.generate(prompt, GREEDY, max_tokens=max_tokens)
+    for piece in gen:
+        if on_text is not None:
+            on_text(piece)
+    return gen
 
 
 def test_split_equals_single_process(embedded_model_path, workers, reference):
     prompt, expected = reference
-    with split_engine(embedded_model_path, workers.endpoints) as engine:
-        placement = engine.start()
-        got = engine.generate(prompt, GREEDY, max_tokens=24, logits=True)
+    with split_engine(embedded_model_path, workers.endpoints, record_logits=True) as engine:
+        placement = engine.placement.as_dict()
+        got = generate(engine, prompt, 24)
     assert [d["layers"] > 0 for d in placement["devices"]] == [True, True, True]
     assert got.tokens == expected["tokens"]
-    assert len(got.logits) == len(expected["logits"]) > 0
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(got.logits, expected["logits"]))
+    assert len(engine.recorded_logits) == len(expected["logits"]) > 0
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(engine.recorded_logits, expected["logits"]))
     assert worst <= 1e-4
 
 
 def test_reported_placement_is_llama_cpp_placement(embedded_model_path, workers):
     """An uneven --split, loaded with llama.cpp's debug log on: its per-layer lines are the oracle."""
-    script = ("import json, sys; from gemma_edge.llama.engine import Engine; "
-              "e = Engine(sys.argv[1], n_ctx=64, rpc=sys.argv[2].split(','), split=[1, 3, 2], verbose=True); "
+    script = ("import json, sys; from gemma_edge.model import read_model_facts; "
+              "from gemma_edge.runtime import open_engine, resolve_settings; f = read_model_facts(sys.argv[1]); "
+              "e = open_engine(f, resolve_settings(f, n_ctx=64, rpc=sys.argv[2].split(','), split=[1, 3, 2]), "
+              "verbose=True, supervised=False); "
               "print(json.dumps({'devices': list(e.placement.devices), 'layer_device': e.placement.layer_device}))")
     done = subprocess.run([sys.executable, "-c", script, str(embedded_model_path), ",".join(workers.endpoints)],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "GEMMA_EDGE_DEBUG": "1"})
@@ -73,7 +98,6 @@ def test_dead_worker_gives_a_clear_error_then_recovers(embedded_model_path, work
     prompt, expected = reference
     victim = workers.endpoints[1]
     with split_engine(embedded_model_path, workers.endpoints, timeout=30) as engine:
-        engine.start()
         killed = []
 
         def kill_once(piece):
@@ -82,16 +106,16 @@ def test_dead_worker_gives_a_clear_error_then_recovers(embedded_model_path, work
                 killed.append(time.monotonic())
 
         with pytest.raises(RpcError, match=f"RPC worker {re.escape(victim)} is gone while generating"):
-            engine.generate(prompt, GREEDY, max_tokens=400, on_text=kill_once)
+            generate(engine, prompt, 400, on_text=kill_once)
         assert time.monotonic() - killed[0] < 15  # an error, not a hang
         with pytest.raises(RpcError, match=f"cannot reach RPC worker {re.escape(victim)}"):
-            engine.generate(prompt, GREEDY, max_tokens=4)
+            generate(engine, prompt, 4)
         workers.start(1)
-        again = engine.generate(prompt, GREEDY, max_tokens=24)
+        again = generate(engine, prompt, 24)
         assert again.tokens == expected["tokens"]
         # A worker that restarts between two requests leaves the child a stale connection: the next
         # request still succeeds (a fresh child, transparently).
         workers.kill(1)
         workers.start(1)
-        after_restart = engine.generate(prompt, GREEDY, max_tokens=24)
+        after_restart = generate(engine, prompt, 24)
     assert after_restart.tokens == expected["tokens"]

@@ -123,7 +123,7 @@ def test_seeded_sampling_is_reproducible(model):
 def test_defaults_follow_doctor_and_shrink_the_context_when_ram_is_short(embedded_model_path, monkeypatch):
     from gemma_edge.api import Model
     from gemma_edge.doctor import recommended_runtime
-    from gemma_edge.llama.engine import RUNTIME_OVERHEAD
+    from gemma_edge.memory import RUNTIME_OVERHEAD
 
     from gemma_edge.model import read_model_facts
 

@@ -147,10 +147,12 @@ def test_an_embedding_model_cannot_draft(embedded_model_path):
 
 
 def test_the_pair_must_fit_in_memory(embedded_model_path, gemma4_vocab_path):
+    from gemma_edge.memory import RUNTIME_OVERHEAD
+
     target, draft = read_model_facts(embedded_model_path), read_model_facts(gemma4_vocab_path)
-    n_ctx, overhead = 1024, 300 << 20
-    needed = (target.weights_bytes + draft.weights_bytes + overhead * 2
+    n_ctx = 1024
+    needed = (target.weights_bytes + draft.weights_bytes + RUNTIME_OVERHEAD * 2
               + (target.kv_bytes_per_token + draft.kv_bytes_per_token) * n_ctx)
-    check_pair_fits(target, draft, n_ctx, needed, overhead)
+    check_pair_fits(target, draft, n_ctx, needed)
     with pytest.raises(InsufficientMemoryError, match="with the draft model ggml-vocab-gemma-4.gguf needs about"):
-        check_pair_fits(target, draft, n_ctx, needed - 1, overhead)
+        check_pair_fits(target, draft, n_ctx, needed - 1)

@@ -45,9 +45,12 @@ def models(tmp_path_factory) -> tuple[Path, Path, list[int]]:
 
 def _generated(path: Path, runs: int = 4, **sampling) -> list[list[int]]:
     from gemma_edge.llama.engine import Engine
+    from gemma_edge.model import read_model_facts
+    from gemma_edge.runtime import resolve_settings
     from gemma_edge.sampling import Sampling
 
-    engine = Engine(path, n_ctx=256, n_threads=2)
+    facts = read_model_facts(path)
+    engine = Engine(facts, resolve_settings(facts, n_ctx=256, n_threads=2))
     try:
         runs_tokens = []
         for seed in range(runs):

@@ -1,0 +1,286 @@
+"""Supervised distributed inference: the one way a model split across RPC workers runs, for the CLI,
+the server and the Python API alike.
+
+ggml-rpc aborts the whole process when a worker vanishes (GGML_ABORT in the client), and a registered
+worker cannot be unregistered. So the split model is loaded in a child process, and `SupervisedEngine`
+is an Engine in the caller's process that tokenizes there (a vocabulary-only llama.cpp model) and
+sends each generation to the child: a dead worker kills only the child, the generation raises one
+clear RpcError, and the next one starts a fresh child (reconnecting to the workers) once the worker is
+back. A generation that gets no answer for `timeout` seconds (a frozen worker) is treated the same
+way; loading gets `load_timeout` (the weights cross the network once, minutes for a big model on Wi-Fi).
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from gemma_edge.errors import GemmaEdgeError, RpcError
+from gemma_edge.llama.engine import Engine, EngineSettings, Generation, open_vocabulary
+from gemma_edge.llama.internals import recording_logits
+from gemma_edge.model import ModelFacts, read_model_facts
+from gemma_edge.projector import MediaChunk
+from gemma_edge.rpc.endpoints import ensure_reachable, unreachable
+from gemma_edge.rpc.workers import place
+
+STOP = "stop"  # the parent's request to end the generation in progress (its consumer stopped reading)
+
+
+class SupervisedEngine(Engine):
+    """An Engine whose model runs, split across `settings.rpc`, in a child process (see the module).
+    `record_logits` (for the tests that compare a split run with one process): after each generation,
+    `recorded_logits` holds the logits each token was sampled from."""
+
+    def __init__(self, facts: ModelFacts, settings: EngineSettings, *, stop_markers: Sequence[str] = (),
+                 verbose: bool = False, timeout: float = 120.0, load_timeout: float = 1800.0,
+                 record_logits: bool = False):
+        self.facts, self.settings = facts, settings
+        self.stop_markers, self.verbose = tuple(stop_markers), verbose
+        self.timeout, self.load_timeout, self.record_logits = timeout, load_timeout, record_logits
+        self.llm = open_vocabulary(facts.path)  # tokenization stays in this process
+        from gemma_edge.llama.tokenizer import SegmentTokenizer
+
+        self.tokenizer = SegmentTokenizer(self.llm)
+        self.stop_ids = self._stop_ids(stop_markers)
+        self.n_ctx, self.n_threads, self.n_ubatch = settings.n_ctx, settings.n_threads, settings.n_ubatch
+        self.projector = None  # media over RPC is refused when settings are resolved
+        self.lock = threading.RLock()
+        self.placement = None
+        self.recorded_logits: list = []
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: multiprocessing.connection.Connection | None = None
+        self._log: str | None = None
+        try:
+            self.start()
+        except BaseException:
+            self.llm.close()
+            raise
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        return self.settings.rpc
+
+    @property
+    def cached_tokens(self) -> list:
+        raise RpcError("the KV cache of a split model lives in its supervised child process")
+
+    def start(self):
+        """Start the child (if not running) and return the placement it loaded the model with."""
+        if self._process is not None and self._process.is_alive():
+            return self.placement
+        ensure_reachable(self.workers)
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        fd, self._log = tempfile.mkstemp(prefix="gemma-edge-rpc-", suffix=".log")
+        os.close(fd)
+        self._process = context.Process(
+            target=_child_main, args=(child, str(self.facts.path), self.settings, self.stop_markers, self.verbose,
+                                      self.record_logits, self._log), daemon=True, name="gemma-edge-rpc")
+        self._process.start()
+        child.close()
+        self._conn = parent
+        try:
+            kind, payload = self._receive(self.load_timeout)
+        except _ChildLost as lost:
+            raise self._lost_error(lost, unreachable(self.workers, timeout=1.0), "loading the model") from None
+        if kind == "error":
+            self._stop_child()
+            raise payload
+        self.placement = payload
+        return payload
+
+    def reset(self) -> None:
+        with self.lock:
+            if self._conn is not None:
+                try:
+                    self._conn.send(("reset", None))
+                except OSError:  # the child is gone: the next generation starts a fresh one
+                    self._stop_child()
+
+    def close(self) -> None:
+        with self.lock:
+            self._stop_child()
+            self.llm.close()
+
+    def _run(self, gen: Generation) -> Iterator[str]:
+        """The generation in the child. If the child dies before any output while every worker answers
+        again (a worker restarted since the last generation: the child's connection to it was stale),
+        start a fresh child and retry once; otherwise raise RpcError."""
+        if any(isinstance(item, MediaChunk) for item in gen.prompt_tokens):
+            raise RpcError("images and audio are not supported with --rpc yet; run without --rpc for media input")
+        request = {"prompt": list(gen.prompt_tokens), "sampling": gen.sampling, "max_tokens": gen.max_tokens,
+                   "grammar": gen.grammar, "logprobs": gen.logprobs, "speculation": gen.speculation,
+                   "intervene": gen.intervene is not None}
+        with self.lock:
+            for attempt in (1, 2):
+                self.start()
+                self._conn.send(("generate", request))
+                produced, done = False, False
+                try:
+                    while not done:
+                        kind, payload = self._receive(self.timeout)
+                        if kind == "piece":
+                            produced = True
+                            yield payload
+                        elif kind == "intervene":
+                            self._conn.send(gen.intervene(payload))
+                        elif kind == "error":
+                            done = True
+                            raise payload
+                        else:
+                            done = True
+                            self._finish(gen, payload)
+                    return
+                except _ChildLost as lost:
+                    done = True
+                    down = unreachable(self.workers, timeout=1.0)
+                    if attempt == 1 and not produced and not down and lost.timed_out_after is None:
+                        continue
+                    raise self._lost_error(lost, down, "generating") from None
+                finally:
+                    if not done:  # the consumer stopped reading: end the child's generation too
+                        self._abandon()
+
+    def _finish(self, gen: Generation, result: dict) -> None:
+        gen.tokens, gen.finish_reason = result["tokens"], result["finish_reason"]
+        gen.prompt_evaluated, gen.timings = result["prompt_evaluated"], result["timings"]
+        gen.token_logprobs, gen.speculation = result["token_logprobs"], result["speculation"]
+        self.recorded_logits = result["logits"]
+
+    def _abandon(self) -> None:
+        """Tell the child to stop and read what it still sends up to its end; a child that does not
+        end in time is stopped (the next generation starts a fresh one)."""
+        try:
+            self._conn.send((STOP, None))
+            while True:
+                kind, payload = self._receive(self.timeout)
+                if kind == "intervene":
+                    self._conn.send(STOP)
+                elif kind in ("done", "error"):
+                    return
+        except (_ChildLost, OSError, AttributeError):
+            self._stop_child()
+
+    def _receive(self, timeout: float):
+        ready = multiprocessing.connection.wait([self._conn, self._process.sentinel], timeout)
+        if self._conn in ready:
+            try:
+                return self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        lost = _ChildLost(None if ready else timeout, _last_line(self._log))
+        self._stop_child()
+        raise lost
+
+    def _lost_error(self, lost: "_ChildLost", down: list[str], doing: str) -> RpcError:
+        detail = f"no answer for {lost.timed_out_after:.0f} s" if lost.timed_out_after else lost.last_log_line
+        who = (f"RPC worker {', '.join(down)} is gone" if down else
+               f"the distributed-inference process (workers {', '.join(self.workers)}) stopped")
+        return RpcError(f"{who} while {doing}" + (f" ({detail})" if detail else "") +
+                        "; restart `gemma-edge worker` there — the next request reconnects")
+
+    def _stop_child(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(5)
+            self._process = None
+        if self._log:
+            Path(self._log).unlink(missing_ok=True)
+            self._log = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class _ChildLost(Exception):
+    """The child died (a worker vanished and ggml-rpc aborted it) or stopped answering."""
+    timed_out_after: float | None
+    last_log_line: str
+
+
+def _last_line(path: str | None) -> str:
+    try:
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except (OSError, TypeError):
+        return ""
+    return lines[-1][:200] if lines else ""
+
+
+# -- the child -----------------------------------------------------------------------------------------
+def _child_main(conn, path: str, settings: EngineSettings, stop_markers: tuple[str, ...], verbose: bool,
+                record_logits: bool, log_path: str) -> None:
+    """Register the workers, load the model, then serve generations. ggml's abort message goes to a
+    log file the parent quotes, never to the user's terminal."""
+    os.environ["GGML_NO_BACKTRACE"] = "1"
+    os.dup2(os.open(log_path, os.O_WRONLY | os.O_APPEND), 2)
+    try:
+        facts = read_model_facts(path)
+        engine = Engine(facts, place(settings, facts.n_layers), stop_markers=stop_markers, verbose=verbose)
+    except GemmaEdgeError as e:
+        conn.send(("error", e))
+        return
+    conn.send(("ready", engine.placement))
+    while True:
+        try:
+            kind, request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if kind == "reset":
+            engine.reset()
+        elif kind == "generate":
+            try:
+                conn.send(("done", _generate(engine, conn, request, record_logits)))
+            except GemmaEdgeError as e:
+                conn.send(("error", e))
+
+
+class _Parent:
+    """The child's side of a generation: the parent's interventions, and whether it asked to stop."""
+
+    def __init__(self, conn):
+        self.conn, self.stopped = conn, False
+
+    def intervene(self, generated: list[int]) -> list[int] | None:
+        self.conn.send(("intervene", list(generated)))
+        answer = self.conn.recv()
+        if answer == STOP:
+            self.stopped = True
+            return None
+        return answer
+
+    def asked_to_stop(self) -> bool:
+        if not self.stopped and self.conn.poll():
+            self.conn.recv()  # only a stop request can arrive while generating
+            self.stopped = True
+        return self.stopped
+
+
+def _generate(engine: Engine, conn, request: dict, record_logits: bool) -> dict:
+    parent = _Parent(conn)
+    with recording_logits(engine.llm) if record_logits else contextlib.nullcontext([]) as recorded:
+        gen = engine.generate(request["prompt"], request["sampling"], max_tokens=request["max_tokens"],
+                              grammar=request["grammar"], logprobs=request["logprobs"],
+                              speculation=request["speculation"],
+                              intervene=parent.intervene if request["intervene"] else None)
+        for piece in gen:
+            if parent.asked_to_stop():
+                break
+            conn.send(("piece", piece))
+    sampled = len(gen.tokens) + (gen.finish_reason == "stop")
+    return {"tokens": gen.tokens, "finish_reason": gen.finish_reason, "prompt_evaluated": gen.prompt_evaluated,
+            "timings": gen.timings, "token_logprobs": gen.token_logprobs, "speculation": gen.speculation,
+            "logits": recorded[:sampled]}
