@@ -119,3 +119,61 @@ def test_dead_worker_gives_a_clear_error_then_recovers(embedded_model_path, work
         workers.start(1)
         after_restart = generate(engine, prompt, 24)
     assert after_restart.tokens == expected["tokens"]
+
+
+def test_every_generation_option_crosses_to_the_child(embedded_model_path, workers):
+    """Interventions (forced tokens, as a thinking budget forces its closing marker), logprobs, speculation and grammars
+    behave as in one process; a generation its caller stops reading leaves the child ready for the next."""
+    from gemma_edge.llama.engine import Engine
+    from gemma_edge.speculative import make_speculation
+
+    facts = read_model_facts(embedded_model_path)
+    local = Engine(facts, plain_settings(facts))
+    prompt = local.llm.tokenize(PROMPT.encode(), add_bos=True)
+    forced = local.llm.tokenize(b" Venice", add_bos=False)
+
+    def forcing():
+        seen = []
+
+        def intervene(generated):
+            if len(generated) >= 3 and not seen:
+                seen.append(list(generated))
+                return forced
+            return None
+        return intervene, seen
+
+    def run(engine, max_tokens=16, **options):
+        engine.reset()
+        gen = engine.generate(prompt, GREEDY, max_tokens=max_tokens, **options)
+        gen.text()
+        return gen
+
+    with split_engine(embedded_model_path, workers.endpoints) as split:
+        results = []
+        for engine in (local, split):
+            intervene, seen = forcing()
+            with_options = run(engine, intervene=intervene, logprobs=3)
+            speculative = run(engine, 32, speculation=make_speculation("ngram"))  # alone: it decodes in batches
+            grammar = run(engine, grammar='root ::= " Milan, Rome and Naples."')
+            # read in this process's vocabulary (the split engine's tokenizer), while the engines are open
+            records = [(r["token"], [t["token"] for t in r["top_logprobs"]]) for r in with_options.logprob_records()]
+            text = engine.detokenize(grammar.tokens)
+            results.append((with_options, seen, speculative, grammar, records, text))
+        stream = iter(split.generate(prompt, GREEDY, max_tokens=200))
+        next(stream), next(stream)
+        stream.close()  # abandoned after two pieces
+        again = run(split)
+        expected = run(local)
+    local.close()
+    (want, want_seen, want_speculative, want_grammar, want_records, _), \
+        (got, got_seen, got_speculative, got_grammar, got_records, got_text) = results
+    assert got.tokens == want.tokens and forced[0] in got.tokens
+    assert got_seen == want_seen and got.finish_reason == want.finish_reason and got.usage == want.usage
+    assert got_speculative.tokens == want_speculative.tokens and got_speculative.usage == want_speculative.usage
+    assert got_speculative.usage["drafted_tokens"] > 0
+    for (lp, top), (want_lp, want_top) in zip(got.token_logprobs, want.token_logprobs, strict=True):
+        assert abs(lp - want_lp) <= 1e-4 and [t for t, _ in top] == [t for t, _ in want_top]
+    assert got_records == want_records
+    assert got_grammar.tokens == want_grammar.tokens
+    assert got_text == " Milan, Rome and Naples."
+    assert again.tokens == expected.tokens and again.usage == expected.usage
