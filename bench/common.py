@@ -29,12 +29,11 @@ def model_path(name: str | None) -> Path:
 
 
 def threads(value: int | None, path: Path) -> int:
-    if value:
-        return value
-    from gemma_edge.doctor import recommended_runtime
+    """`value`, else the threads load() would use (doctor's recommendation)."""
     from gemma_edge.model import read_model_facts
+    from gemma_edge.runtime import default_threads
 
-    return recommended_runtime(read_model_facts(path))["n_threads"]
+    return default_threads(read_model_facts(path), value)
 
 
 def finish(out: Path, name: str, report: dict, markdown: str, plot=None) -> dict:

@@ -1,5 +1,6 @@
-"""llama.cpp through llama-cpp-python: load a Gemma GGUF, tokenize segments safely, generate and
-stream, and keep the KV cache across calls so that a new prompt only prefills what is new."""
+"""llama.cpp through llama-cpp-python: load a Gemma GGUF with explicit `EngineSettings` (every default
+resolved beforehand by gemma_edge.runtime), tokenize segments safely, generate and stream, and keep the
+KV cache across calls so that a new prompt only prefills what is new."""
 from __future__ import annotations
 
 import codecs

@@ -15,6 +15,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -224,7 +225,9 @@ def _last_line(path: str | None) -> str:
 def _child_main(conn, path: str, settings: EngineSettings, stop_markers: tuple[str, ...], verbose: bool,
                 record_logits: bool, log_path: str) -> None:
     """Register the workers, load the model, then serve generations. ggml's abort message goes to a
-    log file the parent quotes, never to the user's terminal."""
+    log file the parent quotes, never to the user's terminal. Ctrl-C is the parent's to handle (it
+    stops the generation in progress through the pipe; the loaded model stays)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["GGML_NO_BACKTRACE"] = "1"
     os.dup2(os.open(log_path, os.O_WRONLY | os.O_APPEND), 2)
     try:

@@ -122,8 +122,9 @@ def test_dead_worker_gives_a_clear_error_then_recovers(embedded_model_path, work
 
 
 def test_every_generation_option_crosses_to_the_child(embedded_model_path, workers):
-    """Interventions (forced tokens, as a thinking budget forces its closing marker), logprobs, speculation and grammars
-    behave as in one process; a generation its caller stops reading leaves the child ready for the next."""
+    """Interventions (forced tokens, as a thinking budget forces its closing marker), logprobs, speculation
+    and grammars behave as in one process; a generation its caller stops reading leaves the child ready
+    for the next."""
     from gemma_edge.llama.engine import Engine
     from gemma_edge.speculative import make_speculation
 
