@@ -12,12 +12,14 @@ way; loading gets `load_timeout` (the weights cross the network once, minutes fo
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+from multiprocessing.connection import Connection, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -54,8 +56,8 @@ class SupervisedEngine(Engine):
         self.lock = threading.RLock()
         self.placement = None
         self.recorded_logits: list = []
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: multiprocessing.connection.Connection | None = None
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
         self._log: str | None = None
         try:
             self.start()
@@ -73,19 +75,20 @@ class SupervisedEngine(Engine):
 
     def start(self):
         """Start the child (if not running) and return the placement it loaded the model with."""
-        if self._process is not None and self._process.is_alive():
+        if self._process is not None and self._process.poll() is None:
             return self.placement
         ensure_reachable(self.workers)
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
+        # A fresh interpreter (not multiprocessing's spawn, which re-imports the caller's __main__: a
+        # script without a main guard would run again), joined by a socket pair; its stderr (ggml's
+        # abort message) goes to a log file the parent quotes, never to the user's terminal.
+        parent, child = socket.socketpair()
         fd, self._log = tempfile.mkstemp(prefix="gemma-edge-rpc-", suffix=".log")
-        os.close(fd)
-        self._process = context.Process(
-            target=_child_main, args=(child, str(self.facts.path), self.settings, self.stop_markers, self.verbose,
-                                      self.record_logits, self._log), daemon=True, name="gemma-edge-rpc")
-        self._process.start()
-        child.close()
-        self._conn = parent
+        with child, os.fdopen(fd, "w") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gemma_edge.rpc.supervision", str(child.fileno())], pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_child_environment())
+        self._conn = Connection(parent.detach())
+        self._conn.send((str(self.facts.path), self.settings, self.stop_markers, self.verbose, self.record_logits))
         try:
             kind, payload = self._receive(self.load_timeout)
         except _ChildLost as lost:
@@ -169,8 +172,8 @@ class SupervisedEngine(Engine):
             self._stop_child()
 
     def _receive(self, timeout: float):
-        ready = multiprocessing.connection.wait([self._conn, self._process.sentinel], timeout)
-        if self._conn in ready:
+        ready = wait([self._conn], timeout)  # a dead child closes its end: ready, and recv sees EOF
+        if ready:
             try:
                 return self._conn.recv()
             except (EOFError, OSError):
@@ -191,9 +194,9 @@ class SupervisedEngine(Engine):
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            if self._process.is_alive():
+            if self._process.poll() is None:
                 self._process.kill()
-            self._process.join(5)
+            self._process.wait(5)
             self._process = None
         if self._log:
             Path(self._log).unlink(missing_ok=True)
@@ -204,6 +207,13 @@ class SupervisedEngine(Engine):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _child_environment() -> dict:
+    """This environment, quiet on abort, with this gemma_edge importable first (however it was found here)."""
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "GGML_NO_BACKTRACE": "1", "PYTHONPATH": path}
 
 
 @dataclass
@@ -222,14 +232,12 @@ def _last_line(path: str | None) -> str:
 
 
 # -- the child -----------------------------------------------------------------------------------------
-def _child_main(conn, path: str, settings: EngineSettings, stop_markers: tuple[str, ...], verbose: bool,
-                record_logits: bool, log_path: str) -> None:
-    """Register the workers, load the model, then serve generations. ggml's abort message goes to a
-    log file the parent quotes, never to the user's terminal. Ctrl-C is the parent's to handle (it
-    stops the generation in progress through the pipe; the loaded model stays)."""
+def _child_main(conn: Connection) -> None:
+    """Register the workers, load the model, then serve generations until the parent closes the
+    connection. Ctrl-C is the parent's to handle (it stops the generation in progress through the
+    connection; the loaded model stays)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["GGML_NO_BACKTRACE"] = "1"
-    os.dup2(os.open(log_path, os.O_WRONLY | os.O_APPEND), 2)
+    path, settings, stop_markers, verbose, record_logits = conn.recv()
     try:
         facts = read_model_facts(path)
         engine = Engine(facts, place(settings, facts.n_layers), stop_markers=stop_markers, verbose=verbose)
@@ -287,3 +295,7 @@ def _generate(engine: Engine, conn, request: dict, record_logits: bool) -> dict:
     return {"tokens": gen.tokens, "finish_reason": gen.finish_reason, "prompt_evaluated": gen.prompt_evaluated,
             "timings": gen.timings, "token_logprobs": gen.token_logprobs, "speculation": gen.speculation,
             "logits": recorded[:sampled]}
+
+
+if __name__ == "__main__":
+    _child_main(Connection(int(sys.argv[1])))

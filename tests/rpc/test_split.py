@@ -178,3 +178,39 @@ def test_every_generation_option_crosses_to_the_child(embedded_model_path, worke
     assert got_grammar.tokens == want_grammar.tokens
     assert got_text == " Milan, Rome and Naples."
     assert again.tokens == expected.tokens and again.usage == expected.usage
+
+
+SCRIPT = """\
+import os, signal, sys
+import gemma_edge
+from gemma_edge.sampling import Sampling
+
+model = gemma_edge.load(sys.argv[1], n_ctx=256, rpc=sys.argv[2].split(","))  # a script without a main guard
+child = model.engine._process.pid
+events = 0
+try:
+    for event in model.stream("Tell me a long story", raw=True, max_tokens=200, temperature=0):
+        events += 1
+        if events == 3:
+            os.killpg(0, signal.SIGINT)  # what Ctrl-C in a terminal sends: to the whole process group
+except KeyboardInterrupt:
+    print("interrupted", events)
+print("next", repr(model.generate("The capital of France is", raw=True, max_tokens=6, temperature=0).content))
+print("same child", model.engine._process.pid == child)
+"""
+
+
+def test_a_script_is_interrupted_like_one_process(embedded_model_path, workers, tmp_path):
+    """load(rpc=...) from a plain script (the child is a fresh interpreter, not a re-import of it);
+    Ctrl-C stops the reply in progress and leaves the loaded model to the next request."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(embedded_model_path), ",".join(workers.endpoints)],
+                          capture_output=True, text=True, timeout=300, start_new_session=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import gemma_edge
+
+    single = gemma_edge.load(embedded_model_path, n_ctx=256)
+    expected = single.generate("The capital of France is", raw=True, max_tokens=6, temperature=0).content
+    single.close()
+    assert done.stdout.splitlines() == ["interrupted 3", f"next {expected!r}", "same child True"]
