@@ -124,16 +124,16 @@ class SupervisedEngine(Engine):
         with self.lock:
             for attempt in (1, 2):
                 self.start()
-                self._conn.send(("generate", request))
                 produced, done = False, False
                 try:
+                    self._send(("generate", request))
                     while not done:
                         kind, payload = self._receive(self.timeout)
                         if kind == "piece":
                             produced = True
                             yield payload
                         elif kind == "intervene":
-                            self._conn.send(gen.intervene(payload))
+                            self._send(gen.intervene(payload))
                         elif kind == "error":
                             done = True
                             raise payload
@@ -170,6 +170,14 @@ class SupervisedEngine(Engine):
                     return
         except (_ChildLost, OSError, AttributeError):
             self._stop_child()
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:  # the child died since its last message
+            lost = _ChildLost(None, _last_line(self._log))
+            self._stop_child()
+            raise lost from None
 
     def _receive(self, timeout: float):
         ready = wait([self._conn], timeout)  # a dead child closes its end: ready, and recv sees EOF

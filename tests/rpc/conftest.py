@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-WORKER_LIFETIME_S = 150
+WORKER_LIFETIME_S = 600  # a module of split tests takes minutes on a loaded machine
 LAUNCH = ("import threading, os; t = threading.Timer({lifetime}, os._exit, (0,)); t.daemon = True; t.start(); "
           "from gemma_edge.cli import main; main({argv!r})")
 
