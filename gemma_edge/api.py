@@ -27,7 +27,7 @@ from gemma_edge.registry import mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
-from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, resolve_spec
+from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, mtp_drafter_name, resolve_spec
 from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:
@@ -133,15 +133,16 @@ class Model:
         """`rpc`/`split`: spread the layers over RPC workers (see Engine; a lost worker aborts this
         process, gemma_edge.rpc.SupervisedEngine is the crash-safe way). `mmproj`: the projector file
         for image/audio input (`load` finds it; here it is taken as given). `speculative`: "auto", "off",
-        "ngram" or "draft:MODEL" (a smaller model of the same vocabulary drafts: a registry name or a
-        GGUF path, loaded beside this one) (gemma_edge.speculative; the output is the same, only the
-        speed differs)."""
+        "ngram", "draft:MODEL" (a smaller model of the same vocabulary drafts: a registry name or a
+        GGUF path, loaded beside this one) or "mtp:DRAFTER" (a Gemma 4 MTP drafter GGUF, gemma_edge.mtp)
+        (gemma_edge.speculative; the output is the same, only the speed differs)."""
         facts = read_model_facts(path)
         self.entry = entry
         self.facts: ModelFacts = facts
         self._engine: Engine | None = None
         self._embedder = None
         self._draft = None
+        self._mtp = None
         if facts.embeds:
             self._load_embedder(n_ctx=n_ctx, n_threads=n_threads, rpc=rpc, mmproj=mmproj)
             return
@@ -149,11 +150,14 @@ class Model:
         turn_format = get_format(self.format)
         self.speculative = resolve_spec(speculative, facts)
         draft = self._check_draft()  # a bad pair is refused before anything loads
+        drafter = self._check_mtp_drafter(rpc)
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               stop_markers=turn_format.stops, rpc=rpc, split=split,
                               mmproj=mmproj)
         if draft is not None:
             self._load_draft(*draft)
+        if drafter is not None:
+            self._load_mtp_drafter(drafter)
         self.turn_format = turn_format
         self.default_sampling = (entry.sampling if entry else None) or Sampling()
         self.instruct = entry.instruct if entry else facts.instruct
@@ -176,6 +180,27 @@ class Model:
         try:
             self._draft = DraftModel(facts, self.facts, n_ctx=self._engine.n_ctx, n_threads=self._engine.n_threads,
                                      available=available)
+        except GemmaEdgeError:
+            self._engine.close()
+            raise
+
+    def _check_mtp_drafter(self, rpc):
+        """The facts of the MTP drafter an "mtp[:MODEL]" mode names, checked against this model (None
+        for the other modes)."""
+        if mtp_drafter_name(self.speculative) is None:
+            return None
+        from gemma_edge.mtp import MtpDrafterError, drafter_name, read_drafter
+
+        if rpc:
+            raise MtpDrafterError("MTP drafting cannot be combined with --rpc (the drafter reads the model's KV "
+                                  "cache, which would be on another machine)")
+        return read_drafter(drafter_name(self.speculative, self.facts.path), self.facts.path)
+
+    def _load_mtp_drafter(self, facts) -> None:
+        from gemma_edge.llama.mtp import MtpDrafter
+
+        try:
+            self._mtp = MtpDrafter(facts, self._engine)  # before the engine decodes anything
         except GemmaEdgeError:
             self._engine.close()
             raise
@@ -330,9 +355,16 @@ class Model:
 
     def speculation(self, speculative: str | None = None) -> Speculation | None:
         """One generation's speculation: the model's mode, or `speculative` for this generation. A draft
-        model is chosen when the model is loaded: "draft:MODEL" must name the loaded one, as loaded
-        (a request never makes the model open another file)."""
+        model or MTP drafter is chosen when the model is loaded: "draft:MODEL" / "mtp:DRAFTER" must name the
+        loaded one, as loaded, "mtp" means the loaded drafter (a request never makes the model open another file)."""
         mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
+        mtp_name = mtp_drafter_name(mode)
+        if mtp_name is not None and (self._mtp is None or (mtp_name and mode != self.speculative)):
+            from gemma_edge.mtp import MtpDrafterError
+
+            loaded = f"it was loaded with {self.speculative!r}" if self._mtp else "it was loaded without one"
+            raise MtpDrafterError(f"speculative mode {mode!r} needs an MTP drafter this model did not load ({loaded}): "
+                                  "choose it when loading (load(..., speculative='mtp:DRAFTER'), --spec mtp:DRAFTER)")
         if draft_model_name(mode) is not None and mode != self.speculative:
             from gemma_edge.errors import DraftModelError
 
@@ -340,7 +372,7 @@ class Model:
             raise DraftModelError(f"speculative mode {mode!r} names a draft model this model did not load ({loaded}): "
                                   "choose the draft model when loading (load(..., speculative='draft:MODEL'), "
                                   "--spec draft:MODEL)")
-        return make_speculation(mode, self._draft)
+        return make_speculation(mode, self._draft, self._mtp)
 
     def generate(self, prompt: str | list[dict], **kw) -> Response:
         return self.stream(prompt, **kw).consume()
@@ -366,6 +398,9 @@ class Model:
     def close(self) -> None:
         if self._draft is not None:
             self._draft.close()
+        if self._mtp is not None:  # its context views the engine's
+            self._mtp.close()
+            self._mtp = None
         (self._embedder or self.engine).close()
 
 
@@ -376,7 +411,7 @@ ENCODERS = {"image": "vision", "audio": "audio", "video": "video"}
 def load(name_or_path: str | Path | None = None, *, mmproj: str | Path | bool | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
     n_batch, format (override the detected turn format), rpc and split (RPC workers, see Model),
-    speculative ("auto", "off", "ngram", "draft:MODEL": speculative decoding, see Model).
+    speculative ("auto", "off", "ngram", "draft:MODEL", "mtp:DRAFTER": speculative decoding, see Model).
     `mmproj`: the projector for image/audio input; by default the registry entry's, else
     mmproj-<model stem>.gguf beside the model (none: text only); False loads none."""
     path, entry = resolve(name_or_path)

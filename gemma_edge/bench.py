@@ -146,7 +146,8 @@ def edge_stream(model, tokens: Sequence[int], max_tokens: int, spec: str = "off"
                 usages: list | None = None) -> Measurement:
     """gemma-edge's public streaming path for a token prompt: `Engine.generate` wrapped in the
     `ResponseStream` that `Model.stream(raw=True)` returns (incremental UTF-8 detokenizing, events);
-    `spec`: its speculative decoding mode ("off", "ngram", or the draft:MODEL the model was loaded with);
+    `spec`: its speculative decoding mode ("off", "ngram", or the draft:MODEL or mtp:DRAFTER the model was
+    loaded with);
     the generation's usage is appended to `usages`."""
     from gemma_edge.api import ResponseStream
     from gemma_edge.sampling import Sampling

@@ -225,6 +225,9 @@ class Engine:
 
             self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
         self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
+        # the row, in the last decode's batch, of the newest cached position (whose logits chose the next
+        # token): where a drafter reading the target's hidden states finds them (gemma_edge.llama.mtp)
+        self.hidden_row = 0
         from gemma_edge.llama.tokenizer import SegmentTokenizer
 
         self.tokenizer = SegmentTokenizer(self.llm)
@@ -347,6 +350,7 @@ class Engine:
                     text.append(item)
             position += item.n_pos if isinstance(item, MediaChunk) else 1
         llm.eval(text)
+        self.hidden_row = (len(text) - 1) % llm.n_batch  # eval decodes n_batch tokens at a time
         return len(wanted) - keep
 
     def _eval_media(self, chunk: MediaChunk) -> None:
@@ -402,6 +406,7 @@ class Engine:
             accepted += 1
             chosen = sampler.sample(llm._ctx, accepted)
         kept = accepted + 1  # the evaluated token and the accepted drafts
+        self.hidden_row = accepted
         llm.input_ids[start:start + kept] = batch[:kept]
         llm.n_tokens = start + kept
         # Roll the rejected drafts back out of the KV cache (tail removal: also right for sliding-window
@@ -423,6 +428,7 @@ class Engine:
                 spec.budget.record(len(draft), len(accepted))
                 return accepted, chosen
         llm.eval([token])
+        self.hidden_row = 0
         return [], None
 
     def _run(self, gen: Generation) -> Iterator[str]:

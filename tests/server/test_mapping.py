@@ -176,6 +176,10 @@ def test_speculative_field_reaches_the_model_and_counts_reach_usage():
     assert "speculative" not in chat({"messages": [{"role": "user", "content": "hi"}]}).model_args
     with pytest.raises(RequestError, match="speculative"):
         chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "turbo"})
+    for mtp in ("mtp", "mtp:/models/drafter.gguf"):  # the server's drafter (Model.speculation checks it)
+        assert chat({"messages": [{"role": "user", "content": "hi"}], "speculative": mtp}).model_args["speculative"] == mtp
+    with pytest.raises(RequestError, match="speculative"):
+        chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "mtp:"})
     usage = mapping.usage_json({"prompt_tokens": 9, "prompt_tokens_evaluated": 9, "completion_tokens": 20,
                                 "drafted_tokens": 16, "accepted_tokens": 12})
     assert usage["completion_tokens_details"] == {"accepted_prediction_tokens": 12,
