@@ -58,7 +58,7 @@ def measure(path: Path, threads: int, tokens: int, repeat: int, workers) -> dict
     if workers:
         engine = SupervisedEngine(path, [e for e, _ in workers], engine_options=options, timeout=300)
         placement = engine.start()
-        from gemma_edge.llama.engine import open_vocabulary
+        from gemma_edge.llama.loader import open_vocabulary
 
         vocab = open_vocabulary(path)
         prompt = vocab.tokenize(PROMPT_TEXT.encode(), add_bos=True)

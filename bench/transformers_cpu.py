@@ -99,7 +99,7 @@ def worker(args) -> None:
 def prompt_and_stops(model_path: Path, n_tokens: int) -> tuple[list[int], list[int]]:
     """The prompt ids and stop ids from the GGUF's tokenizer alone (no weights loaded here)."""
     from gemma_edge.bench import prompt_tokens
-    from gemma_edge.llama.engine import open_vocabulary
+    from gemma_edge.llama.loader import open_vocabulary
 
     vocab = open_vocabulary(model_path)
     stops = [vocab.token_eos()] + vocab.tokenize(b"<end_of_turn>", add_bos=False, special=True)

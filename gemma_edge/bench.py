@@ -13,6 +13,7 @@ interleaved A/B/B/A… after a warm-up, and reported as median with min–max.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import resource
@@ -103,10 +104,10 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
     parsing, streaming or detokenizing. Stops where gemma-edge stops (a stop token or `max_tokens`),
     so both sides do the same number of samples and evaluations. `clock`: wall time by default;
     `time.process_time` measures CPU time instead (steadier on a shared machine at 1 thread)."""
-    import llama_cpp
+    from gemma_edge.llama.internals import GreedySampler
 
     stop = set(stop_ids)
-    sampler = llama_cpp.llama_sampler_init_greedy()
+    sampler = GreedySampler()
     try:
         start = clock()
         llm.n_tokens = 0
@@ -114,7 +115,7 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
         generated: list[int] = []
         first = None
         while len(generated) < max_tokens:
-            token = llama_cpp.llama_sampler_sample(sampler, llm._ctx.ctx, -1)
+            token = sampler.next_token(llm)
             if first is None:
                 first = clock()
             if token in stop:
@@ -123,7 +124,7 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
             llm.eval([token])
         end = clock()
     finally:
-        llama_cpp.llama_sampler_free(sampler)
+        sampler.close()
     return Measurement(len(tokens), len(generated), (first or end) - start, end - start, current_rss_mb(),
                        tuple(generated))
 
@@ -235,10 +236,8 @@ def _cpu_name() -> str:
 
 def _llama_version() -> str:
     try:
-        import llama_cpp
-
-        return llama_cpp.__version__
-    except ImportError:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 

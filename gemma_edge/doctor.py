@@ -67,7 +67,8 @@ def build_report(machine: Machine, backend_features: dict[str, str] | None, extr
 def llama_build(machine: Machine) -> dict:
     """`build_report` for the installed llama-cpp-python. The library is not loaded when its build
     record says it uses instructions this CPU lacks."""
-    from gemma_edge.llama import AMX_OPT_IN, cpu_backend_features, cpu_extra_buffer_types, recorded_build
+    from gemma_edge.llama.ggml import cpu_backend_features, cpu_extra_buffer_types
+    from gemma_edge.llama.loader import AMX_OPT_IN, recorded_build
 
     record = recorded_build()
     opt_in = os.environ.get(AMX_OPT_IN) == "1"

@@ -90,7 +90,8 @@ class _Ggml:
     """The ggml backend-registry and RPC functions, from the libraries llama-cpp-python loaded."""
 
     def __init__(self):
-        from gemma_edge.llama import ggml_library, llama_cpp
+        from gemma_edge.llama import llama_cpp
+        from gemma_edge.llama.ggml import ggml_library
 
         if not llama_cpp().llama_supports_rpc():
             raise RpcError("this llama-cpp-python build has no RPC backend: rebuild it with "
@@ -270,7 +271,7 @@ def plain_cpu_weights():
     blocks on AVX2); a worker's RPC server cannot (it allocates plain CPU buffers). The two kernels
     round differently, by up to ~1 logit on the 270M, so only with repacking off does a split run
     compute exactly what a single process computes. Process-local: llama-cpp-python has no option."""
-    from gemma_edge.llama import without_extra_buffers
+    from gemma_edge.llama.loader import without_extra_buffers
 
     with without_extra_buffers():
         yield
@@ -339,7 +340,7 @@ class SupervisedEngine:
         """Generate in the child. If the child dies before any output while every worker answers again
         (a worker restarted since the last request: the child's connection to it was stale), start a
         fresh child and retry once; otherwise raise RpcError."""
-        from gemma_edge.projector import MediaChunk
+        from gemma_edge.llama.mtmd import MediaChunk
 
         if any(isinstance(token, MediaChunk) for token in prompt_tokens):
             raise RpcError("images and audio are not supported with --rpc yet; run without --rpc for media input")

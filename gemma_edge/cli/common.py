@@ -166,7 +166,7 @@ def warn_about_the_build() -> None:
     its build record, before llama.cpp is loaded: loading it may already die by SIGILL)."""
     from gemma_edge.doctor import build_mismatch_warning
     from gemma_edge.hardware import detect_machine
-    from gemma_edge.llama import recorded_build
+    from gemma_edge.llama.loader import recorded_build
 
     record = recorded_build()
     line = build_mismatch_warning(detect_machine(), record) if record else None

@@ -3,7 +3,6 @@ stream, and keep the KV cache across calls so that a new prompt only prefills wh
 from __future__ import annotations
 
 import codecs
-import ctypes
 import os
 import threading
 import time
@@ -13,9 +12,12 @@ from typing import Callable, Iterator, Sequence, Union
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InsufficientMemoryError, InvalidModelError
 from gemma_edge.hardware import available_memory
-from gemma_edge.llama import llama_cpp, load_llama
+from gemma_edge.llama import internals, llama_cpp
+from gemma_edge.llama.grammar import compiled_grammar
+from gemma_edge.llama.loader import load_llama
+from gemma_edge.llama.logs import silence_llama_logs
 from gemma_edge.model import ModelFacts, read_model_facts
-from gemma_edge.projector import MediaChunk
+from gemma_edge.llama.mtmd import MediaChunk
 from gemma_edge.sampling import Sampling
 from gemma_edge.speculative import Speculation
 
@@ -88,30 +90,6 @@ class Generation:
         return usage
 
 
-def silence_llama_logs(lc) -> None:
-    """llama.cpp logs to stderr even with verbose=False; keep it quiet unless GEMMA_EDGE_DEBUG is set.
-    Set again on every load: the callback is process-wide, and other code in the process (llama-cpp-python's
-    own logger, a test capturing logs) may have installed a printing one since."""
-    if os.environ.get("GEMMA_EDGE_DEBUG"):
-        return
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is None:
-        _LOG_CALLBACK = lc.llama_log_callback(lambda level, text, user_data: None)
-    lc.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-_LOG_CALLBACK = None
-
-
-def open_vocabulary(path: str | Path):
-    """A llama.cpp Llama holding only the GGUF's tokenizer (no weights), quietly. The header is checked
-    first (read_model_facts), as for every GGUF llama.cpp opens: a malformed file is an InvalidModelError."""
-    read_model_facts(path)
-    lc = llama_cpp()
-    silence_llama_logs(lc)
-    return lc.Llama(str(path), vocab_only=True, verbose=False)
-
-
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens two sequences share (the part of a prompt the KV cache can keep)."""
     n = 0
@@ -158,7 +136,7 @@ def suppress_first(sampler, n_vocab: int, token_ids: Sequence[int]) -> None:
     (penalties, grammar, top-k/p, temperature) see only the other tokens. llama-cpp-python's chain ignores
     tokenizer.ggml.suppress_tokens, and its chain API only appends, so the chain is rebuilt around the bias."""
     lc = llama_cpp().llama_cpp
-    chain = sampler.sampler
+    chain = internals.sampler_chain(sampler)
     rest = [lc.llama_sampler_chain_remove(chain, 0) for _ in range(lc.llama_sampler_chain_n(chain))]
     biases = (lc.llama_logit_bias * len(token_ids))(*[lc.llama_logit_bias(int(t), float("-inf")) for t in token_ids])
     lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(token_ids), biases))
@@ -189,8 +167,7 @@ class Engine:
             raise GemmaEdgeError(f"context size {n_ctx} is too small (at least 16 tokens)")
         if n_ctx > self.facts.context_length:
             raise GemmaEdgeError(f"context size {n_ctx} is larger than the model's {self.facts.context_length} tokens")
-        lc = llama_cpp()
-        silence_llama_logs(lc)
+        silence_llama_logs()
         projector_file = None
         n_ubatch = 512  # llama.cpp's default
         if mmproj is not None:
@@ -221,7 +198,7 @@ class Engine:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
         self.projector = None
         if projector_file is not None:
-            from gemma_edge.projector import Projector
+            from gemma_edge.llama.mtmd import Projector
 
             self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
         self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
@@ -274,7 +251,7 @@ class Engine:
     @property
     def cached_tokens(self) -> list:
         """What the KV cache holds now, one entry per position: the token id, or (media digest, i)."""
-        cached = self.llm._input_ids.tolist()
+        cached = internals.cached_ids(self.llm).tolist()
         for start, chunk in self._media_spans:
             cached[start:start + chunk.n_pos] = chunk.positions()
         return cached
@@ -282,7 +259,7 @@ class Engine:
     def reset(self) -> None:
         with self.lock:
             self.llm.reset()
-            self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            internals.drop_positions(self.llm, 0)
             self._media_spans = []
 
     def close(self) -> None:
@@ -333,7 +310,7 @@ class Engine:
                     keep = start
                 break
             start += size
-        if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+        if keep < llm.n_tokens and not internals.drop_positions(llm, keep):
             keep = 0
             self.reset()
         llm.n_tokens = keep
@@ -360,19 +337,18 @@ class Engine:
                 f"this {chunk.kind} takes {chunk.n_tokens} positions, attended to all at once, but the batch holds "
                 f"{self.n_ubatch} (the context is {self.n_ctx} tokens); raise --ctx-size")
         start = llm.n_tokens
-        llm._ctx.kv_cache_seq_rm(-1, start, -1)
-        end = self.projector.eval(chunk, llm._ctx.ctx, start, llm.n_batch)
+        internals.drop_positions(llm, start)
+        end = self.projector.eval(chunk, internals.context_pointer(llm), start, llm.n_batch)
         llm.input_ids[start:end] = -1  # not a token: cached_tokens reads the span's identities instead
         llm.n_tokens = end
         self._media_spans.append((start, chunk))
 
     def _sampler(self, gen: Generation):
-        lc = llama_cpp()
         s = gen.sampling
         self.llm.set_seed(s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little"))
-        grammar = lc.LlamaGrammar.from_string(gen.grammar, verbose=False) if gen.grammar else None
-        sampler = self.llm._init_sampler(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=max(s.temperature, 0.0),
-                                         repeat_penalty=s.repeat_penalty, grammar=grammar)
+        grammar = compiled_grammar(gen.grammar) if gen.grammar else None
+        sampler = internals.new_sampler(self.llm, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                                        temp=max(s.temperature, 0.0), repeat_penalty=s.repeat_penalty, grammar=grammar)
         if self.facts.suppress_tokens:
             suppress_first(sampler, self.llm.n_vocab(), self.facts.suppress_tokens)
         return sampler
@@ -384,8 +360,7 @@ class Engine:
         from gemma_edge.perplexity import log_softmax
 
         n_vocab = self.llm.n_vocab()
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-        logp = log_softmax(logits)
+        logp = log_softmax(internals.logits(self.llm, -1))
         best = np.argpartition(-logp, top)[:top] if 0 < top < n_vocab else np.arange(n_vocab if top else 0)
         best = best[np.argsort(-logp[best], kind="stable")]
         return float(logp[token]), [(int(i), float(logp[i])) for i in best]
@@ -397,21 +372,20 @@ class Engine:
         llm = self.llm
         start = llm.n_tokens
         batch = [token, *draft]
-        llm._ctx.kv_cache_seq_rm(-1, start, -1)
-        llm._batch.set_batch(batch, n_past=start, logits_all=True)
-        llm._ctx.decode(llm._batch)
+        internals.drop_positions(llm, start)
+        internals.decode_scored(llm, batch, start)
         accepted = 0
-        chosen = sampler.sample(llm._ctx, 0)
+        chosen = internals.sample(sampler, llm, 0)
         while accepted < len(draft) and chosen == draft[accepted]:
             accepted += 1
-            chosen = sampler.sample(llm._ctx, accepted)
+            chosen = internals.sample(sampler, llm, accepted)
         kept = accepted + 1  # the evaluated token and the accepted drafts
         self.hidden_row = accepted
         llm.input_ids[start:start + kept] = batch[:kept]
         llm.n_tokens = start + kept
         # Roll the rejected drafts back out of the KV cache (tail removal: also right for sliding-window
         # layers, whose cells are only reused once masked for every position still to come).
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        internals.drop_positions(llm, llm.n_tokens)
         return draft[:accepted], chosen
 
     def _feed(self, gen: Generation, token: int, context: list[int], sampler) -> tuple[list[int], int | None]:
@@ -461,7 +435,7 @@ class Engine:
                         token = pending.pop(0)
                         sampler.accept(token)
                     else:
-                        token = sampler.sample(llm._ctx, -1)
+                        token = internals.sample(sampler, llm, -1)
                     if gen.timings.first_token_s is None:
                         gen.timings.first_token_s = time.perf_counter() - start
                     if token in self.stop_ids:

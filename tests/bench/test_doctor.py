@@ -144,7 +144,7 @@ def test_info_warns_in_one_line_about_a_foreign_build(embedded_model_path, tmp_p
     from click.testing import CliRunner
 
     from gemma_edge.cli import main
-    from gemma_edge.llama import LLAMA_BUILD_RECORD
+    from gemma_edge.llama.loader import LLAMA_BUILD_RECORD
 
     lacking = sorted({"avx512", "sve", "amx_int8"} - detect_machine().features)
     (tmp_path / LLAMA_BUILD_RECORD).write_text(json.dumps({"features": lacking, "cpu": "a faraway CPU"}))
@@ -158,7 +158,7 @@ def test_this_machine_and_its_build(facts):
     """Live detection goes through the same parsers; the installed llama.cpp was built here
     (scripts/setup-venv.sh), so it uses every feature this CPU has (AMX only on request) and
     nothing it lacks."""
-    from gemma_edge.llama import cpu_backend_features
+    from gemma_edge.llama.ggml import cpu_backend_features
 
     m = detect_machine()
     built = built_features(cpu_backend_features())

@@ -197,7 +197,7 @@ def test_smoke_passes_with_the_installed_llama_cpp(tmp_path):
     import llama_cpp
 
     from gemma_edge.doctor import built_features
-    from gemma_edge.llama import cpu_backend_features
+    from gemma_edge.llama.ggml import cpu_backend_features
 
     wheel = tmp_path / "llama_cpp_python-0.3.36-installed.whl"
     package = Path(llama_cpp.__file__).parent

@@ -88,11 +88,11 @@ def test_chat_across_turns_with_kv_reuse_and_overflow_is_identical(embedded_mode
     (its extra buffer types) runs them through different kernels whose logits differ by up to ~0.1,
     which flips this base model's near-ties (bench/README.md). Loaded without it (as the engine does on
     AMX machines) the extract_json benchmark task becomes identical, but this conversation still is not."""
-    from gemma_edge import llama
     from gemma_edge.api import Model
     from gemma_edge.chat import Chat
+    from gemma_edge.llama import loader
 
-    monkeypatch.setattr(llama, "extra_buffers_allowed", lambda: False)
+    monkeypatch.setattr(loader, "extra_buffers_allowed", lambda: False)
     model = Model(embedded_model_path, n_ctx=256)
     replies = {}
     for spec in ("off", "ngram"):
