@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from gemma_edge.llama.engine import Engine, Generation
+from gemma_edge.llama.engine import DecodeRun, Engine
 from gemma_edge.formats import Segment, expand_media, get_format, render_segments
 from gemma_edge.formats.base import part_type
 from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError, NotAChatModelError, NotAnEmbeddingModelError
@@ -37,12 +37,12 @@ class ResponseStream:
     """Iterate for parser events (`{"type": "thinking"|"content", "text"}`, `{"type": "tool_call", ...}`);
     `.response` holds the whole parsed Response once iteration ends."""
 
-    def __init__(self, generation: Generation, parser, raw: bool):
-        self.generation, self.parser, self.raw = generation, parser, raw
+    def __init__(self, decode_run: DecodeRun, parser, raw: bool):
+        self.decode_run, self.parser, self.raw = decode_run, parser, raw
         self.response: Response | None = None
 
     def __iter__(self) -> Iterator[dict]:
-        gen = self.generation
+        gen = self.decode_run
         if self.raw:
             text = []
             for delta in gen:
@@ -332,7 +332,7 @@ class Model:
                template_vars: dict | None = None, logprobs: int | None = None, speculative: str | None = None,
                **sampling) -> ResponseStream:
         """Start a generation for a prompt string (one user turn) or a message list. `logprobs`: record
-        each generated token's log-probability and that many alternatives (`stream.generation.token_logprobs`).
+        each generated token's log-probability and that many alternatives (`stream.decode_run.token_logprobs`).
         `speculative` overrides the model's speculative mode for this generation."""
         self._require_chat()  # an embedding model has no engine, sampling or speculative mode
         samp = self.sampling(**sampling)

@@ -148,17 +148,16 @@ def edge_stream(model, tokens: Sequence[int], max_tokens: int, spec: str = "off"
     """gemma-edge's public streaming path for a token prompt: `Engine.generate` wrapped in the
     `ResponseStream` that `Model.stream(raw=True)` returns (incremental UTF-8 detokenizing, events);
     `spec`: its speculative decoding mode ("off", "ngram", or the draft:MODEL or mtp:DRAFTER the model was
-    loaded with);
-    the generation's usage is appended to `usages`."""
+    loaded with); the decode run's usage is appended to `usages`."""
     from gemma_edge.api import ResponseStream
     from gemma_edge.sampling import Sampling
 
-    generation = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens,
-                                       speculation=model.speculation(spec))
-    stream = ResponseStream(generation, None, raw=True)
-    measurement = timed_stream(stream, lambda: generation.prompt_evaluated, lambda: generation.tokens)
+    run = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens,
+                                speculation=model.speculation(spec))
+    stream = ResponseStream(run, None, raw=True)
+    measurement = timed_stream(stream, lambda: run.prompt_evaluated, lambda: run.tokens)
     if usages is not None:
-        usages.append(generation.usage)
+        usages.append(run.usage)
     return measurement
 
 

@@ -46,9 +46,9 @@ class Timings:
 
 
 @dataclass
-class Generation:
-    """One generation, iterated for its text deltas (special tokens' text kept). After iteration:
-    the finish reason, token counts and timings."""
+class DecodeRun:
+    """One decode run (a reply): iterated for its text deltas (special tokens' text kept). After
+    iteration: the finish reason, token counts and timings."""
     engine: "Engine"
     prompt_tokens: list[PromptItem]
     sampling: Sampling
@@ -273,8 +273,8 @@ class Engine:
     def generate(self, prompt_tokens: Sequence[PromptItem], sampling: Sampling, *, max_tokens: int = 512,
                  grammar: str | None = None,
                  intervene: Callable[[list[int]], list[int] | None] | None = None,
-                 logprobs: int | None = None, speculation: Speculation | None = None) -> Generation:
-        """A lazy generation of a prompt of token ids and media chunks. `intervene(generated_ids)` may
+                 logprobs: int | None = None, speculation: Speculation | None = None) -> DecodeRun:
+        """A lazy decode run of a prompt of token ids and media chunks. `intervene(generated_ids)` may
         return tokens to force in next (e.g. a thinking budget closing the thought channel).
         `logprobs`: record each token's log-probability under the model (the raw logits, before
         sampling settings) and the `logprobs` most likely alternatives.
@@ -292,7 +292,7 @@ class Engine:
             raise GemmaEdgeError("a prompt must end with text (its last token gives the next-token logits)")
         if grammar or intervene is not None or logprobs is not None:
             speculation = None
-        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs,
+        return DecodeRun(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs,
                           speculation)
 
     def _prefill(self, items: list[PromptItem]) -> int:
@@ -343,7 +343,7 @@ class Engine:
         llm.n_tokens = end
         self._media_spans.append((start, chunk))
 
-    def _sampler(self, gen: Generation):
+    def _sampler(self, gen: DecodeRun):
         s = gen.sampling
         self.llm.set_seed(s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little"))
         grammar = compiled_grammar(gen.grammar) if gen.grammar else None
@@ -388,7 +388,7 @@ class Engine:
         internals.drop_positions(llm, llm.n_tokens)
         return draft[:accepted], chosen
 
-    def _feed(self, gen: Generation, token: int, context: list[int], sampler) -> tuple[list[int], int | None]:
+    def _feed(self, gen: DecodeRun, token: int, context: list[int], sampler) -> tuple[list[int], int | None]:
         """Evaluate a chosen token; with speculation, also verify a draft after it. Returns the accepted
         drafts (already in the KV cache) and the target's next token when verification chose it."""
         llm = self.llm
@@ -405,7 +405,7 @@ class Engine:
         self.hidden_row = 0
         return [], None
 
-    def _run(self, gen: Generation) -> Iterator[str]:
+    def _run(self, gen: DecodeRun) -> Iterator[str]:
         with self.lock:
             start = time.perf_counter()
             gen.prompt_evaluated = self._prefill(gen.prompt_tokens)

@@ -61,7 +61,7 @@ class Outcome:
     finish_reason: str
     usage: dict
     timings: dict = field(default_factory=dict)
-    logprobs: list[dict] | None = None  # per generated token, when asked (Generation.logprob_records)
+    logprobs: list[dict] | None = None  # per generated token, when asked (DecodeRun.logprob_records)
 
 
 # -- requests -----------------------------------------------------------------------------------

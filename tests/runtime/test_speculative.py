@@ -14,7 +14,7 @@ def generate(model, prompt, spec, **kw):
     model.engine.reset()  # the same KV-cache state (prompt split into the same batches) for both runs
     stream = model.stream(prompt, speculative=spec, **kw)
     deltas = [event["text"] for event in stream if event["type"] == "content"]
-    return stream.generation, "".join(deltas), stream.response
+    return stream.decode_run, "".join(deltas), stream.response
 
 
 def test_greedy_raw_output_is_identical_and_drafts_are_accepted(model):
