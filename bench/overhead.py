@@ -6,7 +6,7 @@ detokenizing, output parsing) vs a raw llama.cpp loop on the same `Llama`, same 
 from __future__ import annotations
 
 from bench import common
-from gemma_edge.bench import (EDGE, PROMPT_TEXT, RAW, interleaved, markdown_table, plot_bars, raw_loop, summarize,
+from gemma_edge.measure import (EDGE, PROMPT_TEXT, RAW, interleaved, markdown_table, plot_bars, raw_loop, summarize,
                               timed_stream)
 
 NAME = "overhead"

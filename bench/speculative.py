@@ -8,7 +8,7 @@ greedy, interleaved repeats. Every side must produce the same tokens (checked).
 from __future__ import annotations
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT, edge_stream, interleaved, pyplot, save_figure, spread
+from gemma_edge.measure import PROMPT_TEXT, edge_stream, interleaved, pyplot, save_figure, spread
 
 NAME = "speculative"
 
@@ -91,7 +91,7 @@ def lookup_loop(llm, tokens, max_tokens: int, stop_ids):
     """llama-cpp-python's own generate() with its prompt-lookup draft model, timed like the raw loop."""
     import time
 
-    from gemma_edge.bench import Measurement, current_rss_mb
+    from gemma_edge.measure import Measurement, current_rss_mb
 
     start = time.perf_counter()
     first, generated = None, []

@@ -115,7 +115,7 @@ def cache_key(version: str, flags: str, machine: Machine) -> str:
 
 SMOKE_CHILD = """
 import json, sys
-from gemma_edge.bench import raw_loop
+from gemma_edge.measure import raw_loop
 from gemma_edge.llama.ggml import cpu_backend_features
 from gemma_edge.llama.loader import load_llama
 from gemma_edge.registry import embedded_model_path

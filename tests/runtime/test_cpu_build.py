@@ -231,7 +231,7 @@ def test_recorded_smoke_tokens_are_transformers_greedy():
 
 @pytest.mark.slow
 def test_recorded_smoke_tokens_are_this_llama_cpp_greedy(embedded_model_path):
-    from gemma_edge.bench import raw_loop
+    from gemma_edge.measure import raw_loop
     from gemma_edge.llama import llama_cpp
 
     record = json.loads(SMOKE_RECORD.read_text())

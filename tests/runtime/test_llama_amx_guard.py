@@ -46,7 +46,7 @@ def test_the_engine_loads_without_extra_buffers_on_an_amx_build(embedded_model_p
     import json
 
     from gemma_edge.api import load
-    from gemma_edge.bench import raw_loop
+    from gemma_edge.measure import raw_loop
     from gemma_edge.cpu_build import SMOKE_RECORD
 
     monkeypatch.setattr(ggml, "cpu_extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])

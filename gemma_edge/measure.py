@@ -1,5 +1,6 @@
-"""Throughput measured against a same-process baseline: gemma-edge's generation path next to a raw
-llama.cpp loop on the very same `Llama` object (same GGUF, threads, context and batch size).
+"""How gemma-edge's benchmarks measure (the `gemma-edge bench` command and the scripts in bench/ share it):
+gemma-edge's generation path timed against a raw llama.cpp loop on the very same `Llama` object (same
+GGUF, threads, context and batch size), interleaved runs, summaries, tables, plots and result files.
 
 Both sides are timed from the outside with the same definitions, so their ratio is meaningful:
 
@@ -129,18 +130,24 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
                        tuple(generated))
 
 
-def timed_stream(events: Iterable, prompt_evaluated: Callable[[], int], generated: Callable[[], Sequence[int]]
-                 ) -> Measurement:
-    """Time a gemma-edge event stream from its first `next()` to exhaustion. The first event marks
-    the first token (raw streams yield every non-empty piece at once)."""
-    start = time.perf_counter()
+def time_to_first_and_end(events: Iterable, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """(seconds to the first item, seconds to exhaustion) of iterating `events` from its first `next()`.
+    The first item marks the first token (gemma-edge's streams yield every non-empty piece at once)."""
+    start = clock()
     first = None
     for _ in events:
         if first is None:
-            first = time.perf_counter()
-    end = time.perf_counter()
+            first = clock()
+    end = clock()
+    return (first or end) - start, end - start
+
+
+def timed_stream(events: Iterable, prompt_evaluated: Callable[[], int], generated: Callable[[], Sequence[int]]
+                 ) -> Measurement:
+    """Time a gemma-edge event stream from its first `next()` to exhaustion."""
+    ttft, total = time_to_first_and_end(events)
     tokens = tuple(generated())
-    return Measurement(prompt_evaluated(), len(tokens), (first or end) - start, end - start, current_rss_mb(), tokens)
+    return Measurement(prompt_evaluated(), len(tokens), ttft, total, current_rss_mb(), tokens)
 
 
 def edge_stream(model, tokens: Sequence[int], max_tokens: int, spec: str = "off",
