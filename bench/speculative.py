@@ -51,15 +51,15 @@ OFF, NGRAM, LCPP = "no speculation", "gemma-edge ngram", "llama-cpp-python promp
 
 
 def run(model_path, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> dict:
-    import llama_cpp
-
     from gemma_edge.api import Model
+    from gemma_edge.llama import internals, llama_cpp
 
     n_ctx = 1024
     model = Model(model_path, n_ctx=n_ctx, n_threads=threads)
-    lookup = llama_cpp.Llama(str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                             verbose=False, logits_all=True,  # without it, its scores overflow past n_batch
-                             draft_model=llama_cpp.llama_speculative.LlamaPromptLookupDecoding())
+    lc = llama_cpp()
+    lookup = lc.Llama(str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                      verbose=False, logits_all=True,  # without it, its scores overflow past n_batch
+                      draft_model=lc.llama_speculative.LlamaPromptLookupDecoding())
     stop_ids = model.engine.stop_ids
     report = {"tasks": {}}
     for task, text in tasks.items():
@@ -69,7 +69,7 @@ def run(model_path, threads: int, gen_tokens: int, repeat: int, tasks: dict) -> 
                             NGRAM: lambda: edge_stream(model, tokens, gen_tokens, "ngram", counts),
                             LCPP: lambda: lookup_loop(lookup, tokens, gen_tokens, stop_ids)},
                            repeat, before_each=lambda: (model.engine.reset(), lookup.reset(),
-                                                        lookup._ctx.kv_cache_seq_rm(-1, 0, -1)))
+                                                        internals.drop_positions(lookup, 0)))
         speeds = {side: spread([m.decode_tokens_per_s for m in ms]) for side, ms in runs.items()}
         base = speeds[OFF]["median"]
         report["tasks"][task] = {

@@ -4,6 +4,7 @@ it with its per-tensor log kept off the terminal. Paths, checks and the atomic w
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -32,7 +33,7 @@ def run_quantizer(source: Path, destination: Path, ftype: int, *, threads: int, 
     params.allow_requantize = allow_requantize
     # llama-cpp-python routes llama.cpp's log through this logger (installed by llama_cpp._logger); the
     # quantizer's per-tensor lines and fallback warnings are noise on a CLI whose errors are one line
-    import llama_cpp._logger  # noqa: F401  (installs the Python log callback)
+    importlib.import_module("llama_cpp._logger")  # installs that Python log callback
 
     llama_log = logging.getLogger("llama-cpp-python")
     previous_level = llama_log.level
