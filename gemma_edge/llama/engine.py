@@ -16,8 +16,9 @@ from gemma_edge.llama import internals, llama_cpp
 from gemma_edge.llama.grammar import compiled_grammar
 from gemma_edge.llama.loader import load_llama
 from gemma_edge.llama.logs import silence_llama_logs
+from gemma_edge.llama.mtmd import MediaChunk, Projector
+from gemma_edge.llama.tokenizer import SegmentTokenizer
 from gemma_edge.model import ModelFacts, read_model_facts
-from gemma_edge.llama.mtmd import MediaChunk
 from gemma_edge.sampling import Sampling
 from gemma_edge.speculative import Speculation
 
@@ -198,15 +199,11 @@ class Engine:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
         self.projector = None
         if projector_file is not None:
-            from gemma_edge.llama.mtmd import Projector
-
             self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
         self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
         # the row, in the last decode's batch, of the newest cached position (whose logits chose the next
         # token): where a drafter reading the target's hidden states finds them (gemma_edge.llama.mtp)
         self.hidden_row = 0
-        from gemma_edge.llama.tokenizer import SegmentTokenizer
-
         self.tokenizer = SegmentTokenizer(self.llm)
         self.n_ctx = n_ctx
         self.lock = threading.RLock()
