@@ -32,8 +32,9 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def worker(model: str, threads: int, prompt_tokens: int, gen_tokens: int, extra_buffers: bool, clock: str) -> None:
+    from gemma_edge.llama.ggml import cpu_backend_features
+    from gemma_edge.llama.loader import load_llama
     from gemma_edge.measure import prompt_tokens as make_prompt, raw_loop
-    from gemma_edge.llama import cpu_backend_features, load_llama
 
     llm = load_llama(model, extra_buffers=extra_buffers, n_ctx=prompt_tokens + gen_tokens + 16,
                      n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)

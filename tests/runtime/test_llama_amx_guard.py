@@ -46,8 +46,8 @@ def test_the_engine_loads_without_extra_buffers_on_an_amx_build(embedded_model_p
     import json
 
     from gemma_edge.api import load
-    from gemma_edge.measure import raw_loop
     from gemma_edge.cpu_build import SMOKE_RECORD
+    from gemma_edge.measure import raw_loop
 
     monkeypatch.setattr(ggml, "cpu_extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])
     monkeypatch.delenv(AMX_OPT_IN, raising=False)
