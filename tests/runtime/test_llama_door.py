@@ -1,33 +1,18 @@
-"""gemma_edge/llama/ is the one door to llama.cpp (issue 15): read from the source with `ast`, nothing
-outside it imports llama-cpp-python, and the private parts of its `Llama` are named in one module."""
+"""gemma_edge/llama/ is the one door to llama.cpp (issue 15), read from the source with `ast`: inside it,
+llama-cpp-python is imported once (with the version check), and the private parts of its `Llama` are
+named in one module. (That nothing outside the package imports it: tests/test_layers.py.)"""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DOOR = ROOT / "gemma_edge" / "llama"
+from tests.test_layers import LLAMA_DOOR, ROOT, _within, modules
+
+INTERNALS = ROOT / "gemma_edge" / "llama" / "internals.py"
 # llama-cpp-python's private Llama/LlamaContext attributes the runtime relies on (gemma_edge/llama/internals.py)
 PRIVATE = {"_ctx", "_batch", "_input_ids", "_init_sampler", "_model", "_internals", "_n_vocab", "_stack",
            "_candidates", "_logits_all"}
 # rpc.py's private uses move into gemma_edge/llama/internals.py with the rpc/ split (issue 15, point 3)
-NOT_YET_MOVED = {ROOT / "gemma_edge" / "rpc.py"}
-
-
-def sources(*folders: str):
-    for folder in folders:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            yield path, ast.parse(path.read_text(encoding="utf-8"), str(path))
-
-
-def llama_cpp_imports(tree: ast.AST) -> list[int]:
-    lines = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            lines += [node.lineno for alias in node.names if alias.name.split(".")[0] == "llama_cpp"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "llama_cpp":
-            lines.append(node.lineno)
-    return lines
+NOT_YET_MOVED = {"gemma_edge.rpc"}
 
 
 def private_uses(tree: ast.AST) -> list[int]:
@@ -37,20 +22,18 @@ def private_uses(tree: ast.AST) -> list[int]:
             and not (isinstance(node.value, ast.Name) and node.value.id == "self")]
 
 
-def test_only_the_llama_package_imports_llama_cpp():
-    found = {str(path.relative_to(ROOT)): lines for path, tree in sources("gemma_edge", "convert")
-             if DOOR not in path.parents and (lines := llama_cpp_imports(tree))}
-    assert found == {}
-
-
 def test_inside_the_package_llama_cpp_is_imported_once_with_the_version_check():
-    imports = {path.name for path, tree in sources("gemma_edge/llama") if llama_cpp_imports(tree)}
-    assert imports == {"__init__.py"}  # llama_cpp(): the one import, with the version check
+    importers = {m.name for m in modules().values() if _within(m.name, [LLAMA_DOOR])
+                 and any(t == "llama_cpp" or t.startswith("llama_cpp.") for t in m.top | m.local)}
+    assert importers == {LLAMA_DOOR}  # gemma_edge.llama.llama_cpp(): the one import, with the version check
 
 
 def test_private_llama_attributes_are_named_in_internals_only():
-    found = {str(path.relative_to(ROOT)): lines for path, tree in sources("gemma_edge", "convert")
-             if path != DOOR / "internals.py" and path not in NOT_YET_MOVED and (lines := private_uses(tree))}
+    found = {}
+    for module in modules().values():
+        if module.path != INTERNALS and module.name not in NOT_YET_MOVED:
+            lines = private_uses(ast.parse(module.path.read_text(encoding="utf-8")))
+            if lines:
+                found[module.name] = lines
     assert found == {}
-    internals = ast.parse((DOOR / "internals.py").read_text(encoding="utf-8"))
-    assert private_uses(internals)  # the check sees them where they are
+    assert private_uses(ast.parse(INTERNALS.read_text(encoding="utf-8")))  # the check sees them where they are
