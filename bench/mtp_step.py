@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT
+from gemma_edge.measure import PROMPT_TEXT
 
 NAME = "mtp_step"
 

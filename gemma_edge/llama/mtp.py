@@ -36,8 +36,8 @@ from typing import Sequence
 
 from gemma_edge.errors import InvalidModelError
 from gemma_edge.llama import llama_cpp
-from gemma_edge.llama.engine import silence_llama_logs
 from gemma_edge.llama.internals import context_pointer, flash_attention_type, llama_library
+from gemma_edge.llama.logs import silence_llama_logs
 from gemma_edge.mtp import DrafterFacts, MtpDrafterError
 
 # Itanium C++ names of llama.cpp's staging API (src/llama-ext.h declares them without extern "C")
@@ -63,7 +63,7 @@ class MtpDrafter:
     yet, or whose cache may be dropped). Used under the engine's lock. `close()` before the engine's."""
 
     def __init__(self, facts: DrafterFacts, engine):
-        silence_llama_logs(llama_cpp())
+        silence_llama_logs()
         lc = llama_cpp().llama_cpp
         self._lc, self.facts, self.engine = lc, facts, engine
         self._set_nextn, self._get_nextn = _staging_api()
@@ -142,7 +142,7 @@ class MtpDrafter:
             lc.llama_batch_ext_free(self._batch)
             self._batch = None
         if self._ctx is not None:
-            silence_llama_logs(llama_cpp())
+            silence_llama_logs()
             self._set_nextn(self._target, False, False)
             lc.llama_free(self._ctx)
             self._ctx = None

@@ -92,7 +92,7 @@ def generate(model, prompt, spec, **kw):
     model.engine.reset()  # the same KV-cache state (prompt split into the same batches) for both runs
     stream = model.stream(prompt, speculative=spec, **{"temperature": 0, "max_tokens": 60, **kw})
     stream.consume()
-    return stream.generation
+    return stream.decode_run
 
 
 SPLIT_NEAR_TIE = pytest.mark.xfail(
