@@ -180,17 +180,15 @@ def mtp_drafter_name(mode: str) -> str | None:
 
 
 def resolve_spec(value: str | None, facts) -> str:
-    """The mode a --spec / `speculative=` value means for a model: "auto" becomes the recommendation
-    for this machine and model (`recommended_speculation`)."""
+    """The mode a --spec / `speculative=` value means for a model: "auto" becomes what `gemma-edge doctor`
+    recommends for this machine and model (gemma_edge.doctor.recommended_speculation: a mode only where
+    bench/speculative.py showed it at least as fast as no speculation on every task)."""
     mode = parse_spec(value)
-    return recommended_speculation(facts) if mode == "auto" else mode
+    if mode != "auto":
+        return mode
+    from gemma_edge.doctor import recommended_speculation
 
-
-def recommended_speculation(facts) -> str:
-    """What "auto" means for a model on this machine: "off" until bench/speculative.py has shown prompt
-    lookup at least as fast as plain decoding on free text here (only input-grounded tasks measured so
-    far; see bench/README.md), so that "auto" never picks a mode the benchmark shows slower."""
-    return "off"
+    return recommended_speculation(facts)[0]
 
 
 def make_speculation(mode: str, draft_model: DraftingModel | None = None,
