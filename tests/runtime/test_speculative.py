@@ -156,3 +156,47 @@ def test_run_json_reports_the_counts_and_validates(spec_model):
     off = json.loads(invoke("run", "--raw", COPY, "--json", "-t", "0", "-n", "16", "--ctx-size", "1024",
                             "--spec", "off").stdout)
     assert "drafted_tokens" not in off["usage"]
+
+
+@pytest.mark.slow
+def test_exact_rows_give_every_row_the_logits_of_a_single_step(spec_model):
+    """What exactness rests on (gemma_edge.llama.exact): on the model loaded for speculation, a position's
+    logits are bit for bit the same whether it is decoded on its own (with its throwaway row) or as any row
+    of a 2..7-row batch, also once the KV cache passes its 256-cell padding."""
+    import numpy as np
+
+    from gemma_edge.llama.exact import EXACT_ROWS
+
+    engine = spec_model.engine
+    llm = engine.llm
+    tokens = spec_model.tokenize_raw(" ".join([COPY] * 6))
+
+    def logits(row):
+        return np.ctypeslib.as_array(llm._ctx.get_logits_ith(row), shape=(llm.n_vocab(),)).copy()
+
+    for start in (40, 252):
+        engine.reset()
+        llm.eval(tokens[:start])
+        single = []
+        for token in tokens[start:start + EXACT_ROWS.stop - 1]:
+            first = engine._decode_rows([token, token], [True, engine._pad_logits])
+            single.append(logits(0))
+            engine._keep(first, [token])
+        for n in EXACT_ROWS:
+            engine._keep(start, [])
+            engine._decode_rows(tokens[start:start + n], [True] * n)
+            for row in range(n):
+                assert np.array_equal(logits(row), single[row]), (start, n, row)
+    engine.reset()
+
+
+@pytest.mark.slow
+def test_throwaway_row_needs_logits_unless_every_matrix_type_sums_alike(embedded_model_path, tmp_path):
+    import platform
+
+    from gemma_edge.llama.exact import throwaway_row_needs_logits
+    from tests.convert.tiny_gemma4 import tiny_gemma4_gguf
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert throwaway_row_needs_logits(embedded_model_path) is not x86  # Q4_K, Q5_0, Q6_K, Q8_0
+    assert throwaway_row_needs_logits(tiny_gemma4_gguf("e2b"))  # F32 matrices: tinyBLAS vs vec_dot_f32
