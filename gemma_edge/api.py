@@ -27,7 +27,8 @@ from gemma_edge.registry import mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
-from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, mtp_drafter_name, resolve_spec
+from gemma_edge.doctor import resolve_spec
+from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, mtp_drafter_name
 from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:

@@ -156,6 +156,15 @@ def recommended_speculation(facts, machine: Machine | None = None) -> tuple[str,
     return "off", "no bench/speculative.py run has shown prompt lookup faster for this model on this CPU"
 
 
+def resolve_spec(value: str | None, facts) -> str:
+    """The mode a --spec / `speculative=` value means for a model: "auto" becomes `recommended_speculation`
+    for this machine and model."""
+    from gemma_edge.speculative import parse_spec
+
+    mode = parse_spec(value)
+    return recommended_speculation(facts)[0] if mode == "auto" else mode
+
+
 def recommended_runtime(facts, machine: Machine | None = None) -> dict:
     """Defaults for a model on a machine: `n_threads` (the physical performance cores: decoding is
     memory-bound, SMT siblings and efficiency cores only add synchronisation), `n_ctx` (the default

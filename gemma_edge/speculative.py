@@ -179,18 +179,6 @@ def mtp_drafter_name(mode: str) -> str | None:
     return mode[len(MTP_MODE) + 1:] if mode.startswith(MTP_MODE + ":") else None
 
 
-def resolve_spec(value: str | None, facts) -> str:
-    """The mode a --spec / `speculative=` value means for a model: "auto" becomes what `gemma-edge doctor`
-    recommends for this machine and model (gemma_edge.doctor.recommended_speculation: a mode only where
-    bench/speculative.py showed it at least as fast as no speculation on every task)."""
-    mode = parse_spec(value)
-    if mode != "auto":
-        return mode
-    from gemma_edge.doctor import recommended_speculation
-
-    return recommended_speculation(facts)[0]
-
-
 def make_speculation(mode: str, draft_model: DraftingModel | None = None,
                      mtp_drafter: Drafter | None = None) -> Speculation | None:
     """The speculation for one reply in `mode` (already resolved: "ngram", "draft:MODEL" with that
