@@ -46,7 +46,7 @@ def both(model, prompt, monkeypatch, **kw):
         if out:
             reference = out[0][1]
             monkeypatch.setattr(api, "make_speculation",
-                                lambda mode: Speculation(KnowingDrafter(reference), DraftLength()))
+                                lambda mode, *loaded: Speculation(KnowingDrafter(reference), DraftLength()))
         model.engine.reset()
         stream = model.stream(prompt, speculative=spec, temperature=0, max_tokens=48, **kw)
         events = [(e["type"], e.get("text")) for e in stream]
