@@ -27,7 +27,8 @@ from gemma_edge.registry import mmproj_path, projector_beside, resolve
 from gemma_edge.response import Response
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
-from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, mtp_drafter_name, resolve_spec
+from gemma_edge.doctor import resolve_spec
+from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, mtp_drafter_name
 from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:
@@ -135,7 +136,8 @@ class Model:
         for image/audio input (`load` finds it; here it is taken as given). `speculative`: "auto", "off",
         "ngram", "draft:MODEL" (a smaller model of the same vocabulary drafts: a registry name or a
         GGUF path, loaded beside this one) or "mtp:DRAFTER" (a Gemma 4 MTP drafter GGUF, gemma_edge.mtp)
-        (gemma_edge.speculative; the output is the same, only the speed differs)."""
+        (gemma_edge.speculative). A model loaded with speculation decodes in exact batches
+        (gemma_edge.llama.exact): with or without drafting (per generation) its output is the same."""
         facts = read_model_facts(path)
         self.entry = entry
         self.facts: ModelFacts = facts
@@ -153,7 +155,7 @@ class Model:
         drafter = self._check_mtp_drafter(rpc)
         self._engine = Engine(path, facts=facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                               stop_markers=turn_format.stops, rpc=rpc, split=split,
-                              mmproj=mmproj)
+                              mmproj=mmproj, exact=self.speculative != "off")
         if draft is not None:
             self._load_draft(*draft)
         if drafter is not None:

@@ -179,20 +179,6 @@ def mtp_drafter_name(mode: str) -> str | None:
     return mode[len(MTP_MODE) + 1:] if mode.startswith(MTP_MODE + ":") else None
 
 
-def resolve_spec(value: str | None, facts) -> str:
-    """The mode a --spec / `speculative=` value means for a model: "auto" becomes the recommendation
-    for this machine and model (`recommended_speculation`)."""
-    mode = parse_spec(value)
-    return recommended_speculation(facts) if mode == "auto" else mode
-
-
-def recommended_speculation(facts) -> str:
-    """What "auto" means for a model on this machine: "off" until bench/speculative.py has shown prompt
-    lookup at least as fast as plain decoding on free text here (only input-grounded tasks measured so
-    far; see bench/README.md), so that "auto" never picks a mode the benchmark shows slower."""
-    return "off"
-
-
 def make_speculation(mode: str, draft_model: DraftingModel | None = None,
                      mtp_drafter: Drafter | None = None) -> Speculation | None:
     """The speculation for one reply in `mode` (already resolved: "ngram", "draft:MODEL" with that

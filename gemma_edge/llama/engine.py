@@ -18,6 +18,7 @@ from gemma_edge.llama.loader import load_llama
 from gemma_edge.llama.logs import silence_llama_logs
 from gemma_edge.llama.mtmd import MediaChunk, Projector
 from gemma_edge.llama.tokenizer import SegmentTokenizer
+from gemma_edge.llama.exact import MAX_DRAFT, throwaway_row_needs_logits
 from gemma_edge.model import ModelFacts, read_model_facts
 from gemma_edge.sampling import Sampling
 from gemma_edge.speculative import Speculation
@@ -151,10 +152,12 @@ class Engine:
     def __init__(self, path: str | Path, *, facts: ModelFacts | None = None, n_ctx: int | None = None,
                  n_threads: int | None = None, n_batch: int = 512, stop_markers: Sequence[str] = (),
                  verbose: bool = False, rpc: Sequence[str] | None = None, split: Sequence[float] | None = None,
-                 mmproj: str | Path | None = None):
+                 mmproj: str | Path | None = None, exact: bool = False):
         """`rpc`: RPC workers (host:port) to split the layers across, in proportion to free memory or to
         `split` (this machine first). A lost worker aborts this process: see gemma_edge.rpc.SupervisedEngine.
-        `mmproj`: the model's multimodal projector (images/audio through llama.cpp's mtmd)."""
+        `mmproj`: the model's multimodal projector (images/audio through llama.cpp's mtmd).
+        `exact`: decode so that speculation cannot change the output (gemma_edge.llama.exact): every decode
+        step evaluates 2..7 rows, weights are not repacked. Speculative generation needs it."""
         self.facts = facts or read_model_facts(path)
         if n_ctx is None or n_threads is None:
             # What `gemma-edge doctor` recommends for this machine and model (cores, RAM).
@@ -192,11 +195,14 @@ class Engine:
         self.n_ubatch = min(n_ubatch, n_batch, n_ctx)
         try:
             self.llm = load_llama(str(self.facts.path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                                  n_ubatch=self.n_ubatch, n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                                  extra_buffers=False if exact else None, n_ubatch=self.n_ubatch,
+                                  n_threads=self.n_threads, n_threads_batch=self.n_threads,
                                   use_mmap=True, verbose=verbose,
                                   **(self.placement.llama_options() if self.placement else {}))
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
+        self.exact = exact
+        self._pad_logits = exact and throwaway_row_needs_logits(self.facts.path)
         self.projector = None
         if projector_file is not None:
             self.projector = Projector(projector_file.path, self.llm.model, n_threads=self.n_threads)
@@ -275,10 +281,10 @@ class Engine:
         return tokens to force in next (e.g. a thinking budget closing the thought channel).
         `logprobs`: record each token's log-probability under the model (the raw logits, before
         sampling settings) and the `logprobs` most likely alternatives.
-        `speculation`: draft tokens and verify them in batches (gemma_edge.speculative); the output is
-        the same. Not combined with a grammar or an intervention (both must see each token before the
-        next is chosen) nor with logprobs (read from the last position's logits): a generation with any
-        of them decodes one token at a time."""
+        `speculation`: draft tokens and verify them in batches (gemma_edge.speculative); the engine must be
+        `exact`, and then the output is token for token the same as without it. Not combined with a
+        grammar or an intervention (both must see each token before the next is chosen) nor with logprobs:
+        such a generation decodes one token per step."""
         prompt_tokens = list(prompt_tokens)
         n_prompt = prompt_positions(prompt_tokens)
         if n_prompt >= self.n_ctx:
@@ -287,6 +293,10 @@ class Engine:
                 f"(model maximum {self.facts.context_length}); shorten it or raise --ctx-size")
         if not prompt_tokens or isinstance(prompt_tokens[-1], MediaChunk):
             raise GemmaEdgeError("a prompt must end with text (its last token gives the next-token logits)")
+        if speculation is not None and not self.exact:
+            raise GemmaEdgeError("speculative decoding needs the model loaded for it (--spec ngram, "
+                                 "load(..., speculative='ngram')): its decode steps are then evaluated so that "
+                                 "drafting cannot change the output")
         if grammar or intervene is not None or logprobs is not None:
             speculation = None
         return DecodeRun(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs,
@@ -350,57 +360,73 @@ class Engine:
             suppress_first(sampler, self.llm.n_vocab(), self.facts.suppress_tokens)
         return sampler
 
-    def _logprobs(self, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
-        """`token`'s log-probability in the last evaluated position's logits, and the `top` most likely."""
+    def _logprobs(self, token: int, top: int, row: int) -> tuple[float, list[tuple[int, float]]]:
+        """`token`'s log-probability in the logits of the evaluated batch's `row`, and the `top` most likely."""
         import numpy as np
 
         from gemma_edge.perplexity import log_softmax
 
         n_vocab = self.llm.n_vocab()
-        logp = log_softmax(internals.logits(self.llm, -1))
+        logp = log_softmax(internals.logits(self.llm, row))
         best = np.argpartition(-logp, top)[:top] if 0 < top < n_vocab else np.arange(n_vocab if top else 0)
         best = best[np.argsort(-logp[best], kind="stable")]
         return float(logp[token]), [(int(i), float(logp[i])) for i in best]
+
+    def _decode_rows(self, rows: list[int], logits: Sequence[bool]) -> int:
+        """Evaluate `rows` at the next positions in one batch (logits where asked); returns their first position."""
+        llm = self.llm
+        start = llm.n_tokens
+        internals.drop_positions(llm, start)
+        internals.decode_scored(llm, rows, start, logits)
+        return start
+
+    def _keep(self, start: int, tokens: Sequence[int]) -> None:
+        """The KV cache keeps `tokens` from `start` on; evaluated rows after them are rolled back out (tail
+        removal: also right for sliding-window layers, whose cells are only reused once masked for every
+        position still to come)."""
+        llm = self.llm
+        llm.input_ids[start:start + len(tokens)] = tokens
+        llm.n_tokens = start + len(tokens)
+        internals.drop_positions(llm, llm.n_tokens)
 
     def _verify(self, token: int, draft: list[int], sampler) -> tuple[list[int], int]:
         """Evaluate `token` and the drafted tokens after it in one batch, then let the sampler choose at
         each row in turn: the drafts it agrees with are accepted (their KV entries stay), the first token
         it chooses differently (or the one after the whole draft) is returned to be evaluated next."""
-        llm = self.llm
-        start = llm.n_tokens
         batch = [token, *draft]
-        internals.drop_positions(llm, start)
-        internals.decode_scored(llm, batch, start)
+        start = self._decode_rows(batch, [True] * len(batch))
         accepted = 0
-        chosen = internals.sample(sampler, llm, 0)
+        chosen = internals.sample(sampler, self.llm, 0)
         while accepted < len(draft) and chosen == draft[accepted]:
             accepted += 1
-            chosen = internals.sample(sampler, llm, accepted)
-        kept = accepted + 1  # the evaluated token and the accepted drafts
+            chosen = internals.sample(sampler, self.llm, accepted)
+        self._keep(start, batch[:accepted + 1])
         self.hidden_row = accepted
-        llm.input_ids[start:start + kept] = batch[:kept]
-        llm.n_tokens = start + kept
-        # Roll the rejected drafts back out of the KV cache (tail removal: also right for sliding-window
-        # layers, whose cells are only reused once masked for every position still to come).
-        internals.drop_positions(llm, llm.n_tokens)
         return draft[:accepted], chosen
 
-    def _feed(self, gen: DecodeRun, token: int, context: list[int], sampler) -> tuple[list[int], int | None]:
+    def _feed(self, gen: DecodeRun, token: int, context: list[int], sampler) -> tuple[list[int], int | None, int]:
         """Evaluate a chosen token; with speculation, also verify a draft after it. Returns the accepted
-        drafts (already in the KV cache) and the target's next token when verification chose it."""
+        drafts (already in the KV cache), the target's next token when verification chose it, and else the
+        row of the evaluated batch whose logits give the next token."""
         llm = self.llm
+        if not self.exact:
+            llm.eval([token])
+            self.hidden_row = 0
+            return [], None, -1
         spec = gen.speculation
+        draft: list[int] = []
         if spec is not None:
-            # drafts fit the context (the last position is never evaluated), the batch and max_tokens
-            room = min(self.n_ctx - 2 - llm.n_tokens, llm.n_batch - 1, gen.max_tokens - len(gen.tokens))
+            # drafts fit the context (the last position is never evaluated), the exact rows and max_tokens
+            room = min(self.n_ctx - 2 - llm.n_tokens, MAX_DRAFT, gen.max_tokens - len(gen.tokens))
             draft = spec.propose(context, room) if room > 0 else []
-            if draft:
-                accepted, chosen = self._verify(token, draft, sampler)
-                spec.budget.record(len(draft), len(accepted))
-                return accepted, chosen
-        llm.eval([token])
+        if draft:
+            accepted, chosen = self._verify(token, draft, sampler)
+            spec.budget.record(len(draft), len(accepted))
+            return accepted, chosen, 0
+        # one token, and a throwaway row after it so that the batch has two rows (gemma_edge.llama.exact)
+        self._keep(self._decode_rows([token, token], [True, self._pad_logits]), [token])
         self.hidden_row = 0
-        return [], None
+        return [], None, 0
 
     def _run(self, gen: DecodeRun) -> Iterator[str]:
         with self.lock:
@@ -415,10 +441,12 @@ class Engine:
             # what a drafter looks up in: the prompt's tokens and the generated ones
             context = [item for item in gen.prompt_tokens if not isinstance(item, MediaChunk)]
             gen.finish_reason = "length"
+            fed = 0  # generated tokens that decoding without speculation would have evaluated by now
             try:
                 pending: list[int] = []
                 accepted: list[int] = []  # verified drafts, already in the KV cache
                 chosen: int | None = None  # chosen by the sampler during verification, not evaluated yet
+                row = -1  # the row of the last evaluated batch whose logits give the next token
                 while len(gen.tokens) < gen.max_tokens:
                     if not pending and gen.intervene is not None:
                         pending = list(gen.intervene(gen.tokens) or ())
@@ -432,7 +460,7 @@ class Engine:
                         token = pending.pop(0)
                         sampler.accept(token)
                     else:
-                        token = internals.sample(sampler, llm, -1)
+                        token = internals.sample(sampler, llm, row)
                     if gen.timings.first_token_s is None:
                         gen.timings.first_token_s = time.perf_counter() - start
                     if token in self.stop_ids:
@@ -440,17 +468,22 @@ class Engine:
                         break
                     gen.tokens.append(token)
                     if gen.logprobs is not None:
-                        gen.token_logprobs.append(self._logprobs(token, gen.logprobs))
+                        gen.token_logprobs.append(self._logprobs(token, gen.logprobs, row))
                     context.append(token)
                     piece = decoder.decode(llm.detokenize([token], special=True))
                     if piece:
                         yield piece
                     if base + len(gen.tokens) >= self.n_ctx:
                         break  # context full: finish_reason stays "length"
+                    fed += 1
                     if not in_cache:
-                        accepted, chosen = self._feed(gen, token, context, sampler)
+                        accepted, chosen, row = self._feed(gen, token, context, sampler)
                 tail = decoder.decode(b"", final=True)
                 if tail:
                     yield tail
             finally:
                 gen.timings.decode_s = time.perf_counter() - decode_start
+                if llm.n_tokens > base + fed:
+                    # accepted drafts past where the reply ended: the KV cache keeps what decoding without
+                    # speculation evaluated, so that the next prompt reuses (and evaluates) the same
+                    self._keep(base, gen.tokens[:fed])

@@ -47,10 +47,12 @@ def logits(llm, index: int) -> np.ndarray:
     return np.ctypeslib.as_array(llm._ctx.get_logits_ith(index), shape=(llm.n_vocab(),))
 
 
-def decode_scored(llm, tokens: Sequence[int], start: int) -> None:
-    """Decode `tokens` at positions `start`… in one batch with logits for every row (the model's own
-    batch: at most `n_batch` tokens)."""
+def decode_scored(llm, tokens: Sequence[int], start: int, wanted: Sequence[bool] | None = None) -> None:
+    """Decode `tokens` at positions `start`… in one batch with logits for every row, or for the rows
+    `wanted` marks (the model's own batch: at most `n_batch` tokens)."""
     llm._batch.set_batch(list(tokens), n_past=start, logits_all=True)
+    for row, scored in enumerate(wanted or ()):
+        llm._batch.batch.logits[row] = scored
     llm._ctx.decode(llm._batch)
 
 
