@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from bench import common
-from gemma_edge.bench import BenchSettings, bench_model, pyplot, save_figure
+from gemma_edge.measure import BenchSettings, bench_model, pyplot, save_figure
 
 NAME = "bandwidth"
 

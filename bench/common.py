@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from gemma_edge.bench import machine_description, write_results
+from gemma_edge.measure import machine_description, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(os.environ.get("GEMMA_EDGE_BENCH_CACHE", Path.home() / ".cache" / "gemma-edge" / "bench"))

@@ -10,7 +10,7 @@ own llama.cpp), all on the same GGUF, prompt tokens, threads and greedy decoding
     python -m bench.cpu_build extra-buffers [--python P] [--threads 2] [--repeat 7]
 
 Each worker loads the model once, then answers "run" with one raw llama.cpp measurement from an
-empty KV cache (gemma_edge.bench.raw_loop); runs are interleaved A B, B A, … after a warm-up.
+empty KV cache (gemma_edge.measure.raw_loop); runs are interleaved A B, B A, … after a warm-up.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import Measurement, interleaved, markdown_table, summarize
+from gemma_edge.measure import Measurement, interleaved, markdown_table, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,9 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def worker(model: str, threads: int, prompt_tokens: int, gen_tokens: int, extra_buffers: bool, clock: str) -> None:
-    from gemma_edge.bench import prompt_tokens as make_prompt, raw_loop
-    from gemma_edge.llama import cpu_backend_features, load_llama
+    from gemma_edge.llama.ggml import cpu_backend_features
+    from gemma_edge.llama.loader import load_llama
+    from gemma_edge.measure import prompt_tokens as make_prompt, raw_loop
 
     llm = load_llama(model, extra_buffers=extra_buffers, n_ctx=prompt_tokens + gen_tokens + 16,
                      n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)

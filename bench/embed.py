@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import peak_rss_mb
+from gemma_edge.measure import peak_rss_mb
 
 NAME = "embed"
 SIDES = ("gemma-edge", "sentence-transformers")

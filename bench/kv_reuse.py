@@ -5,10 +5,8 @@ and turn N again with the cache emptied first (what it would cost without reuse)
 """
 from __future__ import annotations
 
-import time
-
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT, pyplot, save_figure, spread
+from gemma_edge.measure import PROMPT_TEXT, pyplot, save_figure, spread, time_to_first_and_end
 
 NAME = "kv_reuse"
 QUESTIONS = [
@@ -26,14 +24,9 @@ def question(turn: int) -> str:
 
 
 def timed_turn(chat, text: str) -> dict:
-    start = time.perf_counter()
-    first = None
-    for _ in chat.stream(text):
-        if first is None:
-            first = time.perf_counter()
-    end = time.perf_counter()
+    ttft, _ = time_to_first_and_end(chat.stream(text))
     r = chat.last_response
-    return {"ttft_s": (first or end) - start, "engine_ttft_s": r.timings["time_to_first_token_s"],
+    return {"ttft_s": ttft, "engine_ttft_s": r.timings["time_to_first_token_s"],
             "prompt_tokens": r.usage["prompt_tokens"], "prompt_tokens_evaluated": r.usage["prompt_tokens_evaluated"],
             "completion_tokens": r.usage["completion_tokens"]}
 

@@ -6,8 +6,8 @@ detokenizing, output parsing) vs a raw llama.cpp loop on the same `Llama`, same 
 from __future__ import annotations
 
 from bench import common
-from gemma_edge.bench import (EDGE, PROMPT_TEXT, RAW, interleaved, markdown_table, plot_bars, raw_loop, summarize,
-                              timed_stream)
+from gemma_edge.measure import (EDGE, PROMPT_TEXT, RAW, interleaved, markdown_table, plot_bars, raw_loop,
+                                summarize, timed_stream)
 
 NAME = "overhead"
 # Asks for a long reply, so that decode is measured over many tokens.

@@ -51,7 +51,7 @@ def token_pieces(text: str) -> tuple[list[str], str]:
 
     vocab_path = gemma4_vocab_path()
     try:
-        from gemma_edge.llama.engine import open_vocabulary
+        from gemma_edge.llama.loader import open_vocabulary
 
         vocab = open_vocabulary(vocab_path)
     except Exception:  # noqa: BLE001 - no vocab or no llama_cpp: fixed chunks instead

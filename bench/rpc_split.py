@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import PROMPT_TEXT
+from gemma_edge.measure import PROMPT_TEXT
 
 NAME = "rpc_split"
 

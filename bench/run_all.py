@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
 
 
 def _machine_line() -> str:
-    from gemma_edge.bench import machine_description
+    from gemma_edge.measure import machine_description
 
     m = machine_description()
     return (f"Machine: {m['cpu']} ({m['machine']}, {m['system']}), {m['physical_cores']} physical cores / "

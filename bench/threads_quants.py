@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import BenchSettings, bench_model, pyplot, save_figure
+from gemma_edge.measure import BenchSettings, bench_model, pyplot, save_figure
 
 NAME = "threads_quants"
 TYPES = ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl"]

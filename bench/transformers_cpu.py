@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from gemma_edge.bench import Measurement, markdown_table, peak_rss_mb, plot_bars, spread, summarize
+from gemma_edge.measure import Measurement, markdown_table, peak_rss_mb, plot_bars, spread, summarize
 from gemma_edge.llama.engine import common_prefix
 
 NAME = "transformers"
@@ -68,14 +68,14 @@ def transformers_runs(hf_dir: Path, tokens: list[int], gen_tokens: int, stop_ids
 
 
 def _rss_mb() -> float:
-    from gemma_edge.bench import current_rss_mb
+    from gemma_edge.measure import current_rss_mb
 
     return current_rss_mb()
 
 
 def edge_runs(model_path: Path, tokens: list[int], gen_tokens: int, threads: int, repeat: int) -> dict:
     from gemma_edge.api import Model
-    from gemma_edge.bench import EDGE, RAW, edge_stream, interleaved, raw_loop
+    from gemma_edge.measure import EDGE, RAW, edge_stream, interleaved, raw_loop
 
     model = Model(model_path, n_ctx=max(1024, len(tokens) + gen_tokens + 16), n_threads=threads)
     engine = model.engine
@@ -98,8 +98,8 @@ def worker(args) -> None:
 
 def prompt_and_stops(model_path: Path, n_tokens: int) -> tuple[list[int], list[int]]:
     """The prompt ids and stop ids from the GGUF's tokenizer alone (no weights loaded here)."""
-    from gemma_edge.bench import prompt_tokens
-    from gemma_edge.llama.engine import open_vocabulary
+    from gemma_edge.measure import prompt_tokens
+    from gemma_edge.llama.loader import open_vocabulary
 
     vocab = open_vocabulary(model_path)
     stops = [vocab.token_eos()] + vocab.tokenize(b"<end_of_turn>", add_bos=False, special=True)

@@ -30,10 +30,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from convert.quantize import QuantizeError
     from convert.vocab import TokenizerError
     from convert.writer import OutputExists
-    from gemma_edge.errors import InvalidModelError
+    from gemma_edge.errors import GemmaEdgeError
 
+    # GemmaEdgeError: a malformed GGUF to quantize (InvalidModelError), no or the wrong llama-cpp-python
     return (CheckpointError, UnsupportedArchitecture, UnsupportedCheckpoint, UnsupportedConfig,
-            QuantizeError, TokenizerError, OutputExists, UnrunnableModel, InvalidModelError)
+            QuantizeError, TokenizerError, OutputExists, UnrunnableModel, GemmaEdgeError)
 
 
 def _run(action):

@@ -1,4 +1,4 @@
-"""GGUF → quantized GGUF with llama.cpp's own quantizer (``llama_model_quantize`` via llama-cpp-python).
+"""GGUF → quantized GGUF with llama.cpp's own quantizer (``gemma_edge.llama.quantize``).
 
 Any llama.cpp file type is accepted by name (``q4_k_m``, ``iq4_nl``, ``q6_k``, ``f16``...): the names
 are derived from llama-cpp-python's ``LLAMA_FTYPE_*`` constants, so new types need no code here.
@@ -8,28 +8,15 @@ renamed into place only when the quantizer succeeds.
 """
 from __future__ import annotations
 
-import ctypes
-import logging
 import os
 from pathlib import Path
 
 from convert.writer import OutputExists, temporary_path
+from gemma_edge.llama.quantize import file_types, run_quantizer
 
 
 class QuantizeError(RuntimeError):
     pass
-
-
-def file_types() -> dict[str, int]:
-    """llama.cpp file type name (lower case, ``mostly_``/``all_`` dropped) → llama_ftype value."""
-    import llama_cpp
-
-    types = {}
-    for attribute in dir(llama_cpp):
-        for prefix in ("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_"):
-            if attribute.startswith(prefix):
-                types[attribute[len(prefix):].lower()] = int(getattr(llama_cpp, attribute))
-    return types
 
 
 def _check_input(source: Path) -> None:
@@ -45,8 +32,6 @@ def _check_input(source: Path) -> None:
 
 def quantize(source: Path, destination: Path, type_name: str, force: bool = False, threads: int = 0,
              allow_requantize: bool = False) -> None:
-    import llama_cpp
-
     types = file_types()
     key = type_name.lower()
     if key not in types:
@@ -58,21 +43,8 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     if destination.exists() and not force:
         raise OutputExists(f"{destination} exists (use --force to overwrite)")
     partial = temporary_path(destination)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = types[key]
-    params.nthread = threads
-    params.allow_requantize = allow_requantize
-    # llama-cpp-python routes llama.cpp's log through this logger (installed by llama_cpp._logger); the
-    # quantizer's per-tensor lines and fallback warnings are noise on a CLI whose errors are one line
-    import llama_cpp._logger  # noqa: F401  (installs the Python log callback)
-
-    llama_log = logging.getLogger("llama-cpp-python")
-    previous_level = llama_log.level
-    llama_log.setLevel(logging.CRITICAL + 1)
     try:
-        status = llama_cpp.llama_model_quantize(
-            os.fsencode(source), os.fsencode(partial), ctypes.byref(params)
-        )
+        status = run_quantizer(source, partial, types[key], threads=threads, allow_requantize=allow_requantize)
         if status != 0:
             hint = "" if allow_requantize else "; an already quantized input needs --allow-requantize"
             raise QuantizeError(f"llama.cpp could not quantize {source.name} to {key} (status {status}{hint})")
@@ -80,5 +52,3 @@ def quantize(source: Path, destination: Path, type_name: str, force: bool = Fals
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        llama_log.setLevel(previous_level)

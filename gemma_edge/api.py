@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from gemma_edge.llama.engine import Engine, Generation
+from gemma_edge.llama.engine import DecodeRun, Engine
 from gemma_edge.formats import Segment, expand_media, get_format, render_segments
 from gemma_edge.formats.base import part_type
 from gemma_edge.errors import GemmaEdgeError, ModelNotFoundError, NotAChatModelError, NotAnEmbeddingModelError
@@ -28,7 +28,8 @@ from gemma_edge.response import Response
 from gemma_edge.runtime import DEFAULT_BATCH, default_threads, open_engine, resolve_settings
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
 from gemma_edge.chat import run_tool_loop
-from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, resolve_spec
+from gemma_edge.doctor import resolve_spec
+from gemma_edge.speculative import Speculation, draft_model_name, make_speculation, mtp_drafter_name
 from gemma_edge.tools import prompt_declarations
 
 if TYPE_CHECKING:
@@ -38,12 +39,12 @@ class ResponseStream:
     """Iterate for parser events (`{"type": "thinking"|"content", "text"}`, `{"type": "tool_call", ...}`);
     `.response` holds the whole parsed Response once iteration ends."""
 
-    def __init__(self, generation: Generation, parser, raw: bool):
-        self.generation, self.parser, self.raw = generation, parser, raw
+    def __init__(self, decode_run: DecodeRun, parser, raw: bool):
+        self.decode_run, self.parser, self.raw = decode_run, parser, raw
         self.response: Response | None = None
 
     def __iter__(self) -> Iterator[dict]:
-        gen = self.generation
+        gen = self.decode_run
         if self.raw:
             text = []
             for delta in gen:
@@ -136,15 +137,17 @@ class Model:
         process, so a lost worker fails one request with RpcError instead of aborting this process
         (gemma_edge.rpc.supervision; `supervised=False` loads it here, for llama.cpp-level access).
         `mmproj`: the projector file for image/audio input (`load` finds it; here it is taken as given).
-        `speculative`: "auto", "off", "ngram" or "draft:MODEL" (a smaller model of the same vocabulary
-        drafts: a registry name or a GGUF path, loaded beside this one) (gemma_edge.speculative; the output
-        is the same, only the speed differs)."""
+        `speculative`: "auto", "off", "ngram", "draft:MODEL" (a smaller model of the same vocabulary
+        drafts: a registry name or a GGUF path, loaded beside this one) or "mtp:DRAFTER" (a Gemma 4 MTP
+        drafter GGUF, gemma_edge.mtp) (gemma_edge.speculative). A model loaded with speculation decodes in
+        exact batches (gemma_edge.llama.exact): with or without drafting (per generation) its output is the same."""
         facts = read_model_facts(path)
         self.entry = entry
         self.facts: ModelFacts = facts
         self._engine: Engine | None = None
         self._embedder = None
         self._draft = None
+        self._mtp = None
         if facts.embeds:
             self._load_embedder(n_ctx=n_ctx, n_threads=n_threads, rpc=rpc, mmproj=mmproj)
             return
@@ -156,10 +159,12 @@ class Model:
             raise GemmaEdgeError("a draft model cannot be combined with --rpc yet (it would run on this machine "
                                  "only); use --spec ngram or off")
         settings = resolve_settings(facts, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, mmproj=mmproj,
-                                    rpc=rpc, split=split)
+                                    rpc=rpc, split=split, speculative=self.speculative)
         self._engine = open_engine(facts, settings, stop_markers=turn_format.stops, supervised=supervised)
         if draft is not None:
             self._load_draft(*draft)
+        if settings.mtp_drafter is not None:
+            self._load_mtp_drafter(settings.mtp_drafter)
         self.turn_format = turn_format
         self.default_sampling = (entry.sampling if entry else None) or Sampling()
         self.instruct = entry.instruct if entry else facts.instruct
@@ -182,6 +187,15 @@ class Model:
         try:
             self._draft = DraftModel(facts, self.facts, n_ctx=self._engine.n_ctx, n_threads=self._engine.n_threads,
                                      available=available)
+        except GemmaEdgeError:
+            self._engine.close()
+            raise
+
+    def _load_mtp_drafter(self, facts) -> None:
+        from gemma_edge.llama.mtp import MtpDrafter
+
+        try:
+            self._mtp = MtpDrafter(facts, self._engine)  # before the engine decodes anything
         except GemmaEdgeError:
             self._engine.close()
             raise
@@ -313,7 +327,7 @@ class Model:
                template_vars: dict | None = None, logprobs: int | None = None, speculative: str | None = None,
                **sampling) -> ResponseStream:
         """Start a generation for a prompt string (one user turn) or a message list. `logprobs`: record
-        each generated token's log-probability and that many alternatives (`stream.generation.token_logprobs`).
+        each generated token's log-probability and that many alternatives (`stream.decode_run.token_logprobs`).
         `speculative` overrides the model's speculative mode for this generation."""
         self._require_chat()  # an embedding model has no engine, sampling or speculative mode
         samp = self.sampling(**sampling)
@@ -336,9 +350,16 @@ class Model:
 
     def speculation(self, speculative: str | None = None) -> Speculation | None:
         """One generation's speculation: the model's mode, or `speculative` for this generation. A draft
-        model is chosen when the model is loaded: "draft:MODEL" must name the loaded one, as loaded
-        (a request never makes the model open another file)."""
+        model or MTP drafter is chosen when the model is loaded: "draft:MODEL" / "mtp:DRAFTER" must name the
+        loaded one, as loaded, "mtp" means the loaded drafter (a request never makes the model open another file)."""
         mode = self.speculative if speculative is None else resolve_spec(speculative, self.facts)
+        mtp_name = mtp_drafter_name(mode)
+        if mtp_name is not None and (self._mtp is None or (mtp_name and mode != self.speculative)):
+            from gemma_edge.mtp import MtpDrafterError
+
+            loaded = f"it was loaded with {self.speculative!r}" if self._mtp else "it was loaded without one"
+            raise MtpDrafterError(f"speculative mode {mode!r} needs an MTP drafter this model did not load ({loaded}): "
+                                  "choose it when loading (load(..., speculative='mtp:DRAFTER'), --spec mtp:DRAFTER)")
         if draft_model_name(mode) is not None and mode != self.speculative:
             from gemma_edge.errors import DraftModelError
 
@@ -346,7 +367,7 @@ class Model:
             raise DraftModelError(f"speculative mode {mode!r} names a draft model this model did not load ({loaded}): "
                                   "choose the draft model when loading (load(..., speculative='draft:MODEL'), "
                                   "--spec draft:MODEL)")
-        return make_speculation(mode, self._draft)
+        return make_speculation(mode, self._draft, self._mtp)
 
     def generate(self, prompt: str | list[dict], **kw) -> Response:
         return self.stream(prompt, **kw).consume()
@@ -372,6 +393,9 @@ class Model:
     def close(self) -> None:
         if self._draft is not None:
             self._draft.close()
+        if self._mtp is not None:  # its context views the engine's
+            self._mtp.close()
+            self._mtp = None
         (self._embedder or self.engine).close()
 
 
@@ -382,7 +406,7 @@ ENCODERS = {"image": "vision", "audio": "audio", "video": "video"}
 def load(name_or_path: str | Path | None = None, *, mmproj: str | Path | bool | None = None, **options) -> Model:
     """Load a registry name (None: the default model) or a GGUF path. Options: n_ctx, n_threads,
     n_batch, format (override the detected turn format), rpc, split and supervised (RPC workers, see Model),
-    speculative ("auto", "off", "ngram", "draft:MODEL": speculative decoding, see Model).
+    speculative ("auto", "off", "ngram", "draft:MODEL", "mtp:DRAFTER": speculative decoding, see Model).
     `mmproj`: the projector for image/audio input; by default the registry entry's, else
     mmproj-<model stem>.gguf beside the model (none: text only); False loads none."""
     path, entry = resolve(name_or_path)

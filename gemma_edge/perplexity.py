@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gemma_edge.llama import internals
+
 
 @dataclass(frozen=True)
 class Window:
@@ -93,31 +95,19 @@ class _WindowDecoder:
     logits row) for the requested outputs only."""
 
     def __init__(self, engine):
-        import llama_cpp
-        from llama_cpp._internals import LlamaBatch
-
-        self.lc, self.engine, self.llm = llama_cpp, engine, engine.llm
+        self.engine, self.llm = engine, engine.llm
         self.n_batch = self.llm.n_batch
-        self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.batch = internals.TokenBatch(self.n_batch)
         self.n_vocab = self.llm.n_vocab()
 
     def rows(self, ids: list[int], wanted: range):
         self.engine.reset()
-        ctx, b = self.llm._ctx, self.batch.batch
         for offset in range(0, len(ids), self.n_batch):
             chunk = ids[offset:offset + self.n_batch]
-            b.n_tokens = len(chunk)
-            for i, token in enumerate(chunk):
-                b.token[i] = token
-                b.pos[i] = offset + i
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = 0
-                b.logits[i] = (offset + i) in wanted
-            ctx.decode(self.batch)
+            self.batch.decode(self.llm, chunk, offset, wanted)
             for i in range(len(chunk)):
                 if (offset + i) in wanted:
-                    pointer = self.lc.llama_get_logits_ith(ctx.ctx, i)
-                    yield offset + i, np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+                    yield offset + i, internals.logits(self.llm, i).copy()
         self.engine.reset()
 
 

@@ -12,10 +12,12 @@ from gemma_edge.errors import GemmaEdgeError
 from gemma_edge.llama.engine import Engine, EngineSettings
 from gemma_edge.memory import check_fits
 from gemma_edge.model import ModelFacts
+from gemma_edge.mtp import MtpDrafterError, drafter_name, read_drafter
 from gemma_edge.projector import read_projector_file
 from gemma_edge.rpc.endpoints import parse_endpoints
 from gemma_edge.rpc.supervision import SupervisedEngine
 from gemma_edge.rpc.workers import place
+from gemma_edge.speculative import mtp_drafter_name
 
 DEFAULT_BATCH = 512
 LLAMA_UBATCH = 512  # llama.cpp's default micro-batch
@@ -25,11 +27,19 @@ MIN_CONTEXT = 16
 def resolve_settings(facts: ModelFacts, *, n_ctx: int | None = None, n_threads: int | None = None,
                      n_batch: int = DEFAULT_BATCH, mmproj: str | Path | None = None,
                      rpc: str | Sequence[str] | None = None, split: Sequence[float] | None = None,
-                     extra_buffers: bool | None = None) -> EngineSettings:
+                     extra_buffers: bool | None = None, speculative: str = "off") -> EngineSettings:
     """Every setting an Engine needs. Unset `n_ctx`/`n_threads` come from `doctor`'s recommendation;
     without RPC workers the model (and projector) must fit in the memory available (with them the
-    weights are spread, a whole-model check would be wrong). `split` counts only with `rpc`."""
+    weights are spread, a whole-model check would be wrong). `split` counts only with `rpc`.
+    `speculative`: the resolved mode (doctor.resolve_spec); any but "off" decodes in exact batches, and
+    "mtp[:DRAFTER]" names the MTP drafter attached at load (checked against the model here)."""
     workers = tuple(parse_endpoints(rpc)) if rpc else ()
+    mtp_drafter = None
+    if mtp_drafter_name(speculative) is not None:
+        if workers:
+            raise MtpDrafterError("MTP drafting cannot be combined with --rpc (the drafter reads the model's KV "
+                                  "cache, which would be on another machine)")
+        mtp_drafter = read_drafter(drafter_name(speculative, facts.path), facts.path)
     projector = None
     n_ubatch = LLAMA_UBATCH
     if mmproj is not None:
@@ -55,7 +65,7 @@ def resolve_settings(facts: ModelFacts, *, n_ctx: int | None = None, n_threads: 
     return EngineSettings(n_ctx=n_ctx, n_threads=int(n_threads), n_batch=min(n_batch, n_ctx),
                           n_ubatch=min(n_ubatch, n_batch, n_ctx), mmproj=projector.path if projector else None,
                           rpc=workers, split=tuple(float(w) for w in split) if workers and split else None,
-                          extra_buffers=extra_buffers)
+                          extra_buffers=extra_buffers, exact=speculative != "off", mtp_drafter=mtp_drafter)
 
 
 def default_threads(facts: ModelFacts, n_threads: int | None = None) -> int:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 SPEC_MODES = ("auto", "off", "ngram")
 DRAFT_PREFIX = "draft:"  # "draft:MODEL": a draft model (registry name or GGUF path) drafts
 DRAFT_CONFIDENCE = 0.75  # a draft model drafts while its top token is this likely (llama.cpp's p_min)
+MTP_MODE = "mtp"  # "mtp" or "mtp:MODEL": a Gemma 4 MTP drafter (gemma_edge.mtp) drafts
 
 
 def speculative_accept(p: np.ndarray, q: np.ndarray, draft: int, rng: np.random.Generator) -> tuple[bool, int]:
@@ -147,18 +148,22 @@ class Speculation:
 
 
 def parse_spec(value: str | None) -> str:
-    """Validate a --spec / `speculative=` value: one of SPEC_MODES, or "draft:MODEL" (MODEL kept as given)."""
+    """Validate a --spec / `speculative=` value: one of SPEC_MODES, "draft:MODEL" or "mtp[:MODEL]" (MODEL kept
+    as given)."""
     text = (value or "off").strip()
-    if text.lower().startswith(DRAFT_PREFIX):
+    mode = text.lower()
+    if mode.startswith(DRAFT_PREFIX):
         name = text[len(DRAFT_PREFIX):].strip()
         if not name:
             raise GemmaEdgeError("speculative mode 'draft:' names no draft model: use draft:MODEL (a registry "
                                  "name or a GGUF path)")
         return DRAFT_PREFIX + name
-    mode = text.lower()
+    if mode == MTP_MODE or mode.startswith(MTP_MODE + ":"):
+        name = text[len(MTP_MODE) + 1:].strip()
+        return f"{MTP_MODE}:{name}" if name else MTP_MODE
     if mode not in SPEC_MODES:
-        raise GemmaEdgeError(f"unknown speculative mode {value!r}: use one of {', '.join(SPEC_MODES)} or "
-                             f"{DRAFT_PREFIX}MODEL")
+        raise GemmaEdgeError(f"unknown speculative mode {value!r}: use one of {', '.join(SPEC_MODES)}, "
+                             f"{DRAFT_PREFIX}MODEL, {MTP_MODE} or {MTP_MODE}:MODEL")
     return mode
 
 
@@ -167,27 +172,25 @@ def draft_model_name(mode: str) -> str | None:
     return mode[len(DRAFT_PREFIX):] if mode.startswith(DRAFT_PREFIX) else None
 
 
-def resolve_spec(value: str | None, facts) -> str:
-    """The mode a --spec / `speculative=` value means for a model: "auto" becomes the recommendation
-    for this machine and model (`recommended_speculation`)."""
-    mode = parse_spec(value)
-    return recommended_speculation(facts) if mode == "auto" else mode
+def mtp_drafter_name(mode: str) -> str | None:
+    """For a parsed "mtp[:MODEL]" mode the MODEL ("" for plain "mtp"); None for the other modes."""
+    if mode == MTP_MODE:
+        return ""
+    return mode[len(MTP_MODE) + 1:] if mode.startswith(MTP_MODE + ":") else None
 
 
-def recommended_speculation(facts) -> str:
-    """What "auto" means for a model on this machine: "off" until bench/speculative.py has shown prompt
-    lookup at least as fast as plain decoding on free text here (only input-grounded tasks measured so
-    far; see bench/README.md), so that "auto" never picks a mode the benchmark shows slower."""
-    return "off"
-
-
-def make_speculation(mode: str, draft_model: DraftingModel | None = None) -> Speculation | None:
+def make_speculation(mode: str, draft_model: DraftingModel | None = None,
+                     mtp_drafter: Drafter | None = None) -> Speculation | None:
     """The speculation for one reply in `mode` (already resolved: "ngram", "draft:MODEL" with that
-    model loaded as `draft_model`, or "off")."""
+    model loaded as `draft_model`, "mtp[:MODEL]" with the loaded drafter as `mtp_drafter`, or "off")."""
     if mode == "ngram":
         return Speculation(NgramDrafter(), DraftLength())
     if draft_model_name(mode) is not None:
         if draft_model is None:
             raise GemmaEdgeError(f"speculative mode {mode!r} needs its draft model loaded")
         return Speculation(ModelDrafter(draft_model), DraftLength())
+    if mtp_drafter_name(mode) is not None:
+        if mtp_drafter is None:
+            raise GemmaEdgeError(f"speculative mode {mode!r} needs an MTP drafter loaded with the model")
+        return Speculation(mtp_drafter, DraftLength())
     return None

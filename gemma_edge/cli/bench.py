@@ -34,8 +34,8 @@ def bench(model_name, threads, ctx_size, batch_size, prompt_tokens, gen_tokens, 
       gemma-edge bench gemma-3-1b-it --threads 4 --repeat 9 -o results/1b
     """
     from gemma_edge.api import load
-    from gemma_edge.bench import BenchSettings, bench_model, markdown_table, plot_bars, write_results
     from gemma_edge.errors import GemmaEdgeError
+    from gemma_edge.measure import BenchSettings, bench_model, markdown_table, plot_bars, write_results
 
     n_ctx = ctx_size or max(1024, prompt_tokens + gen_tokens + 16)
     if prompt_tokens + gen_tokens >= n_ctx:

@@ -8,7 +8,7 @@ import click
 
 from gemma_edge.errors import GemmaEdgeError
 from gemma_edge.sampling import DEFAULT_MAX_TOKENS, Sampling
-from gemma_edge.speculative import DRAFT_PREFIX, SPEC_MODES, parse_spec
+from gemma_edge.speculative import DRAFT_PREFIX, MTP_MODE, SPEC_MODES, parse_spec
 
 
 def is_loopback(host: str) -> bool:
@@ -93,9 +93,9 @@ def rpc_settings() -> dict:
 
 
 class SpecMode(click.ParamType):
-    """A --spec value: one of SPEC_MODES or draft:MODEL (parse_spec)."""
+    """A --spec value: one of SPEC_MODES, draft:MODEL, mtp or mtp:MODEL (parse_spec)."""
     name = "mode"
-    metavar = f"[{'|'.join(SPEC_MODES)}|{DRAFT_PREFIX}MODEL]"
+    metavar = f"[{'|'.join(SPEC_MODES)}|{DRAFT_PREFIX}MODEL|{MTP_MODE}[:MODEL]]"
 
     def convert(self, value, param, ctx):
         try:
@@ -113,8 +113,9 @@ def model_options(fn):
     """-m/--model, --ctx-size, --threads, --rpc, --split, --spec (read back by load_model)."""
     fn = rpc_options(fn)
     fn = click.option("--spec", type=SpecMode(), callback=_spec_option, expose_value=False, metavar=SpecMode.metavar,
-                      help="Speculative decoding: draft tokens by prompt lookup (ngram) or with a smaller model of "
-                           "the same vocabulary (draft:MODEL, a registry name or GGUF path) and verify them in one "
+                      help="Speculative decoding: draft tokens by prompt lookup (ngram), with a smaller model of "
+                           "the same vocabulary (draft:MODEL, a registry name or GGUF path) or with a Gemma 4 MTP "
+                           "drafter (mtp:DRAFTER.gguf) and verify them in one "
                            "batch; the output is the same, only faster where drafts are accepted "
                            "(default: auto, the recommendation for this machine and model).")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -163,7 +164,7 @@ def warn_about_the_build() -> None:
     its build record, before llama.cpp is loaded: loading it may already die by SIGILL)."""
     from gemma_edge.doctor import build_mismatch_warning
     from gemma_edge.hardware import detect_machine
-    from gemma_edge.llama import recorded_build
+    from gemma_edge.llama.loader import recorded_build
 
     record = recorded_build()
     line = build_mismatch_warning(detect_machine(), record) if record else None

@@ -46,6 +46,7 @@ def doctor(ctx, model_name, as_json, rpc):
     click.echo(f"threads     {rec['n_threads']}  ({rec['why']['n_threads']})")
     click.echo(f"context     {rec['n_ctx']}  ({rec['why']['n_ctx']})")
     click.echo(f"quantize    {rec['quantization']}  ({rec['why']['quantization']})")
+    click.echo(f"--spec auto {rec['speculative']}  ({rec['why']['speculative']})")
     click.echo(f"fits in RAM {', '.join(result['quantizations_that_fit']) or 'none of the quantizations'}")
     extras = " ".join(f["flag"] for f in result["build_flags"] if not f["derived"])
     prefix = f'CMAKE_ARGS="{extras}" ' if extras else ""

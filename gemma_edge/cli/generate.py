@@ -330,7 +330,7 @@ def _stream_line(model, prompt: str):
                 break
         else:
             click.echo("")
-    return line, stream.generation
+    return line, stream.decode_run
 
 
 def _gemma4_reply() -> str:

@@ -59,7 +59,7 @@ def _format_name(explicit: str | None, model_path: Path | None) -> str:
 
 
 def _print_tokens(model_path: Path, segments) -> None:
-    from gemma_edge.llama.engine import open_vocabulary
+    from gemma_edge.llama.loader import open_vocabulary
     from gemma_edge.llama.tokenizer import SegmentTokenizer
 
     llama = open_vocabulary(model_path)

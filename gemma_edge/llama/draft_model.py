@@ -13,8 +13,10 @@ from typing import Sequence
 
 from gemma_edge.draft_pair import check_pair_fits
 from gemma_edge.errors import InvalidModelError
-from gemma_edge.llama import llama_cpp, load_llama
-from gemma_edge.llama.engine import common_prefix, silence_llama_logs
+from gemma_edge.llama import internals
+from gemma_edge.llama.engine import common_prefix
+from gemma_edge.llama.loader import load_llama
+from gemma_edge.llama.logs import silence_llama_logs
 from gemma_edge.model import ModelFacts
 
 
@@ -28,21 +30,20 @@ class DraftModel:
         self.facts = facts
         self.n_ctx = min(n_ctx, facts.context_length)
         check_pair_fits(target, facts, self.n_ctx, available)
-        silence_llama_logs(llama_cpp())
+        silence_llama_logs()
         try:
             self.llm = load_llama(str(facts.path), n_ctx=self.n_ctx, n_batch=min(n_batch, self.n_ctx),
                                   n_ubatch=min(n_batch, self.n_ctx), n_threads=n_threads,
                                   n_threads_batch=n_threads, swa_full=True, use_mmap=True, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{facts.path}: llama.cpp could not load it as a draft model ({e})") from None
-        self.n_vocab = self.llm.n_vocab()
 
     def follow(self, context: Sequence[int], ahead: int) -> bool:
         llm = self.llm
         if not context or len(context) + ahead > self.n_ctx:
             return False
         # the last context token is evaluated again when cached: its logits give the first draft
-        keep = min(common_prefix(llm._input_ids.tolist(), context), len(context) - 1)
+        keep = min(common_prefix(internals.cached_ids(llm).tolist(), context), len(context) - 1)
         llm.n_tokens = keep  # eval() removes the cache's tail from here
         llm.eval(list(context[keep:]))
         return True
@@ -50,7 +51,7 @@ class DraftModel:
     def best(self) -> tuple[int, float]:
         import numpy as np
 
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+        logits = internals.logits(self.llm, -1)
         token = int(np.argmax(logits))
         return token, float(1.0 / np.exp(logits - logits[token]).sum())
 
@@ -59,7 +60,7 @@ class DraftModel:
 
     def reset(self) -> None:
         self.llm.reset()
-        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        internals.drop_positions(self.llm, 0)
 
     def close(self) -> None:
         self.llm.close()

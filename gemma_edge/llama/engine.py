@@ -4,7 +4,6 @@ KV cache across calls so that a new prompt only prefills what is new."""
 from __future__ import annotations
 
 import codecs
-import ctypes
 import os
 import threading
 import time
@@ -13,9 +12,14 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
 
 from gemma_edge.errors import ContextOverflowError, GemmaEdgeError, InvalidModelError
-from gemma_edge.llama import llama_cpp, load_llama
-from gemma_edge.model import ModelFacts, read_model_facts
-from gemma_edge.projector import MediaChunk
+from gemma_edge.llama import internals, llama_cpp
+from gemma_edge.llama.grammar import compiled_grammar
+from gemma_edge.llama.loader import load_llama
+from gemma_edge.llama.logs import silence_llama_logs
+from gemma_edge.llama.mtmd import MediaChunk, Projector
+from gemma_edge.llama.tokenizer import SegmentTokenizer
+from gemma_edge.llama.exact import MAX_DRAFT, throwaway_row_needs_logits
+from gemma_edge.model import ModelFacts
 from gemma_edge.sampling import Sampling
 from gemma_edge.speculative import Speculation
 
@@ -39,9 +43,9 @@ class Timings:
 
 
 @dataclass
-class Generation:
-    """One generation, iterated for its text deltas (special tokens' text kept). After iteration:
-    the finish reason, token counts and timings."""
+class DecodeRun:
+    """One decode run (a reply): iterated for its text deltas (special tokens' text kept). After
+    iteration: the finish reason, token counts and timings."""
     engine: "Engine"
     prompt_tokens: list[PromptItem]
     sampling: Sampling
@@ -83,30 +87,6 @@ class Generation:
         return usage
 
 
-def silence_llama_logs(lc) -> None:
-    """llama.cpp logs to stderr even with verbose=False; keep it quiet unless GEMMA_EDGE_DEBUG is set.
-    Set again on every load: the callback is process-wide, and other code in the process (llama-cpp-python's
-    own logger, a test capturing logs) may have installed a printing one since."""
-    if os.environ.get("GEMMA_EDGE_DEBUG"):
-        return
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is None:
-        _LOG_CALLBACK = lc.llama_log_callback(lambda level, text, user_data: None)
-    lc.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-_LOG_CALLBACK = None
-
-
-def open_vocabulary(path: str | Path):
-    """A llama.cpp Llama holding only the GGUF's tokenizer (no weights), quietly. The header is checked
-    first (read_model_facts), as for every GGUF llama.cpp opens: a malformed file is an InvalidModelError."""
-    read_model_facts(path)
-    lc = llama_cpp()
-    silence_llama_logs(lc)
-    return lc.Llama(str(path), vocab_only=True, verbose=False)
-
-
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens two sequences share (the part of a prompt the KV cache can keep)."""
     n = 0
@@ -139,7 +119,7 @@ def suppress_first(sampler, n_vocab: int, token_ids: Sequence[int]) -> None:
     (penalties, grammar, top-k/p, temperature) see only the other tokens. llama-cpp-python's chain ignores
     tokenizer.ggml.suppress_tokens, and its chain API only appends, so the chain is rebuilt around the bias."""
     lc = llama_cpp().llama_cpp
-    chain = sampler.sampler
+    chain = internals.sampler_chain(sampler)
     rest = [lc.llama_sampler_chain_remove(chain, 0) for _ in range(lc.llama_sampler_chain_n(chain))]
     biases = (lc.llama_logit_bias * len(token_ids))(*[lc.llama_logit_bias(int(t), float("-inf")) for t in token_ids])
     lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(token_ids), biases))
@@ -159,6 +139,8 @@ class EngineSettings:
     split: tuple[float, ...] | None = None  # their shares (this machine first); None: by free memory
     placement: object | None = None      # gemma_edge.rpc.placement.Placement, once the workers are registered here
     extra_buffers: bool | None = None    # llama.cpp's extra weight buffers (load_llama); False: plain, as a worker's
+    exact: bool = False                  # exact batches (gemma_edge.llama.exact): speculation cannot change the output
+    mtp_drafter: object | None = None    # gemma_edge.mtp.DrafterFacts: the MTP drafter attached at load
 
 
 class Engine:
@@ -167,30 +149,34 @@ class Engine:
     def __init__(self, facts: ModelFacts, settings: EngineSettings, *, stop_markers: Sequence[str] = (),
                  verbose: bool = False):
         """With `settings.rpc`, the layers go where `settings.placement` says (gemma_edge.rpc.workers.place);
-        a lost worker then aborts this process: gemma_edge.rpc.supervision runs it in a child instead."""
+        a lost worker then aborts this process: gemma_edge.rpc.supervision runs it in a child instead.
+        With `settings.exact`, decoding is such that speculation cannot change the output
+        (gemma_edge.llama.exact): every decode step evaluates 2..7 rows, weights are not repacked."""
         if settings.rpc and settings.placement is None:
             raise GemmaEdgeError("RPC workers given but the layers are not placed (gemma_edge.rpc.workers.place)")
         self.facts, self.settings = facts, settings
-        lc = llama_cpp()
-        silence_llama_logs(lc)
+        silence_llama_logs()
         self.placement = settings.placement
         self.n_threads = settings.n_threads
         self.n_ubatch = settings.n_ubatch
+        exact = settings.exact
         try:
-            self.llm = load_llama(str(self.facts.path), settings.extra_buffers, n_ctx=settings.n_ctx,
-                                  n_batch=settings.n_batch, n_ubatch=self.n_ubatch, n_threads=self.n_threads,
-                                  n_threads_batch=self.n_threads, use_mmap=True, verbose=verbose,
+            self.llm = load_llama(str(self.facts.path), False if exact else settings.extra_buffers,
+                                  n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_ubatch=self.n_ubatch,
+                                  n_threads=self.n_threads, n_threads_batch=self.n_threads, use_mmap=True,
+                                  verbose=verbose,
                                   **(self.placement.llama_options() if self.placement else {}))
         except (ValueError, RuntimeError) as e:
             raise InvalidModelError(f"{self.facts.path}: llama.cpp could not load it ({e})") from None
+        self.exact = exact
+        self._pad_logits = exact and throwaway_row_needs_logits(self.facts.path)
         self.projector = None
         if settings.mmproj is not None:
-            from gemma_edge.projector import Projector
-
             self.projector = Projector(settings.mmproj, self.llm.model, n_threads=self.n_threads)
         self._media_spans: list[tuple[int, MediaChunk]] = []  # (first position, chunk) in the KV cache
-        from gemma_edge.llama.tokenizer import SegmentTokenizer
-
+        # the row, in the last decode's batch, of the newest cached position (whose logits chose the next
+        # token): where a drafter reading the target's hidden states finds them (gemma_edge.llama.mtp)
+        self.hidden_row = 0
         self.tokenizer = SegmentTokenizer(self.llm)
         self.n_ctx = settings.n_ctx
         self.lock = threading.RLock()
@@ -239,7 +225,7 @@ class Engine:
     @property
     def cached_tokens(self) -> list:
         """What the KV cache holds now, one entry per position: the token id, or (media digest, i)."""
-        cached = self.llm._input_ids.tolist()
+        cached = internals.cached_ids(self.llm).tolist()
         for start, chunk in self._media_spans:
             cached[start:start + chunk.n_pos] = chunk.positions()
         return cached
@@ -247,7 +233,7 @@ class Engine:
     def reset(self) -> None:
         with self.lock:
             self.llm.reset()
-            self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            internals.drop_positions(self.llm, 0)
             self._media_spans = []
 
     def close(self) -> None:
@@ -261,15 +247,15 @@ class Engine:
     def generate(self, prompt_tokens: Sequence[PromptItem], sampling: Sampling, *, max_tokens: int = 512,
                  grammar: str | None = None,
                  intervene: Callable[[list[int]], list[int] | None] | None = None,
-                 logprobs: int | None = None, speculation: Speculation | None = None) -> Generation:
-        """A lazy generation of a prompt of token ids and media chunks. `intervene(generated_ids)` may
+                 logprobs: int | None = None, speculation: Speculation | None = None) -> DecodeRun:
+        """A lazy decode run of a prompt of token ids and media chunks. `intervene(generated_ids)` may
         return tokens to force in next (e.g. a thinking budget closing the thought channel).
         `logprobs`: record each token's log-probability under the model (the raw logits, before
         sampling settings) and the `logprobs` most likely alternatives.
-        `speculation`: draft tokens and verify them in batches (gemma_edge.speculative); the output is
-        the same. Not combined with a grammar or an intervention (both must see each token before the
-        next is chosen) nor with logprobs (read from the last position's logits): a generation with any
-        of them decodes one token at a time."""
+        `speculation`: draft tokens and verify them in batches (gemma_edge.speculative); the engine must be
+        `exact`, and then the output is token for token the same as without it. Not combined with a
+        grammar or an intervention (both must see each token before the next is chosen) nor with logprobs:
+        such a generation decodes one token per step."""
         prompt_tokens = list(prompt_tokens)
         n_prompt = prompt_positions(prompt_tokens)
         if n_prompt >= self.n_ctx:
@@ -278,9 +264,13 @@ class Engine:
                 f"(model maximum {self.facts.context_length}); shorten it or raise --ctx-size")
         if not prompt_tokens or isinstance(prompt_tokens[-1], MediaChunk):
             raise GemmaEdgeError("a prompt must end with text (its last token gives the next-token logits)")
+        if speculation is not None and not self.exact:
+            raise GemmaEdgeError("speculative decoding needs the model loaded for it (--spec ngram, "
+                                 "load(..., speculative='ngram')): its decode steps are then evaluated so that "
+                                 "drafting cannot change the output")
         if grammar or intervene is not None or logprobs is not None:
             speculation = None
-        return Generation(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs,
+        return DecodeRun(self, prompt_tokens, sampling.validate(), max_tokens, grammar, intervene, logprobs,
                           speculation)
 
     def _prefill(self, items: list[PromptItem]) -> int:
@@ -298,7 +288,7 @@ class Engine:
                     keep = start
                 break
             start += size
-        if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+        if keep < llm.n_tokens and not internals.drop_positions(llm, keep):
             keep = 0
             self.reset()
         llm.n_tokens = keep
@@ -315,6 +305,7 @@ class Engine:
                     text.append(item)
             position += item.n_pos if isinstance(item, MediaChunk) else 1
         llm.eval(text)
+        self.hidden_row = (len(text) - 1) % llm.n_batch  # eval decodes n_batch tokens at a time
         return len(wanted) - keep
 
     def _eval_media(self, chunk: MediaChunk) -> None:
@@ -324,76 +315,91 @@ class Engine:
                 f"this {chunk.kind} takes {chunk.n_tokens} positions, attended to all at once, but the batch holds "
                 f"{self.n_ubatch} (the context is {self.n_ctx} tokens); raise --ctx-size")
         start = llm.n_tokens
-        llm._ctx.kv_cache_seq_rm(-1, start, -1)
-        end = self.projector.eval(chunk, llm._ctx.ctx, start, llm.n_batch)
+        internals.drop_positions(llm, start)
+        end = self.projector.eval(chunk, internals.context_pointer(llm), start, llm.n_batch)
         llm.input_ids[start:end] = -1  # not a token: cached_tokens reads the span's identities instead
         llm.n_tokens = end
         self._media_spans.append((start, chunk))
 
-    def _sampler(self, gen: Generation):
-        lc = llama_cpp()
+    def _sampler(self, gen: DecodeRun):
         s = gen.sampling
         self.llm.set_seed(s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little"))
-        grammar = lc.LlamaGrammar.from_string(gen.grammar, verbose=False) if gen.grammar else None
-        sampler = self.llm._init_sampler(top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=max(s.temperature, 0.0),
-                                         repeat_penalty=s.repeat_penalty, grammar=grammar)
+        grammar = compiled_grammar(gen.grammar) if gen.grammar else None
+        sampler = internals.new_sampler(self.llm, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                                        temp=max(s.temperature, 0.0), repeat_penalty=s.repeat_penalty, grammar=grammar)
         if self.facts.suppress_tokens:
             suppress_first(sampler, self.llm.n_vocab(), self.facts.suppress_tokens)
         return sampler
 
-    def _logprobs(self, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
-        """`token`'s log-probability in the last evaluated position's logits, and the `top` most likely."""
+    def _logprobs(self, token: int, top: int, row: int) -> tuple[float, list[tuple[int, float]]]:
+        """`token`'s log-probability in the logits of the evaluated batch's `row`, and the `top` most likely."""
         import numpy as np
 
         from gemma_edge.perplexity import log_softmax
 
         n_vocab = self.llm.n_vocab()
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-        logp = log_softmax(logits)
+        logp = log_softmax(internals.logits(self.llm, row))
         best = np.argpartition(-logp, top)[:top] if 0 < top < n_vocab else np.arange(n_vocab if top else 0)
         best = best[np.argsort(-logp[best], kind="stable")]
         return float(logp[token]), [(int(i), float(logp[i])) for i in best]
+
+    def _decode_rows(self, rows: list[int], logits: Sequence[bool]) -> int:
+        """Evaluate `rows` at the next positions in one batch (logits where asked); returns their first position."""
+        llm = self.llm
+        start = llm.n_tokens
+        internals.drop_positions(llm, start)
+        internals.decode_scored(llm, rows, start, logits)
+        return start
+
+    def _keep(self, start: int, tokens: Sequence[int]) -> None:
+        """The KV cache keeps `tokens` from `start` on; evaluated rows after them are rolled back out (tail
+        removal: also right for sliding-window layers, whose cells are only reused once masked for every
+        position still to come)."""
+        llm = self.llm
+        llm.input_ids[start:start + len(tokens)] = tokens
+        llm.n_tokens = start + len(tokens)
+        internals.drop_positions(llm, llm.n_tokens)
 
     def _verify(self, token: int, draft: list[int], sampler) -> tuple[list[int], int]:
         """Evaluate `token` and the drafted tokens after it in one batch, then let the sampler choose at
         each row in turn: the drafts it agrees with are accepted (their KV entries stay), the first token
         it chooses differently (or the one after the whole draft) is returned to be evaluated next."""
-        llm = self.llm
-        start = llm.n_tokens
         batch = [token, *draft]
-        llm._ctx.kv_cache_seq_rm(-1, start, -1)
-        llm._batch.set_batch(batch, n_past=start, logits_all=True)
-        llm._ctx.decode(llm._batch)
+        start = self._decode_rows(batch, [True] * len(batch))
         accepted = 0
-        chosen = sampler.sample(llm._ctx, 0)
+        chosen = internals.sample(sampler, self.llm, 0)
         while accepted < len(draft) and chosen == draft[accepted]:
             accepted += 1
-            chosen = sampler.sample(llm._ctx, accepted)
-        kept = accepted + 1  # the evaluated token and the accepted drafts
-        llm.input_ids[start:start + kept] = batch[:kept]
-        llm.n_tokens = start + kept
-        # Roll the rejected drafts back out of the KV cache (tail removal: also right for sliding-window
-        # layers, whose cells are only reused once masked for every position still to come).
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            chosen = internals.sample(sampler, self.llm, accepted)
+        self._keep(start, batch[:accepted + 1])
+        self.hidden_row = accepted
         return draft[:accepted], chosen
 
-    def _feed(self, gen: Generation, token: int, context: list[int], sampler) -> tuple[list[int], int | None]:
+    def _feed(self, gen: DecodeRun, token: int, context: list[int], sampler) -> tuple[list[int], int | None, int]:
         """Evaluate a chosen token; with speculation, also verify a draft after it. Returns the accepted
-        drafts (already in the KV cache) and the target's next token when verification chose it."""
+        drafts (already in the KV cache), the target's next token when verification chose it, and else the
+        row of the evaluated batch whose logits give the next token."""
         llm = self.llm
+        if not self.exact:
+            llm.eval([token])
+            self.hidden_row = 0
+            return [], None, -1
         spec = gen.speculation
+        draft: list[int] = []
         if spec is not None:
-            # drafts fit the context (the last position is never evaluated), the batch and max_tokens
-            room = min(self.n_ctx - 2 - llm.n_tokens, llm.n_batch - 1, gen.max_tokens - len(gen.tokens))
+            # drafts fit the context (the last position is never evaluated), the exact rows and max_tokens
+            room = min(self.n_ctx - 2 - llm.n_tokens, MAX_DRAFT, gen.max_tokens - len(gen.tokens))
             draft = spec.propose(context, room) if room > 0 else []
-            if draft:
-                accepted, chosen = self._verify(token, draft, sampler)
-                spec.budget.record(len(draft), len(accepted))
-                return accepted, chosen
-        llm.eval([token])
-        return [], None
+        if draft:
+            accepted, chosen = self._verify(token, draft, sampler)
+            spec.budget.record(len(draft), len(accepted))
+            return accepted, chosen, 0
+        # one token, and a throwaway row after it so that the batch has two rows (gemma_edge.llama.exact)
+        self._keep(self._decode_rows([token, token], [True, self._pad_logits]), [token])
+        self.hidden_row = 0
+        return [], None, 0
 
-    def _run(self, gen: Generation) -> Iterator[str]:
+    def _run(self, gen: DecodeRun) -> Iterator[str]:
         with self.lock:
             start = time.perf_counter()
             gen.prompt_evaluated = self._prefill(gen.prompt_tokens)
@@ -406,10 +412,12 @@ class Engine:
             # what a drafter looks up in: the prompt's tokens and the generated ones
             context = [item for item in gen.prompt_tokens if not isinstance(item, MediaChunk)]
             gen.finish_reason = "length"
+            fed = 0  # generated tokens that decoding without speculation would have evaluated by now
             try:
                 pending: list[int] = []
                 accepted: list[int] = []  # verified drafts, already in the KV cache
                 chosen: int | None = None  # chosen by the sampler during verification, not evaluated yet
+                row = -1  # the row of the last evaluated batch whose logits give the next token
                 while len(gen.tokens) < gen.max_tokens:
                     if not pending and gen.intervene is not None:
                         pending = list(gen.intervene(gen.tokens) or ())
@@ -423,7 +431,7 @@ class Engine:
                         token = pending.pop(0)
                         sampler.accept(token)
                     else:
-                        token = sampler.sample(llm._ctx, -1)
+                        token = internals.sample(sampler, llm, row)
                     if gen.timings.first_token_s is None:
                         gen.timings.first_token_s = time.perf_counter() - start
                     if token in self.stop_ids:
@@ -431,17 +439,22 @@ class Engine:
                         break
                     gen.tokens.append(token)
                     if gen.logprobs is not None:
-                        gen.token_logprobs.append(self._logprobs(token, gen.logprobs))
+                        gen.token_logprobs.append(self._logprobs(token, gen.logprobs, row))
                     context.append(token)
                     piece = decoder.decode(llm.detokenize([token], special=True))
                     if piece:
                         yield piece
                     if base + len(gen.tokens) >= self.n_ctx:
                         break  # context full: finish_reason stays "length"
+                    fed += 1
                     if not in_cache:
-                        accepted, chosen = self._feed(gen, token, context, sampler)
+                        accepted, chosen, row = self._feed(gen, token, context, sampler)
                 tail = decoder.decode(b"", final=True)
                 if tail:
                     yield tail
             finally:
                 gen.timings.decode_s = time.perf_counter() - decode_start
+                if llm.n_tokens > base + fed:
+                    # accepted drafts past where the reply ended: the KV cache keeps what decoding without
+                    # speculation evaluated, so that the next prompt reuses (and evaluates) the same
+                    self._keep(base, gen.tokens[:fed])

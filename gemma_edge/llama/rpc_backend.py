@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from gemma_edge.errors import RpcError
-from gemma_edge.llama import ggml_library, llama_cpp
+from gemma_edge.llama import llama_cpp
+from gemma_edge.llama.ggml import ggml_library
 
 DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
 PROBE_BYTES = 16 << 20

@@ -18,30 +18,30 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Mapping
 
-import llama_cpp
-
 from gemma_edge.formats import Segment
-
-_MARKER_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+from gemma_edge.llama import llama_cpp
 
 
 class SegmentTokenizer:
     """Tokenizes `Segment`s for one model so that no text can become a control token."""
 
-    def __init__(self, llama: "llama_cpp.Llama") -> None:
+    def __init__(self, llama) -> None:
+        """`llama`: a loaded llama_cpp.Llama (its vocabulary is read once)."""
+        self._lc = lc = llama_cpp()
         self._llama = llama  # keeps the model (and so the vocab pointer) alive
-        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._vocab = lc.llama_model_get_vocab(llama.model)
         self.protected: dict[str, int] = {}
         matched_in_text = []  # strings llama.cpp matches even with special parsing off
-        for token in range(llama_cpp.llama_vocab_n_tokens(self._vocab)):
-            attrs = llama_cpp.llama_vocab_get_attr(self._vocab, token)
-            if not attrs & _MARKER_ATTRS:
+        markers = lc.LLAMA_TOKEN_ATTR_CONTROL | lc.LLAMA_TOKEN_ATTR_USER_DEFINED
+        for token in range(lc.llama_vocab_n_tokens(self._vocab)):
+            attrs = lc.llama_vocab_get_attr(self._vocab, token)
+            if not attrs & markers:
                 continue
-            text = llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace")
+            text = lc.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace")
             if len(text) < 2 or text.isspace():
                 continue  # ordinary text (see the module docstring); a 1-char string cannot be cut
             self.protected.setdefault(text, token)
-            if attrs & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+            if attrs & lc.LLAMA_TOKEN_ATTR_USER_DEFINED:
                 matched_in_text.append(text)
         # Longest first, so the leftmost match is also the longest one starting there.
         matched_in_text.sort(key=len, reverse=True)
@@ -87,8 +87,8 @@ class SegmentTokenizer:
             return []
         data = text.encode("utf-8")
         capacity = len(data) + 8  # a token covers at least one byte
-        buffer = (llama_cpp.llama_token * capacity)()
-        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, capacity, False, special)
+        buffer = (self._lc.llama_token * capacity)()
+        count = self._lc.llama_tokenize(self._vocab, data, len(data), buffer, capacity, False, special)
         if count < 0:
             raise RuntimeError(f"llama.cpp could not tokenize {len(data)} bytes (needs {-count} tokens)")
         return buffer[:count]

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from gemma_edge.errors import GemmaEdgeError, RpcError
-from gemma_edge.llama.engine import Engine, EngineSettings, Generation, open_vocabulary
+from gemma_edge.llama.engine import DecodeRun, Engine, EngineSettings
 from gemma_edge.llama.internals import recording_logits
+from gemma_edge.llama.loader import open_vocabulary
+from gemma_edge.llama.mtmd import MediaChunk
+from gemma_edge.llama.tokenizer import SegmentTokenizer
 from gemma_edge.model import ModelFacts, read_model_facts
-from gemma_edge.projector import MediaChunk
 from gemma_edge.rpc.endpoints import ensure_reachable, unreachable
 from gemma_edge.rpc.workers import place
 
@@ -47,11 +49,10 @@ class SupervisedEngine(Engine):
         self.stop_markers, self.verbose = tuple(stop_markers), verbose
         self.timeout, self.load_timeout, self.record_logits = timeout, load_timeout, record_logits
         self.llm = open_vocabulary(facts.path)  # tokenization stays in this process
-        from gemma_edge.llama.tokenizer import SegmentTokenizer
-
         self.tokenizer = SegmentTokenizer(self.llm)
         self.stop_ids = self._stop_ids(stop_markers)
         self.n_ctx, self.n_threads, self.n_ubatch = settings.n_ctx, settings.n_threads, settings.n_ubatch
+        self.exact = settings.exact  # the child's engine decodes in exact batches too
         self.projector = None  # media over RPC is refused when settings are resolved
         self.lock = threading.RLock()
         self.placement = None
@@ -112,7 +113,7 @@ class SupervisedEngine(Engine):
             self._stop_child()
             self.llm.close()
 
-    def _run(self, gen: Generation) -> Iterator[str]:
+    def _run(self, gen: DecodeRun) -> Iterator[str]:
         """The generation in the child. If the child dies before any output while every worker answers
         again (a worker restarted since the last generation: the child's connection to it was stale),
         start a fresh child and retry once; otherwise raise RpcError."""
@@ -151,7 +152,7 @@ class SupervisedEngine(Engine):
                     if not done:  # the consumer stopped reading: end the child's generation too
                         self._abandon()
 
-    def _finish(self, gen: Generation, result: dict) -> None:
+    def _finish(self, gen: DecodeRun, result: dict) -> None:
         gen.tokens, gen.finish_reason = result["tokens"], result["finish_reason"]
         gen.prompt_evaluated, gen.timings = result["prompt_evaluated"], result["timings"]
         gen.token_logprobs, gen.speculation = result["token_logprobs"], result["speculation"]

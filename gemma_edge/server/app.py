@@ -25,6 +25,7 @@ from gemma_edge.server import mapping, ollama, schema, webpage
 from gemma_edge.server.body import read_json
 from gemma_edge.server.media import decode_media, has_media
 from gemma_edge.server.errors import RequestError, error_body_for
+from gemma_edge.server.grammar import with_grammar
 from gemma_edge.server.jobs import FAILED, DONE, Job, Scheduler, as_request_error, job_messages
 from gemma_edge.server.security import ApiKey, HostAllowlist, allowed_hosts
 
@@ -97,8 +98,9 @@ class Server:
         self._refuse_embedding_model()
         body = await read_json(request, self.config.max_body_bytes)
         schema.validate(body, schema.CHAT_REQUEST)
-        wanted = mapping.chat_request(body, default_max_tokens=self.config.default_max_tokens,
-                                      max_tokens_limit=self.config.max_tokens_limit, call_grammar=self._call_grammar)
+        wanted = with_grammar(mapping.chat_request(body, default_max_tokens=self.config.default_max_tokens,
+                                                   max_tokens_limit=self.config.max_tokens_limit,
+                                                   call_grammar=self._call_grammar))
         if has_media(wanted.prompt):
             wanted.prompt = await self._decode_media(wanted.prompt)
         return await self._respond(request, wanted, chat=True)

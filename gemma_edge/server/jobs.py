@@ -78,12 +78,12 @@ class Job:
         finally:
             events.close()  # cancels a generation stopped early; a no-op after the last token
         if ended:
-            return self._outcome(ended, stream.generation)
+            return self._outcome(ended, stream.decode_run)
         response = stream.response
         self._reconcile(response)
         if self._take({"type": "content", "text": self.stops.flush()}, raw=False):
-            return self._outcome("stop", stream.generation)
-        return self._outcome(response.finish_reason, stream.generation)
+            return self._outcome("stop", stream.decode_run)
+        return self._outcome(response.finish_reason, stream.decode_run)
 
     def _take(self, event: dict, raw: bool = True) -> bool:
         """Forward one parser event; True when a stop string ended the content."""

@@ -3,7 +3,8 @@
 Pure functions: no model, no I/O. Requests reaching here already match `schema.CHAT_REQUEST` or
 `schema.COMPLETION_REQUEST`; what a schema cannot say (role-dependent rules, tool-call arguments
 that must be JSON objects, the sources media may come from) is checked here. Media parts come out as
-gemma-edge parts still to be decoded (`server.media` does that off the event loop).
+gemma-edge parts still to be decoded (`server.media` does that off the event loop), and JSON output as
+a `JsonOutput` still to be turned into a grammar (`server.grammar`, through llama.cpp).
 """
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ class GenerationRequest:
     max_calls: int | None = None  # generation ends after this many tool calls
 
 
+@dataclass(frozen=True)
+class JsonOutput:
+    """Output forced to JSON (`model_args["grammar"]` as mapped): any JSON object (`schema` None) or JSON
+    matching `schema`. The server edge turns it into a llama.cpp grammar before the request is queued,
+    refusing a schema that cannot become one on the field `param`."""
+    schema: dict | None
+    param: str
+
+
 @dataclass
 class Outcome:
     """A finished (or stopped) generation: what was emitted, why it ended, what it cost."""
@@ -51,7 +61,7 @@ class Outcome:
     finish_reason: str
     usage: dict
     timings: dict = field(default_factory=dict)
-    logprobs: list[dict] | None = None  # per generated token, when asked (Generation.logprob_records)
+    logprobs: list[dict] | None = None  # per generated token, when asked (DecodeRun.logprob_records)
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -64,7 +74,7 @@ def chat_request(body: dict, *, default_max_tokens: int, max_tokens_limit: int |
     parallel = body.get("parallel_tool_calls") is not False
     forced = _forced_tools(choice, tools)
     if forced is None:
-        structure = structured_output(tools, thinking_flag(body), grammar_for(body.get("response_format")),
+        structure = structured_output(tools, thinking_flag(body), json_output(body.get("response_format")),
                                       param="response_format")
     else:
         structure = _forced_calls(body, tools, forced, parallel, call_grammar)
@@ -121,7 +131,8 @@ def _forced_calls(body: dict, tools: list[dict], forced: list[dict], parallel: b
     return {"tools": tools, "enable_thinking": False, "grammar": grammar}
 
 
-def structured_output(tools: list | None, thinking: bool | None, grammar: str | None, *, param: str) -> dict:
+def structured_output(tools: list | None, thinking: bool | None, grammar: str | JsonOutput | None, *,
+                      param: str) -> dict:
     """`tools`, `enable_thinking` and `grammar` for Model.stream: a grammar covers the whole output, so it
     cannot be combined with tools or thinking (thinking left to the model's default is turned off)."""
     if grammar is not None:
@@ -311,20 +322,15 @@ def check_parameters_schema(schema: Any, where: str) -> None:
         check_parameters_schema(schema["items"], f"{where}.items")
 
 
-def grammar_for(response_format: dict | None, where: str = "response_format.json_schema.schema") -> str | None:
-    """A llama.cpp GBNF grammar forcing the output `response_format` asks for (None: free text)."""
+def json_output(response_format: dict | None, where: str = "response_format.json_schema.schema") -> JsonOutput | None:
+    """The JSON output `response_format` asks for (None: free text)."""
     if not response_format or response_format["type"] == "text":
         return None
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
     if response_format["type"] == "json_object":
-        return JSON_GBNF
+        return JsonOutput(None, where)
     schema = response_format["json_schema"].get("schema") or {"type": "object"}
     _check_repetitions(schema, where)
-    try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError, RecursionError, AssertionError) as e:
-        raise RequestError(f"{where}: cannot be turned into a grammar ({e})", param=where) from None
+    return JsonOutput(schema, where)
 
 
 def _check_repetitions(schema: Any, where: str) -> None:

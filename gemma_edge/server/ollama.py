@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gemma_edge.server import ollama_mapping as om, schema, webpage
 from gemma_edge.server.body import read_json
 from gemma_edge.server.errors import RequestError
+from gemma_edge.server.grammar import with_grammar
 from gemma_edge.server.jobs import DONE, as_request_error, job_messages
 from gemma_edge.server.media import has_media
 
@@ -81,8 +82,9 @@ class OllamaApi:
         if om.is_load_request(body, chat):
             return JSONResponse(om.load_json(name, chat))
         to_request = om.chat_request if chat else om.generate_request
-        wanted = to_request(body, n_ctx=self.server.model.n_ctx, default_max_tokens=config.default_max_tokens,
-                            max_tokens_limit=config.max_tokens_limit)
+        wanted = with_grammar(to_request(body, n_ctx=self.server.model.n_ctx,
+                                         default_max_tokens=config.default_max_tokens,
+                                         max_tokens_limit=config.max_tokens_limit))
         if has_media(wanted.prompt):
             wanted.prompt = await self.server._decode_media(wanted.prompt)
         done = om.chat_done_json if chat else om.generate_done_json

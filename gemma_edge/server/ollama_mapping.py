@@ -84,12 +84,12 @@ def _generation_args(body: dict, tools: list | None, *, n_ctx: int, default_max_
     return args
 
 
-def _grammar(format: str | dict | None) -> str | None:
+def _grammar(format: str | dict | None) -> mapping.JsonOutput | None:
     if not format:
         return None
     if format == "json":
-        return mapping.grammar_for({"type": "json_object"})
-    return mapping.grammar_for({"type": "json_schema", "json_schema": {"schema": format}}, where="format")
+        return mapping.json_output({"type": "json_object"}, where="format")
+    return mapping.json_output({"type": "json_schema", "json_schema": {"schema": format}}, where="format")
 
 
 def _max_tokens(num_predict: int | None, *, n_ctx: int, default: int, limit: int | None) -> int:

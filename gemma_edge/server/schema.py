@@ -72,8 +72,10 @@ COMMON = {
           "x-error": f"must be an integer from 1 to {MAX_CHOICES} (the choices are generated one after another)"},
     "user": _NAME,
     "speculative": {"anyOf": [{"enum": ["auto", "off", "ngram", None]},
-                              {"type": "string", "pattern": "^draft:.", "maxLength": 4096}],
-                    "x-error": "must be 'auto', 'off', 'ngram' or 'draft:MODEL' (the server's draft model)"},
+                              {"type": "string", "pattern": "^draft:.", "maxLength": 4096},
+                              {"type": "string", "pattern": "^mtp(:.+)?$", "maxLength": 4096}],
+                    "x-error": "must be 'auto', 'off', 'ngram', 'draft:MODEL' (the server's draft model) or 'mtp' "
+                               "(the server's MTP drafter)"},
     **SAMPLING,
 }
 

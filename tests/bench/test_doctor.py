@@ -144,7 +144,7 @@ def test_info_warns_in_one_line_about_a_foreign_build(embedded_model_path, tmp_p
     from click.testing import CliRunner
 
     from gemma_edge.cli import main
-    from gemma_edge.llama import LLAMA_BUILD_RECORD
+    from gemma_edge.llama.loader import LLAMA_BUILD_RECORD
 
     lacking = sorted({"avx512", "sve", "amx_int8"} - detect_machine().features)
     (tmp_path / LLAMA_BUILD_RECORD).write_text(json.dumps({"features": lacking, "cpu": "a faraway CPU"}))
@@ -158,7 +158,7 @@ def test_this_machine_and_its_build(facts):
     """Live detection goes through the same parsers; the installed llama.cpp was built here
     (scripts/setup-venv.sh), so it uses every feature this CPU has (AMX only on request) and
     nothing it lacks."""
-    from gemma_edge.llama import cpu_backend_features
+    from gemma_edge.llama.ggml import cpu_backend_features
 
     m = detect_machine()
     built = built_features(cpu_backend_features())
@@ -199,3 +199,21 @@ def test_doctor_lines_name_amx_and_the_smoke_run():
     assert lines[-2].startswith("AMX         in this CPU, not used (opt in:")
     assert lines[-1] == ("smoke run   passed after falling back to the conservative build (no AVX-512, no AMX)")
     assert any("does not use: avx512" in line for line in lines)
+
+
+def test_spec_auto_follows_the_benchmark_evidence(facts, monkeypatch):
+    """`--spec auto` is "ngram" only where SPECULATION_EVIDENCE records prompt lookup at least as fast on every
+    task; elsewhere (no evidence, or not x86-64, where exact batches are unverified) it is "off"."""
+    from gemma_edge.doctor import SPECULATION_EVIDENCE, SpeculationEvidence, recommended_speculation
+
+    epyc = dataclasses.replace(machine("raspberry-pi-5-8gb"), arch="x86_64", cpu="AMD EPYC 9B45")
+    assert recommended_speculation(facts, epyc)[0] == next(
+        row.mode for row in SPECULATION_EVIDENCE if row.model == facts.name and row.cpu in epyc.cpu)
+    win = SpeculationEvidence("AMD EPYC", facts.name, "ngram", "measured win")
+    import gemma_edge.doctor as doctor
+
+    monkeypatch.setattr(doctor, "SPECULATION_EVIDENCE", (win,))
+    assert recommended_speculation(facts, epyc) == ("ngram", "measured win")
+    assert recommended_runtime(facts, epyc)["speculative"] == "ngram"
+    assert recommended_speculation(facts, machine("raspberry-pi-5-8gb"))[0] == "off"  # aarch64
+    assert recommended_speculation(facts, dataclasses.replace(epyc, cpu="Intel Xeon"))[0] == "off"

@@ -197,7 +197,7 @@ def test_smoke_passes_with_the_installed_llama_cpp(tmp_path):
     import llama_cpp
 
     from gemma_edge.doctor import built_features
-    from gemma_edge.llama import cpu_backend_features
+    from gemma_edge.llama.ggml import cpu_backend_features
 
     wheel = tmp_path / "llama_cpp_python-0.3.36-installed.whl"
     package = Path(llama_cpp.__file__).parent
@@ -231,8 +231,8 @@ def test_recorded_smoke_tokens_are_transformers_greedy():
 
 @pytest.mark.slow
 def test_recorded_smoke_tokens_are_this_llama_cpp_greedy(embedded_model_path):
-    from gemma_edge.bench import raw_loop
     from gemma_edge.llama import llama_cpp
+    from gemma_edge.measure import raw_loop
 
     record = json.loads(SMOKE_RECORD.read_text())
     llm = llama_cpp().Llama(str(embedded_model_path), n_ctx=128, n_threads=2, verbose=False)

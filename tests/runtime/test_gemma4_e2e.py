@@ -82,7 +82,7 @@ def test_thinking_budget_closes_the_channel_after_exactly_n_tokens(gemma4, budge
     stream = gemma4.stream("Think, then answer.", enable_thinking=True, thinking_budget=budget, grammar=grammar,
                            temperature=0, max_tokens=60)
     events = list(stream)
-    tokens = stream.generation.tokens
+    tokens = stream.decode_run.tokens
     opened, closed = tokens.index(channel), tokens.index(end_channel)
     assert closed - label_end(gemma4, tokens, opened) == budget  # the label is not thinking
     response = stream.response
@@ -100,7 +100,7 @@ def test_thinking_budget_zero_closes_the_channel_right_after_its_label(gemma4):
     stream = gemma4.stream("Think, then answer.", enable_thinking=True, thinking_budget=0, grammar=grammar,
                            temperature=0, max_tokens=60)
     events = list(stream)
-    assert gemma4.engine.detokenize(stream.generation.tokens) == "<|channel>thought<channel|>Answer."
+    assert gemma4.engine.detokenize(stream.decode_run.tokens) == "<|channel>thought<channel|>Answer."
     response = stream.response
     assert (response.thinking, response.content, response.finish_reason) == (None, "Answer.", "stop")
     assert [e for e in events if e["type"] == "thinking"] == []

@@ -23,7 +23,7 @@ import pytest
 
 from gemma_edge.llama.engine import common_prefix, position_identities, prompt_positions
 from gemma_edge.formats import render_prompt
-from gemma_edge.projector import MediaChunk
+from gemma_edge.llama.mtmd import MediaChunk
 
 # min cosine of our first-reply logits to transformers' (F32 both sides). Measured: images 0.99995–0.99996
 # (100×150, resized on both sides) and 0.9997–0.9998 (native 84×120), audio 0.99998 (1 s and 2 s), the

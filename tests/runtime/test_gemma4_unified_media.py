@@ -25,7 +25,7 @@ import math
 import numpy as np
 import pytest
 
-from gemma_edge.projector import MediaChunk
+from gemma_edge.llama.mtmd import MediaChunk
 from tests.runtime.test_gemma4_media import (
     AUDIO_CONVERSATIONS, CONVERSATIONS, IMAGE_SIZES, MIN_LOGIT_COSINE, audio_part, cosine, first_reply_logits,
     image_part, layout, processor_inputs,

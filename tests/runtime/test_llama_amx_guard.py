@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from gemma_edge import llama
-from gemma_edge.llama import AMX_OPT_IN, cpu_extra_buffer_types, extra_buffers_allowed, load_llama
+from gemma_edge.llama import ggml
+from gemma_edge.llama.ggml import cpu_extra_buffer_types
+from gemma_edge.llama.loader import AMX_OPT_IN, extra_buffers_allowed, load_llama
 
 
 def test_extra_buffer_types_come_from_ggml():
@@ -17,7 +19,7 @@ def test_extra_buffer_types_come_from_ggml():
 
 
 def test_amx_buffers_are_refused_unless_opted_in(monkeypatch):
-    monkeypatch.setattr(llama, "cpu_extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])
+    monkeypatch.setattr(ggml, "cpu_extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])
     monkeypatch.delenv(AMX_OPT_IN, raising=False)
     assert not extra_buffers_allowed()
     monkeypatch.setenv(AMX_OPT_IN, "1")
@@ -44,10 +46,10 @@ def test_the_engine_loads_without_extra_buffers_on_an_amx_build(embedded_model_p
     import json
 
     from gemma_edge.api import load
-    from gemma_edge.bench import raw_loop
     from gemma_edge.cpu_build import SMOKE_RECORD
+    from gemma_edge.measure import raw_loop
 
-    monkeypatch.setattr(llama, "cpu_extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])
+    monkeypatch.setattr(ggml, "cpu_extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])
     monkeypatch.delenv(AMX_OPT_IN, raising=False)
     record = json.loads(SMOKE_RECORD.read_text())
     model = load(embedded_model_path, n_ctx=64, n_threads=2)

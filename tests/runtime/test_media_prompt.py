@@ -72,7 +72,7 @@ def gemma3_vision():
 
 def layout(items, image_token_id: int) -> list[int]:
     """Prompt items as the processor writes them: each media position is the processor's image token."""
-    from gemma_edge.projector import MediaChunk
+    from gemma_edge.llama.mtmd import MediaChunk
 
     out = []
     for item in items:

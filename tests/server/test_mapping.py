@@ -145,11 +145,17 @@ def test_choices_get_their_own_seeds():
 def test_response_format_becomes_a_llama_cpp_grammar():
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+    from gemma_edge.server.grammar import with_grammar
+
     base = {"messages": [{"role": "user", "content": "hi"}]}
-    assert chat({**base, "response_format": {"type": "json_object"}}).model_args["grammar"] == JSON_GBNF
+    request = chat({**base, "response_format": {"type": "json_object"}})
+    assert request.model_args["grammar"] == mapping.JsonOutput(None, "response_format.json_schema.schema")
+    assert with_grammar(request).model_args["grammar"] == JSON_GBNF
     sch = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     request = chat({**base, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": sch}}})
-    assert request.model_args["grammar"] == json_schema_to_gbnf(json.dumps(sch))
+    assert request.model_args["grammar"] == mapping.JsonOutput(sch, "response_format.json_schema.schema")
+    assert with_grammar(request).model_args["grammar"] == json_schema_to_gbnf(json.dumps(sch))
+    assert with_grammar(request).model_args == {**request.model_args, "grammar": json_schema_to_gbnf(json.dumps(sch))}
     assert request.model_args["enable_thinking"] is False
     assert chat({**base, "response_format": {"type": "text"}}).model_args["grammar"] is None
     with pytest.raises(RequestError):
@@ -157,6 +163,16 @@ def test_response_format_becomes_a_llama_cpp_grammar():
     with pytest.raises(RequestError):
         chat({**base, "response_format": {"type": "json_schema",
                                           "json_schema": {"name": "x", "schema": {"type": "array", "minItems": 10**6}}}})
+
+
+def test_a_schema_llama_cpp_cannot_convert_is_refused_on_its_field():
+    from gemma_edge.server.grammar import with_grammar
+
+    request = chat({"messages": [{"role": "user", "content": "hi"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/definitions/missing"}}}})
+    with pytest.raises(RequestError, match="cannot be turned into a grammar") as e:
+        with_grammar(request)
+    assert e.value.param == "response_format.json_schema.schema"
 
 
 def test_sampling_and_limits():
@@ -176,6 +192,10 @@ def test_speculative_field_reaches_the_model_and_counts_reach_usage():
     assert "speculative" not in chat({"messages": [{"role": "user", "content": "hi"}]}).model_args
     with pytest.raises(RequestError, match="speculative"):
         chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "turbo"})
+    for mtp in ("mtp", "mtp:/models/drafter.gguf"):  # the server's drafter (Model.speculation checks it)
+        assert chat({"messages": [{"role": "user", "content": "hi"}], "speculative": mtp}).model_args["speculative"] == mtp
+    with pytest.raises(RequestError, match="speculative"):
+        chat({"messages": [{"role": "user", "content": "hi"}], "speculative": "mtp:"})
     usage = mapping.usage_json({"prompt_tokens": 9, "prompt_tokens_evaluated": 9, "completion_tokens": 20,
                                 "drafted_tokens": 16, "accepted_tokens": 12})
     assert usage["completion_tokens_details"] == {"accepted_prediction_tokens": 12,

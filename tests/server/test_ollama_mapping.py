@@ -10,7 +10,7 @@ import pytest
 
 from gemma_edge.server import ollama_mapping as om, schema
 from gemma_edge.server.errors import RequestError
-from gemma_edge.server.mapping import Outcome
+from gemma_edge.server.mapping import JsonOutput, Outcome
 
 LIMITS = {"n_ctx": 1024, "default_max_tokens": 512, "max_tokens_limit": None}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
@@ -61,12 +61,16 @@ def test_num_predict(num_predict, limit, expected):
 def test_think_and_format():
     from llama_cpp.llama_grammar import JSON_GBNF
 
+    from gemma_edge.server.grammar import with_grammar
+
     base = {"messages": [{"role": "user", "content": "hi"}]}
     assert chat({**base, "think": "low"}).model_args["enable_thinking"] is True
     assert chat({**base, "think": False}).model_args["enable_thinking"] is False
     assert chat(base).model_args["enable_thinking"] is None  # the model's default
-    formatted = chat({**base, "format": "json"}).model_args
-    assert formatted["grammar"] == JSON_GBNF and formatted["enable_thinking"] is False
+    formatted = chat({**base, "format": "json"})
+    assert formatted.model_args["grammar"] == JsonOutput(None, "format")
+    assert formatted.model_args["enable_thinking"] is False
+    assert with_grammar(formatted).model_args["grammar"] == JSON_GBNF
 
 
 @pytest.mark.parametrize("body, param", [

@@ -168,7 +168,7 @@ def test_chat_logprobs_equal_llama_cpps(client, library_model, logits_oracle, st
     library_model.engine.reset()
     generation = library_model.stream(MESSAGES, temperature=0, max_tokens=8)
     generation.consume()
-    prompt, generated = generation.generation.prompt_tokens, generation.generation.tokens
+    prompt, generated = generation.decode_run.prompt_tokens, generation.decode_run.tokens
     logits_oracle.reset()
     logits_oracle.eval(prompt)
     for token in generated[:-1]:  # one at a time, as generation evaluates them (batch sizes change the numerics)

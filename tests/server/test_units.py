@@ -136,7 +136,7 @@ class ScriptedStream:
         from gemma_edge.llama.engine import Timings
 
         self.response = Response(content="".join(texts), finish_reason="stop", usage={"completion_tokens": len(texts)})
-        self.generation = SimpleNamespace(usage=self.response.usage, timings=Timings(), prompt_evaluated=0,
+        self.decode_run = SimpleNamespace(usage=self.response.usage, timings=Timings(), prompt_evaluated=0,
                                           tokens=texts, logprobs=None)
 
     def __iter__(self):

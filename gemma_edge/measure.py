@@ -1,5 +1,6 @@
-"""Throughput measured against a same-process baseline: gemma-edge's generation path next to a raw
-llama.cpp loop on the very same `Llama` object (same GGUF, threads, context and batch size).
+"""How gemma-edge's benchmarks measure (the `gemma-edge bench` command and the scripts in bench/ share it):
+gemma-edge's generation path timed against a raw llama.cpp loop on the very same `Llama` object (same
+GGUF, threads, context and batch size), interleaved runs, summaries, tables, plots and result files.
 
 Both sides are timed from the outside with the same definitions, so their ratio is meaningful:
 
@@ -13,6 +14,7 @@ interleaved A/B/B/A… after a warm-up, and reported as median with min–max.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import resource
@@ -103,10 +105,10 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
     parsing, streaming or detokenizing. Stops where gemma-edge stops (a stop token or `max_tokens`),
     so both sides do the same number of samples and evaluations. `clock`: wall time by default;
     `time.process_time` measures CPU time instead (steadier on a shared machine at 1 thread)."""
-    import llama_cpp
+    from gemma_edge.llama.internals import GreedySampler
 
     stop = set(stop_ids)
-    sampler = llama_cpp.llama_sampler_init_greedy()
+    sampler = GreedySampler()
     try:
         start = clock()
         llm.n_tokens = 0
@@ -114,7 +116,7 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
         generated: list[int] = []
         first = None
         while len(generated) < max_tokens:
-            token = llama_cpp.llama_sampler_sample(sampler, llm._ctx.ctx, -1)
+            token = sampler.next_token(llm)
             if first is None:
                 first = clock()
             if token in stop:
@@ -123,40 +125,46 @@ def raw_loop(llm, tokens: Sequence[int], max_tokens: int, stop_ids: Iterable[int
             llm.eval([token])
         end = clock()
     finally:
-        llama_cpp.llama_sampler_free(sampler)
+        sampler.close()
     return Measurement(len(tokens), len(generated), (first or end) - start, end - start, current_rss_mb(),
                        tuple(generated))
 
 
-def timed_stream(events: Iterable, prompt_evaluated: Callable[[], int], generated: Callable[[], Sequence[int]]
-                 ) -> Measurement:
-    """Time a gemma-edge event stream from its first `next()` to exhaustion. The first event marks
-    the first token (raw streams yield every non-empty piece at once)."""
-    start = time.perf_counter()
+def time_to_first_and_end(events: Iterable, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """(seconds to the first item, seconds to exhaustion) of iterating `events` from its first `next()`.
+    The first item marks the first token (gemma-edge's streams yield every non-empty piece at once)."""
+    start = clock()
     first = None
     for _ in events:
         if first is None:
-            first = time.perf_counter()
-    end = time.perf_counter()
+            first = clock()
+    end = clock()
+    return (first or end) - start, end - start
+
+
+def timed_stream(events: Iterable, prompt_evaluated: Callable[[], int], generated: Callable[[], Sequence[int]]
+                 ) -> Measurement:
+    """Time a gemma-edge event stream from its first `next()` to exhaustion."""
+    ttft, total = time_to_first_and_end(events)
     tokens = tuple(generated())
-    return Measurement(prompt_evaluated(), len(tokens), (first or end) - start, end - start, current_rss_mb(), tokens)
+    return Measurement(prompt_evaluated(), len(tokens), ttft, total, current_rss_mb(), tokens)
 
 
 def edge_stream(model, tokens: Sequence[int], max_tokens: int, spec: str = "off",
                 usages: list | None = None) -> Measurement:
     """gemma-edge's public streaming path for a token prompt: `Engine.generate` wrapped in the
     `ResponseStream` that `Model.stream(raw=True)` returns (incremental UTF-8 detokenizing, events);
-    `spec`: its speculative decoding mode ("off", "ngram", or the draft:MODEL the model was loaded with);
-    the generation's usage is appended to `usages`."""
+    `spec`: its speculative decoding mode ("off", "ngram", or the draft:MODEL or mtp:DRAFTER the model was
+    loaded with); the decode run's usage is appended to `usages`."""
     from gemma_edge.api import ResponseStream
     from gemma_edge.sampling import Sampling
 
-    generation = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens,
-                                       speculation=model.speculation(spec))
-    stream = ResponseStream(generation, None, raw=True)
-    measurement = timed_stream(stream, lambda: generation.prompt_evaluated, lambda: generation.tokens)
+    run = model.engine.generate(tokens, Sampling(temperature=0), max_tokens=max_tokens,
+                                speculation=model.speculation(spec))
+    stream = ResponseStream(run, None, raw=True)
+    measurement = timed_stream(stream, lambda: run.prompt_evaluated, lambda: run.tokens)
     if usages is not None:
-        usages.append(generation.usage)
+        usages.append(run.usage)
     return measurement
 
 
@@ -234,10 +242,8 @@ def _cpu_name() -> str:
 
 def _llama_version() -> str:
     try:
-        import llama_cpp
-
-        return llama_cpp.__version__
-    except ImportError:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 
