@@ -51,9 +51,9 @@ def reference(embedded_model_path):
     return prompt, {"tokens": gen.tokens, "logits": logits[:sampled]}
 
 
-def split_engine(path, endpoints, **kw) -> SupervisedEngine:
+def split_engine(path, endpoints, speculative="off", **kw) -> SupervisedEngine:
     facts = read_model_facts(path)
-    return SupervisedEngine(facts, plain_settings(facts, rpc=endpoints), **kw)
+    return SupervisedEngine(facts, plain_settings(facts, rpc=endpoints, speculative=speculative), **kw)
 
 
 def generate(engine, prompt, max_tokens, on_text=None):
@@ -124,12 +124,12 @@ def test_dead_worker_gives_a_clear_error_then_recovers(embedded_model_path, work
 def test_every_generation_option_crosses_to_the_child(embedded_model_path, workers):
     """Interventions (forced tokens, as a thinking budget forces its closing marker), logprobs, speculation
     and grammars behave as in one process; a generation its caller stops reading leaves the child ready
-    for the next."""
+    for the next. Both engines are loaded for speculation (exact batches, which speculation needs)."""
     from gemma_edge.llama.engine import Engine
     from gemma_edge.speculative import make_speculation
 
     facts = read_model_facts(embedded_model_path)
-    local = Engine(facts, plain_settings(facts))
+    local = Engine(facts, plain_settings(facts, speculative="ngram"))
     prompt = local.llm.tokenize(PROMPT.encode(), add_bos=True)
     forced = local.llm.tokenize(b" Venice", add_bos=False)
 
@@ -149,7 +149,7 @@ def test_every_generation_option_crosses_to_the_child(embedded_model_path, worke
         gen.text()
         return gen
 
-    with split_engine(embedded_model_path, workers.endpoints) as split:
+    with split_engine(embedded_model_path, workers.endpoints, speculative="ngram") as split:
         results = []
         for engine in (local, split):
             intervene, seen = forcing()
