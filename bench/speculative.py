@@ -161,21 +161,26 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, path):
+def plot_speedups(tasks: list[str], series: dict[str, list[float]], path):
+    """Bars of decode speed over no speculation per task, one series per side; None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
-    tasks = list(report["tasks"])
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.38
-    for i, side in enumerate((NGRAM, LCPP)):
-        ax.bar([t + (i - 0.5) * width for t in range(len(tasks))],
-               [report["tasks"][task]["speedup_over_off"][side] for task in tasks], width, label=side)
+    width = 0.76 / len(series)
+    for i, (side, values) in enumerate(series.items()):
+        ax.bar([t + (i - (len(series) - 1) / 2) * width for t in range(len(tasks))], values, width, label=side)
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
     ax.set_ylabel("decode speed / no speculation")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def plot(report: dict, path):
+    tasks = list(report["tasks"])
+    return plot_speedups(tasks, {side: [report["tasks"][t]["speedup_over_off"][side] for t in tasks]
+                                 for side in (NGRAM, LCPP)}, path)
 
 
 # -- draft-model pair mode (--draft MODEL): a target and a smaller model of its vocabulary drafting ----------
@@ -236,17 +241,8 @@ def markdown_pair(report: dict) -> str:
 
 
 def plot_pair(report: dict, path):
-    plt = pyplot()
-    if plt is None:
-        return None
     tasks = list(report["tasks"])
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.bar(range(len(tasks)), [report["tasks"][task]["speedup_over_off"] for task in tasks], 0.5, label=DRAFT)
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
-    ax.set_ylabel("decode speed / no speculation")
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return plot_speedups(tasks, {DRAFT: [report["tasks"][t]["speedup_over_off"] for t in tasks]}, path)
 
 
 def main_pair(args, tasks: dict) -> dict:

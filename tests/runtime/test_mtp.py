@@ -95,11 +95,7 @@ def generate(model, prompt, spec, **kw):
     return stream.decode_run
 
 
-SPLIT_NEAR_TIE = pytest.mark.xfail(
-    strict=True, reason="open (issue 16, spec-exact lane): a batch's logits differ from one-token logits in the "
-    "last bits and flip a near-tie at token 54; any drafter does it (test_the_divergence_is_batch_verification)")
-PROMPTS = [pytest.param("The quick brown fox", marks=SPLIT_NEAR_TIE), "Write a story about a dragon",
-           "Once upon a time"]
+PROMPTS = ["The quick brown fox", "Write a story about a dragon", "Once upon a time"]
 
 
 @pytest.mark.slow
@@ -124,31 +120,6 @@ def test_sampled_output_with_a_seed_is_reproducible(mtp_model):
     kw = dict(raw=True, temperature=1.0, seed=5)
     first, again = (generate(mtp_model, "Once upon a time", "mtp", **kw) for _ in range(2))
     assert first.usage["drafted_tokens"] > 0 and first.tokens == again.tokens
-
-
-@pytest.mark.slow
-def test_the_divergence_is_batch_verification(mtp_model):
-    """The xfail above is not MTP's: drafts of one repeated token, all rejected, change the same token."""
-    from gemma_edge.speculative import DraftLength, Speculation
-
-    class Repeat:
-        def propose(self, context, limit):
-            return [5] * limit
-
-    engine = mtp_model.engine
-    prompt = mtp_model.tokenize_raw("The quick brown fox")
-    runs = {}
-    for name, speculation in (("off", None), ("repeat", Speculation(Repeat(), DraftLength(probation=1000)))):
-        engine.reset()
-        gen = engine.generate(prompt, mtp_model.sampling(temperature=0), max_tokens=60, speculation=speculation)
-        gen.text()
-        runs[name] = gen
-    assert runs["repeat"].usage["accepted_tokens"] == 0
-    mtp = generate(mtp_model, "The quick brown fox", "mtp", raw=True)
-    first = next((i for i, (a, b) in enumerate(zip(runs["off"].tokens, mtp.tokens)) if a != b), None)
-    if first is not None:  # then a drafter that is always wrong changes it too, at or before that token
-        diverged = next(i for i, (a, b) in enumerate(zip(runs["off"].tokens, runs["repeat"].tokens)) if a != b)
-        assert diverged <= first
 
 
 # -- refusals --------------------------------------------------------------------------------------
