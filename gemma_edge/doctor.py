@@ -14,6 +14,7 @@ from typing import Callable
 from gemma_edge.cpu_build import LLAMA_BUILD_KEYS, built_features, cmake_args
 from gemma_edge.hardware import Machine, detect_machine
 from gemma_edge.memory import memory_needed
+from gemma_edge.speculative import parse_spec
 
 # The context run/chat use by default when it fits, and the smallest worth recommending (below it a
 # chat turn barely fits).
@@ -154,8 +155,6 @@ def recommended_speculation(facts, machine: Machine | None = None) -> tuple[str,
 def resolve_spec(value: str | None, facts) -> str:
     """The mode a --spec / `speculative=` value means for a model: "auto" becomes `recommended_speculation`
     for this machine and model."""
-    from gemma_edge.speculative import parse_spec
-
     mode = parse_spec(value)
     return recommended_speculation(facts)[0] if mode == "auto" else mode
 

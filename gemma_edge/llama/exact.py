@@ -28,6 +28,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from gemma_edge.gguf_file import GGUFFile
+
 EXACT_ROWS = range(2, 8)  # the row counts whose evaluations agree bit for bit
 MAX_DRAFT = EXACT_ROWS.stop - 2  # a verification evaluates the fed token and at most this many drafts
 
@@ -41,8 +43,6 @@ ONE_ROW_AS_BATCH_X86 = {"Q4_0": 2, "Q5_0": 6, "Q8_0": 8, "Q2_K": 10, "Q3_K": 11,
 def throwaway_row_needs_logits(path: str | Path) -> bool:
     """Does the padding row of a single-token evaluation need logits for this GGUF's weights to see the
     same kernels as a verification batch? False only on x86-64 with every matrix in ONE_ROW_AS_BATCH_X86."""
-    from gemma_edge.gguf_file import GGUFFile
-
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return True
     safe = set(ONE_ROW_AS_BATCH_X86.values())
